@@ -1,0 +1,40 @@
+"""Process-wide constants shared by every layer of medalpy, kernels included.
+
+Nothing here imports anything heavy: this module is read at ``medalpy --help`` time.
+"""
+
+import numpy as np
+
+#: Floating-point type of weights, activations and workspaces unless asked otherwise.
+DEFAULT_DTYPE = np.float32
+
+#: The dtypes a network may be built in.
+SUPPORTED_DTYPES = (np.float32, np.float64)
+
+#: Names of the kernel backends, in the order they are documented.
+BACKENDS = ("numpy", "cpu")
+
+#: Constants of the counter-based noise hash (splitmix64, Steele et al. 2014). Masks are a pure
+#: function of (seed, epoch, sample index, feature index), so every backend, batch size and
+#: thread count draws the same mask for the same sample.
+SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+SPLITMIX_M1 = 0xBF58476D1CE4E5B9
+SPLITMIX_M2 = 0x94D049BB133111EB
+#: A unit is dropped when the top 53 bits of its hash fall below ``rate * 2**53``.
+NOISE_BITS = 53
+
+
+def resolve_dtype(dtype):
+    """Return ``dtype`` as a NumPy dtype class, refusing anything but float32/float64."""
+    dt = np.dtype(dtype if dtype is not None else DEFAULT_DTYPE).type
+    if dt not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype).name}")
+    return dt
+
+
+def noise_threshold(rate):
+    """Integer threshold for masking noise of probability ``rate`` (0 <= rate < 1)."""
+    rate = float(rate)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"corruption rate must be in [0, 1), got {rate}")
+    return int(rate * (1 << NOISE_BITS))
