@@ -1,0 +1,101 @@
+"""Forward and backward passes through a chain of layers, with workspaces sized once.
+
+A chain is the active path of a network (:meth:`medalpy.network.Network.path`): layers
+``1..L``, sigmoid hidden units, and an output scored by an objective. For a batch ``X`` of
+``n <= batch_size`` rows:
+
+    forward    A_l = sigma(A_{l-1} W_l + b_l)  for l < L,   A_0 = X
+               Z_L = A_{L-1} W_L + b_L                      (the output pre-activation)
+    loss       E, delta_L = dE/dZ_L                          (objective kernel)
+    backward   dW_l = A_{l-1}^T delta_l,   db_l = sum_rows delta_l       (trainable l only)
+               delta_{l-1} = (delta_l W_l^T) * A_{l-1} (1 - A_{l-1})     (down to the lowest
+                                                                          trainable layer)
+
+Frozen layers get no gradient arrays but pass deltas down when a trainable layer lies below
+them; nothing below the lowest trainable layer is computed. All buffers are allocated in
+:class:`Pass` once per phase, so a training step allocates no arrays.
+"""
+
+from medalpy.objectives import objective_for
+
+
+class Pass:
+    """Workspaces and passes for one chain at one batch size.
+
+    Parameters
+    ----------
+    backend : a kernel module from :func:`medalpy.kernels.get_backend`.
+    chain : list of (name, Layer) from input to output.
+    batch_size : int, the largest batch the pass will see.
+    head : ``"decoder"``, ``"mirror"`` or ``"classifier"``; chooses the objective.
+    dtype : float dtype of the workspaces.
+    train : bool; False builds a forward-only pass (no deltas, no gradients).
+    """
+
+    def __init__(self, backend, chain, batch_size, head, dtype, train=True):
+        self.backend = backend
+        self.names = [name for name, _ in chain]
+        self.layers = [layer for _, layer in chain]
+        self.objective = objective_for(head)
+        self.batch_size = int(batch_size)
+        B = self.batch_size
+        # acts[l]: A_l for hidden layers, Z_L for the output layer.
+        self.acts = [backend.empty((B, layer.n_out), dtype) for layer in self.layers]
+        self.output = backend.empty((B, self.layers[-1].n_out), dtype)  # sigma(Z_L)
+        trainable = [i for i, layer in enumerate(self.layers) if layer.trainable]
+        self.lowest = trainable[0] if (train and trainable) else None
+        self.deltas, self.grads = {}, {}
+        if self.lowest is not None:
+            for i in range(self.lowest, len(self.layers)):
+                self.deltas[i] = backend.empty((B, self.layers[i].n_out), dtype)
+            for i in trainable:
+                layer = self.layers[i]
+                self.grads[i] = (backend.empty(layer.W.shape, dtype),
+                                 backend.empty(layer.b.shape, dtype))
+
+    def forward(self, X):
+        """Run the chain on ``X`` (n, D_0); returns the output pre-activation view (n, D_L)."""
+        k, n = self.backend, X.shape[0]
+        A = X
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            Z = self.acts[i][:n]
+            k.matmul(A, layer.W, Z)
+            # Hidden layers squash in place (Z is not needed again, A is); the output keeps Z
+            # for the objective, which works from pre-activations.
+            k.add_bias_sigmoid(Z, layer.b, Z if i < last else self.output[:n])
+            A = Z
+        return self.acts[last][:n]
+
+    def backward(self, X, target):
+        """Loss and gradients for a batch: forward, objective, backward.
+
+        Parameters
+        ----------
+        X : (n, D_0) input batch (already corrupted where the schedule says so).
+        target : (n, D_L) float reconstruction target, or (n,) int labels.
+
+        Returns
+        -------
+        float, the batch-mean loss. Gradients are left in :attr:`grads` (index -> (dW, db)).
+        """
+        k, n = self.backend, X.shape[0]
+        last = len(self.layers) - 1
+        Z = self.forward(X)
+        loss = self.objective.loss_and_delta(k, Z, target, self.deltas[last][:n])
+        for i in range(last, self.lowest - 1, -1):
+            delta = self.deltas[i][:n]
+            below = X if i == 0 else self.acts[i - 1][:n]
+            if i in self.grads:
+                dW, db = self.grads[i]
+                k.matmul_tn(below, delta, dW)
+                k.column_sum(delta, db)
+            if i > self.lowest:
+                delta_below = self.deltas[i - 1][:n]
+                k.matmul_nt(delta, self.layers[i].W, delta_below)
+                k.sigmoid_backward(delta_below, below, delta_below)
+        return loss
+
+    def named_gradients(self):
+        """``[(name, layer, dW, db)]`` for the trainable layers, for the optimiser."""
+        return [(self.names[i], self.layers[i], dW, db) for i, (dW, db) in self.grads.items()]

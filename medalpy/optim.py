@@ -1,0 +1,41 @@
+"""Stochastic gradient descent with momentum, weight decay and MEDAL's gradient normalisation.
+
+For each trainable layer with gradient ``g = [dW; db]``:
+
+    s = 1 / ||g||  if normalise_gradients (MEDAL's normGrad) else 1
+    V_W = momentum V_W + lr (s dW + weight_decay W),   W = W - V_W
+    V_b = momentum V_b + lr (s db),                   b = b - V_b     (biases are not decayed)
+
+Velocities are keyed by parameter name (``encoder.0.W``...), start at zero, and live in
+:attr:`SGD.velocity` so that checkpoints can save and restore them.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SGD:
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    normalise_gradients: bool = False
+    velocity: dict = field(default_factory=dict)
+
+    def _velocity(self, backend, name, like):
+        v = self.velocity.get(name)
+        if v is None:
+            v = self.velocity[name] = backend.zeros(like.shape, like.dtype)
+        return v
+
+    def step(self, backend, named_gradients):
+        """Update every (name, layer, dW, db) in place."""
+        for name, layer, dW, db in named_gradients:
+            scale = 1.0
+            if self.normalise_gradients:
+                norm = math.sqrt(backend.sum_of_squares(dW) + backend.sum_of_squares(db))
+                scale = 1.0 / norm if norm > 0.0 else 1.0
+            backend.sgd_update(layer.W, dW, self._velocity(backend, f"{name}.W", layer.W),
+                               self.lr, self.momentum, self.weight_decay, scale)
+            backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
+                               self.lr, self.momentum, 0.0, scale)
