@@ -1,0 +1,297 @@
+"""Oracle tests: every kernel of the Numba ``cpu`` backend against the NumPy reference.
+
+Inputs are random (explicit ``default_rng`` seeds) plus the edge rows that break naive code:
+all-zero rows and pre-activations of +-40 and +-100, where ``sigma`` saturates, ``exp(-|z|)``
+is subnormal in float32 (exp(-100) ~ 3.7e-44) and a loss written as ``log(clip(y))`` or a
+delta written as ``dE/dy * y (1 - y)`` would be wrong.
+
+Tolerances. Both backends do the same operations in the same order and in the same dtype;
+they differ only where one calls NumPy's SIMD ``exp``/``log``/``log1p`` and the other the C
+library's scalar ones, each accurate to about 1 ulp, and in the summation order of float64
+reductions. Hence:
+
+- float64: ``rtol = 1e-13`` (a few hundred ulps of headroom over the ~1 ulp seen; the
+  issue asks for ~1e-12).
+- float32: ``rtol = 4 * eps32`` (~4.8e-7) on sigmoid outputs: a 1-ulp error in ``e = exp(-|z|)``
+  moves ``1 / (1 + e)`` by at most a quarter ulp and ``e / (1 + e)`` by about 1 ulp, plus 1 ulp
+  of rounding of each division. Deltas ``(y - t) / B`` are then off by a few ulps *of y*,
+  not of the (possibly cancelled) difference, hence an absolute tolerance of
+  ``4 * eps32 / B``. Subnormal sigmoids (z = -100) carry an absolute error of a few
+  subnormal spacings, far below any of these.
+- float32 losses: each element's ``softplus(z) - t z`` is formed in float32 (as the reference
+  does) and summed in float64, so the two losses can differ by at most a couple of ulps per
+  element: the test computes that bound, ``sum 4 eps32 (|softplus| + |t z|) / B``, from the data.
+- Kernels without transcendental functions (gather, masks, products, sigmoid_backward,
+  column_sum, sgd_update, argmax) must agree exactly.
+"""
+
+import inspect
+
+import numpy as np
+import pytest
+
+from medalpy.kernels import cpu
+from medalpy.kernels import reference as ref
+
+DTYPES = [np.float32, np.float64]
+EDGE = [0.0, 40.0, -40.0, 100.0, -100.0]
+
+
+def _rtol(dtype):
+    return 1e-13 if dtype == np.float64 else 4 * float(np.finfo(np.float32).eps)
+
+
+def _preacts(rng, B, D, dtype):
+    """Random pre-activations with edge rows: all zeros, +-40, +-100, and all of them mixed."""
+    Z = rng.normal(0.0, 6.0, size=(B, D))
+    Z[0] = 0.0
+    Z[1] = 40.0
+    Z[2] = -40.0
+    Z[3] = 100.0
+    Z[4] = -100.0
+    Z[5] = np.resize(EDGE, D)
+    return Z.astype(dtype)
+
+
+def _targets(rng, B, D, dtype):
+    """Targets in [0, 1] with exact 0s and 1s (binary pixels), and a row of zeros."""
+    T = rng.random((B, D))
+    T[rng.random((B, D)) < 0.3] = 0.0
+    T[rng.random((B, D)) < 0.2] = 1.0
+    T[6] = 0.0
+    return T.astype(dtype)
+
+
+def test_same_public_interface():
+    """cpu offers every kernel of the reference with the same signature."""
+    helpers = {"splitmix64", "keep_mask", "noise_row_keys", "sigmoid", "softplus"}
+    names = [
+        n
+        for n, f in vars(ref).items()
+        if inspect.isfunction(f) and not n.startswith("_") and f.__module__ == ref.__name__
+    ]
+    assert "sgd_update" in names and "gather_masked" in names
+    for name in names:
+        if name in helpers:
+            continue
+        assert hasattr(cpu, name), name
+        assert inspect.signature(getattr(cpu, name)) == inspect.signature(getattr(ref, name)), name
+    assert cpu.NAME == "cpu"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_array_helpers(dtype):
+    a = cpu.empty((3, 4), dtype)
+    assert a.shape == (3, 4) and a.dtype == dtype
+    z = cpu.zeros((5,), dtype)
+    assert z.dtype == dtype and not z.any()
+    x = np.arange(12, dtype=dtype).reshape(3, 4)
+    assert cpu.to_device(x) is x
+    assert cpu.to_device(x.T).flags.c_contiguous
+    assert cpu.to_host(x) is x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather(dtype):
+    rng = np.random.default_rng(101)
+    X = rng.integers(0, 256, size=(50, 37), dtype=np.uint8)
+    X[3] = 0
+    X[4] = 255
+    rows = np.array([3, 4, 0, 49, 4, 17], dtype=np.int64)
+    got, want = np.empty((6, 37), dtype), np.empty((6, 37), dtype)
+    cpu.gather(X, rows, got)
+    ref.gather(X, rows, want)
+    np.testing.assert_array_equal(got, want)
+    # Cached float codes are copied unscaled.
+    C = rng.random((50, 11)).astype(dtype)
+    got, want = np.empty((6, 11), dtype), np.empty((6, 11), dtype)
+    cpu.gather(C, rows, got)
+    ref.gather(C, rows, want)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rate", [0.0, 0.15, 0.5])
+def test_gather_masked(dtype, rate):
+    rng = np.random.default_rng(102)
+    X = rng.integers(0, 256, size=(200, 784), dtype=np.uint8)
+    X[7] = 0
+    rows = rng.permutation(200)[:20].astype(np.int64)
+    rows[0] = 7
+    got, want = np.empty((20, 784), dtype), np.empty((20, 784), dtype)
+    cpu.gather_masked(X, rows, rate, 1234, 5, got)
+    ref.gather_masked(X, rows, rate, 1234, 5, want)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmuls(dtype):
+    rng = np.random.default_rng(103)
+    H = rng.random((20, 78)).astype(dtype)
+    W = rng.normal(size=(78, 100)).astype(dtype)
+    delta = rng.normal(size=(20, 100)).astype(dtype)
+    for fn, A, Bm, shape in [
+        ("matmul", H, W, (20, 100)),
+        ("matmul_tn", H, delta, (78, 100)),
+        ("matmul_nt", delta, W, (20, 78)),
+    ]:
+        got, want = np.empty(shape, dtype), np.empty(shape, dtype)
+        getattr(cpu, fn)(A, Bm, got)
+        getattr(ref, fn)(A, Bm, want)
+        np.testing.assert_allclose(got, want, rtol=_rtol(dtype), atol=0, err_msg=fn)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add_bias_sigmoid(dtype):
+    rng = np.random.default_rng(104)
+    Z = _preacts(rng, 20, 300, dtype)
+    b = rng.normal(size=300).astype(dtype)
+    b[: len(EDGE)] = 0.0  # keep some edge values exact after the bias
+    Zc, Zr = Z.copy(), Z.copy()
+    Hc, Hr = np.empty_like(Z), np.empty_like(Z)
+    cpu.add_bias_sigmoid(Zc, b, Hc)
+    ref.add_bias_sigmoid(Zr, b, Hr)
+    np.testing.assert_array_equal(Zc, Zr)  # Z += b is exact in both
+    tiny = float(np.finfo(dtype).smallest_subnormal) * 4
+    np.testing.assert_allclose(Hc, Hr, rtol=_rtol(dtype), atol=tiny)
+    assert np.all(np.isfinite(Hc)) and np.all((Hc >= 0) & (Hc <= 1))
+    # In place (out is Z) gives the same.
+    Zi = Z.copy()
+    cpu.add_bias_sigmoid(Zi, b, Zi)
+    np.testing.assert_array_equal(Zi, Hc)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_cross_entropy(dtype):
+    rng = np.random.default_rng(105)
+    B, D = 20, 300
+    Z = _preacts(rng, B, D, dtype)
+    T = _targets(rng, B, D, dtype)
+    dc, dr = np.empty_like(Z), np.empty_like(Z)
+    lc = cpu.sigmoid_cross_entropy(Z, T, dc)
+    lr = ref.sigmoid_cross_entropy(Z, T, dr)
+    assert isinstance(lc, float) and np.isfinite(lc)
+    assert np.all(np.isfinite(dc))
+    if dtype == np.float64:
+        assert abs(lc - lr) <= 1e-13 * abs(lr)
+        np.testing.assert_allclose(dc, dr, rtol=1e-13, atol=1e-16 / B)
+    else:
+        Z64, T64 = Z.astype(np.float64), T.astype(np.float64)
+        sp = np.maximum(Z64, 0) + np.log1p(np.exp(-np.abs(Z64)))
+        bound = 4 * float(np.finfo(np.float32).eps) * np.sum(sp + np.abs(T64 * Z64)) / B
+        assert abs(lc - lr) <= bound, (lc, lr, bound)
+        eps = float(np.finfo(np.float32).eps)
+        np.testing.assert_allclose(dc, dr, rtol=4 * eps, atol=4 * eps / B)
+    # Exact values at saturation: y = 1 or 0 to the last bit.
+    Zs = np.array([[100.0, -100.0, 100.0, -100.0]], dtype)
+    Ts = np.array([[1.0, 0.0, 0.0, 1.0]], dtype)
+    ds = np.empty_like(Zs)
+    loss = cpu.sigmoid_cross_entropy(Zs, Ts, ds)
+    np.testing.assert_allclose(loss, 200.0, rtol=_rtol(dtype))
+    # sigma(-100) = exp(-100) / (1 + exp(-100)) ~ 3.7e-44: subnormal in float32, still not 0.
+    want = np.array([0.0, np.exp(-100.0), 1.0, -1.0])
+    tiny = float(np.finfo(dtype).smallest_subnormal) * 4
+    np.testing.assert_allclose(ds[0], want, rtol=_rtol(dtype), atol=tiny)
+    assert ds[0, 0] == 0.0 and ds[0, 2] == 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax(dtype):
+    rng = np.random.default_rng(106)
+    B, C = 20, 10
+    Z = (rng.normal(size=(B, C)) * 5).astype(dtype)
+    Z[0] = 0.0
+    Z[1] = np.resize(EDGE, C)
+    Z[2, :] = -100.0
+    Z[2, 3] = 100.0
+    Z[3, :] = 40.0  # all tied: argmax must be the first
+    Z[4, [2, 7]] = 60.0  # tie between two
+    labels = rng.integers(0, C, size=B)
+    labels[2] = 3
+    labels[3] = 9
+    dc, dr = np.empty_like(Z), np.empty_like(Z)
+    lc = cpu.softmax_cross_entropy(Z, labels, dc)
+    lr = ref.softmax_cross_entropy(Z, labels, dr)
+    eps = float(np.finfo(dtype).eps)
+    # The loss is a sum of float-rounded logsumexp terms: a few ulps of the largest term each.
+    assert abs(lc - lr) <= 8 * eps * max(1.0, float(np.max(np.abs(Z)))), (lc, lr)
+    # p - onehot cancels at the true class, so compare absolutely, in ulps of 1 / B.
+    np.testing.assert_allclose(dc, dr, rtol=_rtol(dtype), atol=4 * eps / B)
+    pc, pr = np.empty(B, np.int64), np.empty(B, np.int64)
+    cpu.softmax_predict(Z, pc)
+    ref.softmax_predict(Z, pr)
+    np.testing.assert_array_equal(pc, pr)
+    assert pc[3] == 0 and pc[4] == 2
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_backward(dtype):
+    rng = np.random.default_rng(107)
+    dH = rng.normal(size=(20, 300)).astype(dtype)
+    dH[0] = 0.0
+    H = rng.random((20, 300)).astype(dtype)
+    H[1] = 0.0
+    H[2] = 1.0
+    got, want = np.empty_like(H), np.empty_like(H)
+    cpu.sigmoid_backward(dH, H, got)
+    ref.sigmoid_backward(dH, H, want)
+    np.testing.assert_array_equal(got, want)
+    inplace = dH.copy()
+    cpu.sigmoid_backward(inplace, H, inplace)
+    np.testing.assert_array_equal(inplace, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 20])
+def test_column_sum(dtype, B):
+    rng = np.random.default_rng(108)
+    delta = rng.normal(size=(B, 300)).astype(dtype)
+    delta[0, :50] = 0.0
+    got, want = np.empty(300, dtype), np.empty(300, dtype)
+    cpu.column_sum(delta, got)
+    ref.column_sum(delta, want)
+    np.testing.assert_allclose(got, want, rtol=_rtol(dtype), atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_of_squares(dtype):
+    rng = np.random.default_rng(109)
+    for G in [
+        rng.normal(size=(784, 100)).astype(dtype),
+        rng.normal(size=1000).astype(dtype),
+        np.zeros((3, 4), dtype),
+        rng.normal(size=(40, 30)).astype(dtype)[:, ::2],  # strided
+    ]:
+        got, want = cpu.sum_of_squares(G), ref.sum_of_squares(G)
+        assert isinstance(got, float)
+        # float64 accumulation of exact squares: only the summation order differs.
+        assert abs(got - want) <= 1e-13 * want
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape, decay, scale", [((784, 100), 1e-3, 1.0), ((100,), 0.0, 0.37), ((30, 40), 1e-3, 2.5)]
+)
+def test_sgd_update(dtype, shape, decay, scale):
+    rng = np.random.default_rng(110)
+    P, G, V = (rng.normal(size=shape).astype(dtype) for _ in range(3))
+    Pc, Vc, Pr, Vr = P.copy(), V.copy(), P.copy(), V.copy()
+    for _ in range(3):  # a few steps, so V carries momentum
+        cpu.sgd_update(Pc, G, Vc, 0.1, 0.9, decay, scale)
+        ref.sgd_update(Pr, G, Vr, 0.1, 0.9, decay, scale)
+    np.testing.assert_array_equal(Pc, Pr)
+    np.testing.assert_array_equal(Vc, Vr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_update_strided_views_update_in_place(dtype):
+    rng = np.random.default_rng(111)
+    big = [rng.normal(size=(30, 40)).astype(dtype) for _ in range(3)]
+    Pc, Vc = big[0].copy(), big[2].copy()
+    Pr, Vr = big[0].copy(), big[2].copy()
+    G = big[1][:, ::2]
+    cpu.sgd_update(Pc[:, ::2], G, Vc[:, ::2], 0.1, 0.9, 1e-3, 1.0)
+    ref.sgd_update(Pr[:, ::2], G, Vr[:, ::2], 0.1, 0.9, 1e-3, 1.0)
+    np.testing.assert_array_equal(Pc, Pr)
+    np.testing.assert_array_equal(Vc, Vr)
+    assert not np.array_equal(Pc, big[0])
