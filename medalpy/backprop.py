@@ -16,6 +16,8 @@ them; nothing below the lowest trainable layer is computed. All buffers are allo
 :class:`Pass` once per phase, so a training step allocates no arrays.
 """
 
+import numpy as np
+
 from medalpy.objectives import objective_for
 
 
@@ -44,9 +46,12 @@ class Pass:
         self.output = backend.empty((B, self.layers[-1].n_out), dtype)  # sigma(Z_L)
         trainable = [i for i, layer in enumerate(self.layers) if layer.trainable]
         self.lowest = trainable[0] if (train and trainable) else None
-        self.deltas, self.grads = {}, {}
+        last = len(self.layers) - 1
+        # The output delta is always there: evaluation computes the loss through it too.
+        self.deltas = {last: backend.empty((B, self.layers[last].n_out), dtype)}
+        self.grads = {}
         if self.lowest is not None:
-            for i in range(self.lowest, len(self.layers)):
+            for i in range(self.lowest, last):
                 self.deltas[i] = backend.empty((B, self.layers[i].n_out), dtype)
             for i in trainable:
                 layer = self.layers[i]
@@ -66,6 +71,12 @@ class Pass:
             k.add_bias_sigmoid(Z, layer.b, Z if i < last else self.output[:n])
             A = Z
         return self.acts[last][:n]
+
+    def loss(self, X, target):
+        """The batch-mean loss of ``X`` against ``target``, without gradients."""
+        last = len(self.layers) - 1
+        Z = self.forward(X)
+        return self.objective.loss_and_delta(self.backend, Z, target, self.deltas[last][:len(X)])
 
     def backward(self, X, target):
         """Loss and gradients for a batch: forward, objective, backward.
@@ -99,3 +110,34 @@ class Pass:
     def named_gradients(self):
         """``[(name, layer, dW, db)]`` for the trainable layers, for the optimiser."""
         return [(self.names[i], self.layers[i], dW, db) for i, (dW, db) in self.grads.items()]
+
+
+def encode(backend, encoders, X, batch_size=1000, out=None):
+    """Clean codes ``h_k`` of every row of ``X`` through ``encoders`` (a list of Layers).
+
+    Parameters
+    ----------
+    X : (N, D) uint8 (scaled by 1/255 as gathered) or float array.
+    out : optional (N, n_out) float array to write into; allocated when None.
+
+    Returns
+    -------
+    (N, n_out) array of codes, in the dtype of the encoders' weights.
+    """
+    dtype = encoders[0].W.dtype
+    N = X.shape[0]
+    if out is None:
+        out = backend.empty((N, encoders[-1].n_out), dtype)
+    bufs = [backend.empty((batch_size, X.shape[1]), dtype)]
+    bufs += [backend.empty((batch_size, layer.n_out), dtype) for layer in encoders]
+    for start in range(0, N, batch_size):
+        rows = np.arange(start, min(start + batch_size, N))
+        n = len(rows)
+        A = bufs[0][:n]
+        backend.gather(X, rows, A)
+        for layer, buf in zip(encoders, bufs[1:]):
+            backend.matmul(A, layer.W, buf[:n])
+            backend.add_bias_sigmoid(buf[:n], layer.b, buf[:n])
+            A = buf[:n]
+        out[start:start + n] = A
+    return out

@@ -1,0 +1,154 @@
+"""Training schedules as data: a schedule is a list of phases; the trainer only runs phases.
+
+Every schedule starts with the same phase 1 (``x~ -> h_1 -> y``, loss ``CE(x, y)``). For each
+deeper layer k = 2..K, with a budget of ``n`` gradual epochs (``k n`` budget units, one unit
+being one epoch of updates to one encoder layer):
+
+``stacked``
+    ``k n`` epochs on the clean cached codes ``h_{k-1}``, corrupted there, reconstructing
+    ``h_{k-1}``; only layer k and its decoder train. The decoder is kept for the mirror.
+``gradual``
+    ``n`` epochs of ``x~ -> h_1 -> ... -> h_k -> y``, loss ``CE(x, y)``; all k layers train.
+``hybrid`` with fraction f
+    a stacked part, then a gradual part of ``g = round(n (1 - f))`` epochs with a fresh direct
+    decoder. The stacked part gets the rest of the budget, ``k (n - g)`` epochs, so every f
+    spends exactly ``k n`` units (for k = 2 this is the paper's ``2 n f`` and ``n (1 - f)``).
+``frozen_lower`` (the paper's ablation, "input noise, frozen lower layers")
+    as gradual, but layers 1..k-1 frozen; one unit per epoch, so ``k n`` epochs.
+
+Optional tail phases: ``fit_decoder`` trains a fresh evaluation decoder of the topology the
+schedule does not end with (encoders frozen, no budget units), and ``finetune`` trains all
+encoders and the evaluation decoder jointly on ``x~ -> x`` (the paper's full tuning).
+"""
+
+from dataclasses import asdict, dataclass
+
+from medalpy.errors import ConfigError
+
+METHODS = ("stacked", "gradual", "hybrid", "frozen_lower")
+EVAL_DECODERS = ("auto", "direct", "mirror")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a schedule.
+
+    Attributes
+    ----------
+    name : str, unique within the schedule, e.g. ``"2:gradual"``.
+    kind : ``stacked`` | ``gradual`` | ``frozen_lower`` | ``fit_decoder`` | ``finetune``.
+    depth : int, number of encoder layers during the phase (a new one is added on top
+        when the network has fewer).
+    epochs : int.
+    trainable : tuple of encoder indices updated by the phase.
+    input_level : int, the level the chain starts at and where noise is injected:
+        0 is the data; ``j`` is the clean cached code ``h_j``. The target is the clean
+        version of the same input.
+    decoder : ``new`` (a fresh direct decoder to ``h_input_level``), ``new_mirror`` (a fresh
+        mirror stack), ``mirror`` (the kept phase decoders) or ``current`` (the head left by
+        the previous phase).
+    keep_decoder : bool, keep the phase's decoder for the mirror when the phase ends.
+    counted : bool, whether the phase's units count towards the pretraining budget.
+    """
+
+    name: str
+    kind: str
+    depth: int
+    epochs: int
+    trainable: tuple
+    input_level: int
+    decoder: str
+    keep_decoder: bool = False
+    counted: bool = True
+
+    @property
+    def units(self):
+        """Budget units: epochs times the number of encoder layers updated."""
+        return self.epochs * len(self.trainable)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["trainable"] = list(self.trainable)
+        d["units"] = self.units
+        return d
+
+
+def _stacked(k, epochs, keep):
+    return Phase(f"{k}:stacked", "stacked", k, epochs, (k - 1,), k - 1, "new", keep_decoder=keep)
+
+
+def _gradual(k, epochs):
+    return Phase(f"{k}:gradual", "gradual", k, epochs, tuple(range(k)), 0, "new")
+
+
+def natural_eval_decoder(method, fraction=None):
+    """The evaluation decoder a schedule ends with: mirror for pure stacked, else direct."""
+    stacked = method == "stacked" or (method == "hybrid" and fraction == 1.0)
+    return "mirror" if stacked else "direct"
+
+
+def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
+                   eval_decoder="auto", fit_decoder_epochs=None, finetune_epochs=0):
+    """The phase list of one schedule.
+
+    Parameters
+    ----------
+    method : one of :data:`METHODS`.
+    n_layers : int >= 1, encoder layers at the end.
+    epochs_layer1 : int, epochs of phase 1.
+    budget : int, ``n``: gradual epochs per deeper phase (``k n`` units for phase k).
+    fraction : float in [0, 1], the hybrid's stacked fraction f (hybrid only).
+    eval_decoder : ``auto`` (the schedule's own), ``direct`` or ``mirror``.
+    fit_decoder_epochs : epochs of the ``fit_decoder`` phase added when ``eval_decoder``
+        differs from the schedule's own (default: ``budget``).
+    finetune_epochs : int, epochs of the full tuning phase (0: none).
+    """
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if (method == "hybrid") != (fraction is not None):
+        raise ConfigError("a fraction is given with the hybrid method, and only with it")
+    if fraction is not None and not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"hybrid fraction must be in [0, 1], got {fraction}")
+    if eval_decoder not in EVAL_DECODERS:
+        raise ConfigError(f"eval decoder must be one of {', '.join(EVAL_DECODERS)}")
+    for label, value in (("layers", n_layers), ("epochs for layer 1", epochs_layer1)):
+        if value < 1:
+            raise ConfigError(f"{label} must be at least 1, got {value}")
+    if budget < 0 or finetune_epochs < 0:
+        raise ConfigError("budget and fine-tuning epochs must not be negative")
+
+    natural = natural_eval_decoder(method, fraction)
+    wanted = natural if eval_decoder == "auto" else eval_decoder
+    keep = natural == "mirror" and wanted == "mirror"
+    phases = [Phase("1:layer", "stacked", 1, epochs_layer1, (0,), 0, "new", keep_decoder=keep)]
+    for k in range(2, n_layers + 1):
+        if method == "stacked":
+            phases.append(_stacked(k, k * budget, keep))
+        elif method == "gradual":
+            phases.append(_gradual(k, budget))
+        elif method == "frozen_lower":
+            phases.append(Phase(f"{k}:frozen_lower", "frozen_lower", k, k * budget, (k - 1,), 0,
+                                "new"))
+        else:
+            gradual_epochs = round(budget * (1.0 - fraction))
+            stacked_epochs = k * (budget - gradual_epochs)
+            if stacked_epochs:
+                phases.append(_stacked(k, stacked_epochs, keep))
+            if gradual_epochs:
+                phases.append(_gradual(k, gradual_epochs))
+
+    all_layers = tuple(range(n_layers))
+    if wanted != natural:
+        epochs = budget if fit_decoder_epochs is None else fit_decoder_epochs
+        phases.append(Phase("fit_decoder", "fit_decoder", n_layers, epochs, (), 0,
+                            "new" if wanted == "direct" else "new_mirror", counted=False))
+    if finetune_epochs:
+        phases.append(Phase("finetune", "finetune", n_layers, finetune_epochs, all_layers, 0,
+                            "mirror" if wanted == "mirror" and wanted == natural else "current",
+                            counted=False))
+    return phases, wanted
+
+
+def budget_units(phases):
+    """Units spent by the counted (pretraining) phases."""
+    return sum(p.units for p in phases if p.counted)

@@ -1,0 +1,256 @@
+"""The trainer: runs a schedule's phases -> epochs -> minibatches, and emits events.
+
+It never prints, plots or writes files: callbacks receive events (``on_phase_start``,
+``on_epoch_end``, ``on_phase_end``, ``on_run_end``) and turn them into progress bars, logs
+and checkpoints.
+
+Randomness is a pure function of the root seed and the position in the run, so a resumed run
+is bit-identical to an uninterrupted one without saving any generator state:
+
+* the minibatch order of epoch e of phase p is ``default_rng([seed, p, e]).permutation(N)``;
+* the new layers of phase p are initialised from ``default_rng([seed, p, INIT_STREAM])``;
+* masking noise of training sample i in epoch e of phase p is keyed by
+  ``(noise_seed(seed, p), e, i)``; validation noise by ``(noise_seed(seed, VAL_STREAM), 0, i)``.
+
+Every phase keeps the parameters that scored best on the validation set and restores them
+when it ends. With ``patience`` set, a phase also stops once the validation loss has not
+improved for that many epochs (runs without a budget); by default every phase spends all its
+epochs, so equal budgets stay equal.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medalpy.backprop import Pass, encode
+from medalpy.errors import ConfigError, TrainingDiverged
+from medalpy.network import new_layer
+from medalpy.optim import SGD
+
+INIT_STREAM = 1
+VAL_STREAM = 1_000_003
+EVAL_BATCH = 1000
+
+
+def noise_seed(seed, stream):
+    """A 63-bit noise seed for one stream (phase index or VAL_STREAM) of a root seed."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
+@dataclass
+class Hyper:
+    """Optimisation settings of a phase.
+
+    ``overrides`` maps a phase name (``"2:gradual"``) or kind (``"finetune"``) to a dict of
+    the fields to change for that phase, e.g. ``{"finetune": {"lr": 0.01}}``.
+    """
+
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    normalise_gradients: bool = True
+    batch_size: int = 20
+    noise: float = 0.15
+    patience: int = None
+    init: str = "medal"
+    overrides: dict = field(default_factory=dict)
+
+    FIELDS = ("lr", "momentum", "weight_decay", "normalise_gradients", "batch_size", "noise",
+              "patience")
+
+    def for_phase(self, phase):
+        values = {name: getattr(self, name) for name in self.FIELDS}
+        for key in (phase.kind, phase.name):
+            for name, value in self.overrides.get(key, {}).items():
+                if name not in self.FIELDS:
+                    raise ConfigError(f"unknown per-phase setting {name!r} for {key!r}")
+                values[name] = value
+        return values
+
+
+@dataclass
+class Position:
+    """Where a run stands: the phase, and the last epoch finished in it (-1: none yet)."""
+
+    phase: int = 0
+    epoch: int = -1
+    stopped: bool = False  # the phase ended early (patience)
+
+
+class Trainer:
+    """Run a schedule on a network.
+
+    Parameters
+    ----------
+    backend : kernel module.
+    network : :class:`medalpy.network.Network` (modified in place).
+    phases : list of :class:`medalpy.schedules.Phase`.
+    hyper : :class:`Hyper`.
+    X_train, X_val : (N, D) uint8 (or float in [0, 1]) arrays of training/validation inputs.
+    widths : list of int, units of encoder layers 1..K (used when a phase adds a layer).
+    seed : int, the root seed.
+    callbacks : objects with any of the ``on_*`` methods.
+    """
+
+    def __init__(self, backend, network, phases, hyper, X_train, X_val, widths, seed,
+                 callbacks=()):
+        self.backend = backend
+        self.network = network
+        self.phases = list(phases)
+        self.hyper = hyper
+        self.X_train, self.X_val = X_train, X_val
+        self.widths = list(widths)
+        if len(self.widths) < max(phase.depth for phase in self.phases):
+            raise ConfigError("the schedule is deeper than the list of layer widths")
+        self.seed = int(seed)
+        self.callbacks = list(callbacks)
+        self.position = Position()
+        self.optimiser = None
+        self.best = None  # {"val": float, "epoch": int, "params": {name: array}}
+        self.history = []
+        self.units_spent = 0
+
+    # -- events --------------------------------------------------------------------------
+
+    def _emit(self, event, *args):
+        for cb in self.callbacks:
+            handler = getattr(cb, event, None)
+            if handler is not None:
+                handler(self, *args)
+
+    # -- the run -------------------------------------------------------------------------
+
+    def run(self):
+        """Run from :attr:`position` to the end of the schedule; returns the history."""
+        while self.position.phase < len(self.phases):
+            p = self.position.phase
+            phase = self.phases[p]
+            settings = self.hyper.for_phase(phase)
+            fresh = self.position.epoch < 0
+            if fresh:
+                self._build(p, phase)
+                self.optimiser = SGD(settings["lr"], settings["momentum"],
+                                     settings["weight_decay"], settings["normalise_gradients"])
+                self.best = None
+            self._emit("on_phase_start", p, phase)
+            self._train_phase(p, phase, settings)
+            self._finish_phase(phase)
+            self._emit("on_phase_end", p, phase)
+            self.position = Position(p + 1, -1)
+        self._emit("on_run_end")
+        return self.history
+
+    def _build(self, p, phase):
+        """Change the network's structure as the phase asks (fresh layers seeded by p)."""
+        net = self.network
+        rng = np.random.default_rng([self.seed, p, INIT_STREAM])
+        while net.depth < phase.depth:
+            net.add_encoder(self.widths[net.depth], rng, self.hyper.init)
+        if phase.decoder in ("new", "new_mirror", "mirror"):
+            net.discard_head()
+        if phase.decoder == "new":
+            net.attach_decoder(rng, target_level=phase.input_level, init=self.hyper.init)
+        elif phase.decoder == "new_mirror":
+            net.discard_mirror()
+            for i in range(net.depth):
+                net.mirror[i] = new_layer(net.width(i + 1), net.width(i), rng, net.dtype,
+                                          self.hyper.init)
+            net.use_mirror()
+        elif phase.decoder == "mirror":
+            net.use_mirror()
+
+    def _train_phase(self, p, phase, settings):
+        net, k = self.network, self.backend
+        for i, layer in enumerate(net.encoders):
+            layer.trainable = i in phase.trainable
+        if self.position.stopped or self.position.epoch + 1 >= phase.epochs:
+            return
+        if phase.input_level == 0:
+            source, val_source = self.X_train, self.X_val
+        else:  # stacked: clean codes of the frozen layers below, computed once per phase
+            below = net.encoders[:phase.input_level]
+            source = encode(k, below, self.X_train)
+            val_source = encode(k, below, self.X_val)
+        B = settings["batch_size"]
+        chain = net.path(phase.input_level)
+        train_pass = Pass(k, chain, B, net.head, net.dtype)
+        val_pass = Pass(k, chain, EVAL_BATCH, net.head, net.dtype, train=False)
+        width = source.shape[1]
+        X_in, X_target = k.empty((B, width), net.dtype), k.empty((B, width), net.dtype)
+        N = source.shape[0]
+        rate, seed_p = settings["noise"], noise_seed(self.seed, p)
+        named = train_pass.named_gradients()
+
+        for epoch in range(self.position.epoch + 1, phase.epochs):
+            t0 = time.perf_counter()
+            order = np.random.default_rng([self.seed, p, epoch]).permutation(N)
+            total = 0.0
+            for start in range(0, N, B):
+                rows = order[start:start + B]
+                n = len(rows)
+                k.gather_masked(source, rows, rate, seed_p, epoch, X_in[:n])
+                k.gather(source, rows, X_target[:n])
+                loss = train_pass.backward(X_in[:n], X_target[:n])
+                if not math.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
+                        "lower the learning rate (the last checkpoint is intact)")
+                self.optimiser.step(k, named)
+                total += loss * n
+            val = self._validation_loss(val_pass, val_source, rate)
+            if not math.isfinite(val):
+                raise TrainingDiverged(f"validation loss became {val} in phase {phase.name}")
+            improved = self.best is None or val < self.best["val"]
+            if improved:
+                self.best = {"val": val, "epoch": epoch, "params": self._snapshot(phase)}
+            if phase.counted:
+                self.units_spent += len(phase.trainable)
+            record = {
+                "phase": phase.name, "phase_index": p, "epoch": epoch + 1,
+                "epochs": phase.epochs, "train_loss": total / N, "val_loss": val,
+                "best_val_loss": self.best["val"], "improved": improved,
+                "units_spent": self.units_spent, "seconds": time.perf_counter() - t0,
+            }
+            self.history.append(record)
+            patience = settings["patience"]
+            stopped = patience is not None and epoch - self.best["epoch"] >= patience
+            self.position = Position(p, epoch, stopped)
+            self._emit("on_epoch_end", record)
+            if stopped:
+                break
+
+    def _validation_loss(self, val_pass, val_source, rate):
+        """Mean loss on the validation set, corrupted by a fixed noise stream."""
+        k, N = self.backend, val_source.shape[0]
+        width = val_source.shape[1]
+        X_in = k.empty((EVAL_BATCH, width), self.network.dtype)
+        X_target = k.empty((EVAL_BATCH, width), self.network.dtype)
+        seed_v = noise_seed(self.seed, VAL_STREAM)
+        total = 0.0
+        for start in range(0, N, EVAL_BATCH):
+            rows = np.arange(start, min(start + EVAL_BATCH, N))
+            n = len(rows)
+            k.gather_masked(val_source, rows, rate, seed_v, 0, X_in[:n])
+            k.gather(val_source, rows, X_target[:n])
+            total += val_pass.loss(X_in[:n], X_target[:n]) * n
+        return total / N
+
+    def _snapshot(self, phase):
+        """Copies of the arrays the phase trains (its encoders and its head)."""
+        trained = {f"encoder.{i}" for i in phase.trainable}
+        trained |= {name for name, _ in self.network.path(phase.input_level)
+                    if not name.startswith("encoder.")}
+        return {name: array.copy() for name, array in self.network.parameters().items()
+                if name.rsplit(".", 1)[0] in trained}
+
+    def _finish_phase(self, phase):
+        """Restore the best parameters; keep or discard the phase's decoder."""
+        if self.best is not None:
+            params = self.network.parameters()
+            for name, array in self.best["params"].items():
+                params[name][...] = array
+        if phase.keep_decoder:
+            self.network.keep_decoder_as_mirror()
+        self.best = None
