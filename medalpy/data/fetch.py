@@ -161,7 +161,7 @@ def fetch(spec, target, *, timeout=TIMEOUT, progress=None):
                 except DownloadError as exc:
                     failures.append(exc)
             else:
-                text = "; ".join(str(e) for e in failures)
+                text = f"cannot download {spec.name}: " + "; ".join(str(e) for e in failures)
                 if all(isinstance(e, SourceUnreachable) for e in failures):
                     raise SourceUnreachable(text)
                 raise DownloadError(text)
