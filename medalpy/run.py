@@ -1,0 +1,295 @@
+"""One pretraining run, configured, resumable and recorded: what ``medalpy train`` does.
+
+Configuration precedence, lowest first: built-in defaults, the ``scale`` (sizes and epochs),
+the ``preset`` (optimiser conventions), a TOML ``--config`` file, explicit options. Every key
+is checked: unknown names and out-of-range values are errors that name the key.
+"""
+
+import dataclasses
+import json
+import os
+import time
+import tomllib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medalpy.errors import ConfigError
+
+METHOD_FLAGS = ("stacked", "gradual", "hybrid", "frozen_lower")
+
+#: Sizes and epochs. ``quick`` finishes in about two minutes on the bundled sample on
+#: 2 cores; ``paper`` is the paper's MNIST protocol (Kalmanovich & Chechik 2015, sec. 4).
+SCALES = {
+    "quick": {"layers": [500, 500], "epochs_layer1": 10, "budget": 10, "finetune_epochs": 0},
+    "paper": {"layers": [1000, 1000], "epochs_layer1": 50, "budget": 80, "finetune_epochs": 0},
+}
+
+#: Optimiser conventions. ``medal``: MEDAL's defaults, which the paper ran on.
+PRESETS = {
+    "medal": {"batch_size": 20, "momentum": 0.9, "weight_decay": 1e-3,
+              "normalise_gradients": True, "init": "medal"},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a pretraining run (the TOML keys and CLI options use these names)."""
+
+    dataset: str = "mnist"
+    method: str = "gradual"
+    fraction: float = None  # hybrid only
+    scale: str = "quick"
+    preset: str = "medal"
+    layers: list = field(default_factory=lambda: list(SCALES["quick"]["layers"]))
+    noise: float = 0.15
+    epochs_layer1: int = SCALES["quick"]["epochs_layer1"]
+    budget: int = SCALES["quick"]["budget"]
+    finetune_epochs: int = 0
+    eval_decoder: str = "auto"
+    fit_decoder_epochs: int = None
+    lr: float = 0.1
+    batch_size: int = 20
+    momentum: float = 0.9
+    weight_decay: float = 1e-3
+    normalise_gradients: bool = True
+    init: str = "medal"
+    patience: int = None
+    train_size: int = None
+    val_size: int = None  # default: a sixth of the training set (10,000 of MNIST's 60,000)
+    seed: int = 0
+    backend: str = "cpu"
+    dtype: str = "float32"
+    data_dir: str = None
+    grayscale: bool = False
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _check(cfg):
+    from medalpy.config import BACKENDS
+    from medalpy.schedules import EVAL_DECODERS, METHODS
+
+    def need(ok, message):
+        if not ok:
+            raise ConfigError(message)
+
+    need(cfg.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    need(cfg.scale in SCALES, f"scale must be one of {', '.join(SCALES)}, got {cfg.scale!r}")
+    need(cfg.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
+    need(cfg.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}")
+    need(cfg.dtype in ("float32", "float64"), "dtype must be float32 or float64")
+    need(cfg.eval_decoder in EVAL_DECODERS, f"eval_decoder must be one of {EVAL_DECODERS}")
+    need(isinstance(cfg.layers, (list, tuple)) and len(cfg.layers) >= 1
+         and all(isinstance(w, int) and w >= 1 for w in cfg.layers),
+         f"layers must be a list of positive integers, got {cfg.layers!r}")
+    need(0.0 <= cfg.noise < 1.0, f"noise must be in [0, 1), got {cfg.noise}")
+    need(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
+    need(0.0 <= cfg.momentum < 1.0, f"momentum must be in [0, 1), got {cfg.momentum}")
+    need(cfg.weight_decay >= 0, f"weight_decay must not be negative, got {cfg.weight_decay}")
+    need(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
+    need(cfg.epochs_layer1 >= 1, f"epochs_layer1 must be at least 1, got {cfg.epochs_layer1}")
+    need(cfg.budget >= 0 and cfg.finetune_epochs >= 0, "budget and finetune_epochs must be >= 0")
+    need(cfg.patience is None or cfg.patience >= 1, "patience must be at least 1")
+    need(cfg.train_size is None or cfg.train_size >= 1, "train_size must be at least 1")
+    need(cfg.val_size is None or cfg.val_size >= 1, "val_size must be at least 1")
+    if cfg.method == "hybrid":
+        need(cfg.fraction is not None and 0.0 <= cfg.fraction <= 1.0,
+             "the hybrid method needs a fraction in [0, 1]")
+    else:
+        need(cfg.fraction is None, f"a fraction is only for the hybrid method, not {cfg.method}")
+
+
+def read_toml(path):
+    """The settings of a TOML file, with unknown keys refused (naming the file and key)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(sorted(FIELDS))}")
+    return values
+
+
+def make_config(options=None, config_file=None):
+    """Resolve a :class:`TrainConfig` from defaults, scale, preset, a TOML file and options.
+
+    Parameters
+    ----------
+    options : dict of explicitly given settings (None values are ignored).
+    config_file : optional path of a TOML file with the same names.
+    """
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(options) - FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
+    from_file = read_toml(config_file) if config_file else {}
+    scale = options.get("scale", from_file.get("scale", "quick"))
+    preset = options.get("preset", from_file.get("preset", "medal"))
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if preset not in PRESETS:
+        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    values = {**SCALES[scale], **PRESETS[preset], **from_file, **options}
+    values["scale"], values["preset"] = scale, preset
+    if isinstance(values.get("layers"), str):
+        values["layers"] = parse_layers(values["layers"])
+    try:
+        cfg = TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+    cfg.layers = list(cfg.layers)
+    _check(cfg)
+    return cfg
+
+
+def parse_layers(text):
+    """``"1000,1000"`` -> ``[1000, 1000]``."""
+    try:
+        widths = [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"layers must be comma-separated integers, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"layers must be positive integers, got {text!r}")
+    return widths
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_data(cfg):
+    """Load the dataset and cut the training subset and validation set the config asks for.
+
+    Returns
+    -------
+    (dataset, train_rows, val_rows, notes) where ``notes`` lists warnings to show the user.
+    """
+    from medalpy.data import load
+    from medalpy.data.splits import balanced_subset, train_val_split
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load(cfg.dataset, cfg.data_dir, grayscale=cfg.grayscale)
+    notes = [str(w.message) for w in caught]
+    N = ds.train_images.shape[0]
+    n_val = cfg.val_size if cfg.val_size is not None else N // 6
+    train_rows, val_rows = train_val_split(ds.train_labels, n_val, cfg.seed)
+    if cfg.train_size is not None:
+        if cfg.train_size > len(train_rows):
+            raise ConfigError(f"train_size {cfg.train_size} exceeds the {len(train_rows)} "
+                              "training images left after the validation split")
+        pick = balanced_subset(ds.train_labels[train_rows], cfg.train_size, cfg.seed)
+        train_rows = train_rows[np.sort(pick)]
+    return ds, train_rows, val_rows, notes
+
+
+def _atomic_json(path, value):
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
+    """Run (or resume) one pretraining run and write ``model.h5`` and ``metrics.json``.
+
+    Parameters
+    ----------
+    cfg : TrainConfig.
+    out_dir : directory for ``checkpoint.h5``, ``log.jsonl``, ``model.h5``, ``metrics.json``.
+    resume : continue from ``out_dir/checkpoint.h5``; its configuration must equal ``cfg``.
+    callbacks : extra trainer callbacks (a progress printer...).
+    echo : optional function for one-line notes to the user.
+
+    Returns
+    -------
+    dict, the metrics record written to ``metrics.json``.
+    """
+    from medalpy import checkpoint
+    from medalpy.callbacks import Checkpointer, JsonLinesLog
+    from medalpy.evaluation import mean_image_relative_ce, reconstruction_metrics
+    from medalpy.kernels import get_backend
+    from medalpy.network import Network
+    from medalpy.schedules import budget_units, build_schedule
+    from medalpy.trainer import Hyper, Trainer
+
+    echo = echo or (lambda message: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.h5"
+    config = cfg.to_dict()
+    saved = None
+    if resume:
+        saved = checkpoint.load(ckpt_path)
+        if saved["kind"] != "checkpoint" or "trainer" not in saved:
+            raise ConfigError(f"{ckpt_path}: not a resumable checkpoint")
+        differ = sorted(k for k in FIELDS if saved["config"].get(k) != config.get(k)
+                        and k != "data_dir")
+        if differ:
+            raise ConfigError(f"--resume: the options {', '.join(differ)} differ from the "
+                              f"checkpoint's ({ckpt_path}); give the same options or none")
+    elif ckpt_path.exists():
+        raise ConfigError(f"{ckpt_path} exists: pass --resume to continue that run, or choose "
+                          "another --out")
+
+    ds, train_rows, val_rows, notes = prepare_data(cfg)
+    for note in notes:
+        echo(f"WARNING: {note}")
+    echo(f"data: {ds.name} ({ds.source['kind']}) from {ds.source['location']}: "
+         f"{len(train_rows)} training, {len(val_rows)} validation, "
+         f"{ds.test_images.shape[0]} test images")
+    backend = get_backend(cfg.backend)
+    phases, eval_decoder = build_schedule(
+        cfg.method, len(cfg.layers), cfg.epochs_layer1, cfg.budget, cfg.fraction,
+        cfg.eval_decoder, cfg.fit_decoder_epochs, cfg.finetune_epochs)
+    hyper = Hyper(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                  normalise_gradients=cfg.normalise_gradients, batch_size=cfg.batch_size,
+                  noise=cfg.noise, patience=cfg.patience, init=cfg.init)
+    network = saved["network"] if saved else Network(ds.n_features, cfg.dtype)
+    X_train, X_val = ds.train_images[train_rows], ds.train_images[val_rows]
+    data_record = {**ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+                   "n_test": int(ds.test_images.shape[0])}
+    history = saved["trainer"]["history"] if saved else []
+    wall_before = saved["extra"].get("wall_seconds", 0.0) if saved else 0.0
+    checkpointer = Checkpointer(ckpt_path, config, {"data": data_record}, wall_before)
+    trainer = Trainer(backend, network, phases, hyper, X_train, X_val, cfg.layers, cfg.seed,
+                      [JsonLinesLog(out / "log.jsonl", history), checkpointer, *callbacks])
+    if saved:
+        checkpoint.restore_trainer(trainer, saved["trainer"])
+        echo(f"resuming {ckpt_path} at phase {trainer.position.phase + 1}, "
+             f"after epoch {trainer.position.epoch + 1}")
+    trainer.run()
+    train_seconds = checkpointer.wall_seconds()
+
+    test = reconstruction_metrics(backend, network, ds.test_images, cfg.noise)
+    baseline = mean_image_relative_ce(X_train, ds.test_images)
+    metrics = {
+        "config": config,
+        "data": data_record,
+        "schedule": [p.to_dict() for p in phases],
+        "eval_decoder": eval_decoder,
+        "budget_units": budget_units(phases),
+        "budget_units_spent": trainer.units_spent,
+        "test_relative_ce": test["relative_ce"],
+        "test_relative_ce_clean": test["relative_ce_clean"],
+        "test_ce": test["ce"],
+        "test_entropy": test["entropy"],
+        "mean_image_relative_ce": baseline,
+        "history": trainer.history,
+        "wall_seconds": train_seconds,
+    }
+    checkpoint.save(out / "model.h5", network, config, extra={k: v for k, v in metrics.items()
+                                                              if k != "history"})
+    _atomic_json(out / "metrics.json", metrics)
+    return metrics
