@@ -138,15 +138,6 @@ def find_layout(name, directory):
     return None
 
 
-def _read_members_dir(layout, top, names):
-    out = []
-    for m in names:
-        path = os.path.join(top, m)
-        raw = read_bytes(path)
-        out.append((path, raw))
-    return out
-
-
 def _read_members_tar(layout, tar_path, names):
     raw_tar = read_bytes(tar_path)
     out = []
@@ -184,15 +175,23 @@ def read_cifar(name, directory):
     found = find_layout(name, directory)
     if found is None:
         raise DataError(f"{directory}: no {name} files in either canonical layout")
-    layout, kind, where = found
+    return read_found(*found)
+
+
+def read_found(layout, kind, where):
+    """Read the batches of ``layout`` from ``where``, an extracted directory or a tarball."""
     names = layout.train + layout.test
+    parts, files = [], {}
     if kind == "dir":
-        members = _read_members_dir(layout, where, names)
-        files = {os.path.basename(p): md5_bytes(raw) for p, raw in members}
+        for m in names:  # parse as we go, so the first bad file is the one named
+            path = os.path.join(where, m)
+            raw = read_bytes(path)
+            files[m] = md5_bytes(raw)
+            parts.append(_parse(layout, raw, path))
     else:
         members, tar_md5 = _read_members_tar(layout, where, names)
         files = {os.path.basename(where): tar_md5}
-    parts = [_parse(layout, raw, path) for path, raw in members]
+        parts = [_parse(layout, raw, path) for path, raw in members]
     n_train = len(layout.train)
     train, test = parts[:n_train], parts[n_train:]
     return {

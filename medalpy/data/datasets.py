@@ -124,10 +124,7 @@ def _read_idx_dataset(spec, files):
 
 
 def _read_cifar_dataset(spec, contents):
-    where = contents["path"] if contents["kind"] == "tar" else contents["path"].parent
-    if contents["kind"] == "dir" and contents["path"].name != contents["layout"].top:
-        where = contents["path"]
-    got = cifar.read_cifar(spec.format, str(where))
+    got = cifar.read_found(contents["layout"], contents["kind"], str(contents["path"]))
     checks = {}
     for fname, md5 in got["files"].items():
         published = spec.md5.get(fname)
