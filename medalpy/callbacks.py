@@ -17,7 +17,9 @@ def _chain_cost(trainer, phase):
     widths = [trainer.network.n_inputs] + trainer.widths[:phase.depth]
     layers = list(zip(widths[phase.input_level:phase.depth], widths[phase.input_level + 1:]))
     out = widths[phase.input_level]
-    if phase.decoder in ("mirror", "new_mirror"):
+    mirror = phase.decoder == "new_mirror" or (phase.decoder == "current"
+                                               and trainer.network.head == "mirror")
+    if mirror:
         layers += [(b, a) for a, b in zip(widths[:phase.depth], widths[1:phase.depth + 1])]
     else:
         layers.append((widths[phase.depth], out))

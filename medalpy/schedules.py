@@ -21,7 +21,7 @@ schedule does not end with (encoders frozen, no budget units), and ``finetune`` 
 encoders and the evaluation decoder jointly on ``x~ -> x`` (the paper's full tuning).
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from medalpy.errors import ConfigError
 
@@ -45,9 +45,10 @@ class Phase:
         0 is the data; ``j`` is the clean cached code ``h_j``. The target is the clean
         version of the same input.
     decoder : ``new`` (a fresh direct decoder to ``h_input_level``), ``new_mirror`` (a fresh
-        mirror stack), ``mirror`` (the kept phase decoders) or ``current`` (the head left by
-        the previous phase).
+        mirror stack) or ``current`` (the head left by the previous phase).
     keep_decoder : bool, keep the phase's decoder for the mirror when the phase ends.
+    then_mirror : bool, make the kept decoders the network's head when the phase ends (the
+        last phase of a schedule evaluated through the mirror).
     counted : bool, whether the phase's units count towards the pretraining budget.
     """
 
@@ -59,6 +60,7 @@ class Phase:
     input_level: int
     decoder: str
     keep_decoder: bool = False
+    then_mirror: bool = False
     counted: bool = True
 
     @property
@@ -137,6 +139,8 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
             if gradual_epochs:
                 phases.append(_gradual(k, gradual_epochs))
 
+    if keep:
+        phases[-1] = replace(phases[-1], then_mirror=True)
     all_layers = tuple(range(n_layers))
     if wanted != natural:
         epochs = budget if fit_decoder_epochs is None else fit_decoder_epochs
@@ -144,8 +148,7 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
                             "new" if wanted == "direct" else "new_mirror", counted=False))
     if finetune_epochs:
         phases.append(Phase("finetune", "finetune", n_layers, finetune_epochs, all_layers, 0,
-                            "mirror" if wanted == "mirror" and wanted == natural else "current",
-                            counted=False))
+                            "current", counted=False))
     return phases, wanted
 
 

@@ -148,7 +148,7 @@ class Trainer:
         rng = np.random.default_rng([self.seed, p, INIT_STREAM])
         while net.depth < phase.depth:
             net.add_encoder(self.widths[net.depth], rng, self.hyper.init)
-        if phase.decoder in ("new", "new_mirror", "mirror"):
+        if phase.decoder in ("new", "new_mirror"):
             net.discard_head()
         if phase.decoder == "new":
             net.attach_decoder(rng, target_level=phase.input_level, init=self.hyper.init)
@@ -157,8 +157,6 @@ class Trainer:
             for i in range(net.depth):
                 net.mirror[i] = new_layer(net.width(i + 1), net.width(i), rng, net.dtype,
                                           self.hyper.init)
-            net.use_mirror()
-        elif phase.decoder == "mirror":
             net.use_mirror()
 
     def _train_phase(self, p, phase, settings):
@@ -173,16 +171,22 @@ class Trainer:
             below = net.encoders[:phase.input_level]
             source = encode(k, below, self.X_train)
             val_source = encode(k, below, self.X_val)
-        B = settings["batch_size"]
         chain = net.path(phase.input_level)
-        train_pass = Pass(k, chain, B, net.head, net.dtype)
+        train_pass = Pass(k, chain, settings["batch_size"], net.head, net.dtype)
         val_pass = Pass(k, chain, EVAL_BATCH, net.head, net.dtype, train=False)
-        width = source.shape[1]
-        X_in, X_target = k.empty((B, width), net.dtype), k.empty((B, width), net.dtype)
-        N = source.shape[0]
+        # Divergence is detected from the loss itself; NumPy's floating-point warnings on
+        # the way there would only add noise to the message.
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._epochs(p, phase, settings, source, val_source, train_pass, val_pass)
+
+    def _epochs(self, p, phase, settings, source, val_source, train_pass, val_pass):
+        """Epochs of minibatches from :attr:`position` to the phase's end (or early stop)."""
+        k, net = self.backend, self.network
+        B, N = settings["batch_size"], source.shape[0]
+        X_in = k.empty((B, source.shape[1]), net.dtype)
+        X_target = k.empty((B, source.shape[1]), net.dtype)
         rate, seed_p = settings["noise"], noise_seed(self.seed, p)
         named = train_pass.named_gradients()
-
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
             order = np.random.default_rng([self.seed, p, epoch]).permutation(N)
@@ -253,4 +257,6 @@ class Trainer:
                 params[name][...] = array
         if phase.keep_decoder:
             self.network.keep_decoder_as_mirror()
+        if phase.then_mirror:
+            self.network.use_mirror()
         self.best = None

@@ -1,0 +1,88 @@
+"""Each schedule's phase list, asserted literally, and the equal budget."""
+
+import pytest
+
+from medalpy.errors import ConfigError
+from medalpy.schedules import Phase, budget_units, build_schedule
+
+LAYER1 = Phase("1:layer", "stacked", 1, 50, (0,), 0, "new")
+LAYER1_KEPT = Phase("1:layer", "stacked", 1, 50, (0,), 0, "new", keep_decoder=True)
+
+
+def test_stacked_two_layers():
+    phases, ev = build_schedule("stacked", 2, 50, 80)
+    assert phases == [LAYER1_KEPT, Phase("2:stacked", "stacked", 2, 160, (1,), 1, "new",
+                                         keep_decoder=True, then_mirror=True)]
+    assert ev == "mirror"
+
+
+def test_gradual_two_layers():
+    phases, ev = build_schedule("gradual", 2, 50, 80)
+    assert phases == [LAYER1, Phase("2:gradual", "gradual", 2, 80, (0, 1), 0, "new")]
+    assert ev == "direct"
+
+
+def test_hybrid_quarter_is_the_papers_2nf_and_n1mf():
+    phases, ev = build_schedule("hybrid", 2, 50, 80, fraction=0.25)
+    assert phases == [LAYER1,
+                      Phase("2:stacked", "stacked", 2, 40, (1,), 1, "new"),
+                      Phase("2:gradual", "gradual", 2, 60, (0, 1), 0, "new")]
+    assert ev == "direct"
+
+
+def test_hybrid_ends_are_pure_schedules():
+    assert build_schedule("hybrid", 2, 50, 80, fraction=1.0)[0] == \
+        build_schedule("stacked", 2, 50, 80)[0]
+    assert build_schedule("hybrid", 2, 50, 80, fraction=0.0)[0] == \
+        build_schedule("gradual", 2, 50, 80)[0]
+
+
+def test_frozen_lower_ablation():
+    phases, _ = build_schedule("frozen_lower", 2, 50, 80)
+    assert phases == [LAYER1, Phase("2:frozen_lower", "frozen_lower", 2, 160, (1,), 0, "new")]
+
+
+def test_three_layers_gradual_and_stacked():
+    gradual, _ = build_schedule("gradual", 3, 5, 4)
+    assert [(p.name, p.epochs, p.trainable, p.input_level) for p in gradual] == [
+        ("1:layer", 5, (0,), 0), ("2:gradual", 4, (0, 1), 0), ("3:gradual", 4, (0, 1, 2), 0)]
+    stacked, _ = build_schedule("stacked", 3, 5, 4)
+    assert [(p.name, p.epochs, p.trainable, p.input_level) for p in stacked] == [
+        ("1:layer", 5, (0,), 0), ("2:stacked", 8, (1,), 1), ("3:stacked", 12, (2,), 2)]
+
+
+@pytest.mark.parametrize("n_layers", [2, 3, 4])
+@pytest.mark.parametrize("budget", [7, 80])
+def test_budget_units_equal_across_compared_schedules(n_layers, budget):
+    runs = [("stacked", None), ("gradual", None), ("frozen_lower", None)]
+    runs += [("hybrid", f) for f in (0.0, 0.25, 1 / 3, 0.5, 0.75, 0.9, 1.0)]
+    units = {(m, f): budget_units(build_schedule(m, n_layers, 3, budget, fraction=f)[0])
+             for m, f in runs}
+    expected = 3 + sum(k * budget for k in range(2, n_layers + 1))
+    assert set(units.values()) == {expected}, units
+
+
+def test_tail_phases_fit_decoder_and_finetune():
+    phases, ev = build_schedule("stacked", 2, 5, 4, eval_decoder="direct", finetune_epochs=3)
+    assert ev == "direct"
+    assert phases[-2:] == [Phase("fit_decoder", "fit_decoder", 2, 4, (), 0, "new", counted=False),
+                           Phase("finetune", "finetune", 2, 3, (0, 1), 0, "current",
+                                 counted=False)]
+    assert not any(p.keep_decoder for p in phases)
+    phases, ev = build_schedule("stacked", 2, 5, 4, finetune_epochs=3)
+    assert phases[-1].decoder == "current" and phases[-2].then_mirror and ev == "mirror"
+    phases, ev = build_schedule("gradual", 2, 5, 4, eval_decoder="mirror")
+    assert phases[-1].decoder == "new_mirror" and budget_units(phases) == 5 + 8
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "greedy"}, "unknown method"),
+    ({"method": "hybrid"}, "fraction"),
+    ({"method": "gradual", "fraction": 0.5}, "fraction"),
+    ({"method": "hybrid", "fraction": 1.5}, "in \\[0, 1\\]"),
+    ({"method": "gradual", "eval_decoder": "tied"}, "eval decoder"),
+])
+def test_bad_schedules_are_refused(kwargs, message):
+    method = kwargs.pop("method")
+    with pytest.raises(ConfigError, match=message):
+        build_schedule(method, 2, 5, 4, **kwargs)

@@ -1,0 +1,143 @@
+"""Schedule invariants observed on real training runs, best-parameter restore, early stop."""
+
+import numpy as np
+import pytest
+
+from medalpy.errors import TrainingDiverged
+from medalpy.kernels import get_backend
+from medalpy.network import Network
+from medalpy.schedules import build_schedule
+from medalpy.trainer import Hyper, Trainer
+
+
+def _data(seed=0, n=240, d=24):
+    """Binary images with structure: a random mix of 4 prototypes with pixel noise."""
+    rng = np.random.default_rng(seed)
+    protos = rng.uniform(size=(4, d)) > 0.5
+    X = protos[rng.integers(0, 4, n)] ^ (rng.uniform(size=(n, d)) < 0.05)
+    return (X * 255).astype(np.uint8)
+
+
+class Snapshots:
+    """Copies of every parameter at the end of each phase and epoch."""
+
+    def __init__(self):
+        self.phase_end, self.epochs = {}, []
+
+    def on_phase_end(self, trainer, index, phase):
+        self.phase_end[phase.name] = {k: v.copy() for k, v in trainer.network.parameters().items()}
+
+    def on_epoch_end(self, trainer, record):
+        params = {k: v.copy() for k, v in trainer.network.parameters().items()}
+        self.epochs.append((record, params))
+
+
+def _run(method, n_layers=2, fraction=None, hyper=None, callbacks=(), backend="cpu", **kw):
+    X = _data()
+    phases, _ = build_schedule(method, n_layers, 3, 2, fraction=fraction, **kw)
+    snaps = Snapshots()
+    net = Network(X.shape[1])
+    trainer = Trainer(get_backend(backend), net, phases, hyper or Hyper(lr=0.05), X[:200],
+                      X[200:], [16, 12, 8][:n_layers], seed=3, callbacks=[snaps, *callbacks])
+    trainer.run()
+    return trainer, snaps
+
+
+def _moved(before, after, name):
+    return not np.array_equal(before[name], after[name])
+
+
+@pytest.mark.parametrize("n_layers", [2, 3])
+def test_stacked_phase_leaves_frozen_layers_bit_identical(n_layers):
+    trainer, snaps = _run("stacked", n_layers)
+    for k in range(2, n_layers + 1):
+        before = snaps.phase_end["1:layer" if k == 2 else f"{k - 1}:stacked"]
+        after = snaps.phase_end[f"{k}:stacked"]
+        for i in range(k - 1):
+            for part in "Wb":
+                assert np.array_equal(before[f"encoder.{i}.{part}"], after[f"encoder.{i}.{part}"])
+        assert _moved(before | {f"encoder.{k-1}.W": np.zeros(1)}, after, f"encoder.{k-1}.W")
+    assert trainer.network.head == "mirror" and sorted(trainer.network.mirror) == list(
+        range(n_layers))
+
+
+@pytest.mark.parametrize("n_layers", [2, 3])
+def test_gradual_phase_moves_every_active_layer(n_layers):
+    trainer, snaps = _run("gradual", n_layers)
+    for k in range(2, n_layers + 1):
+        before = snaps.phase_end["1:layer" if k == 2 else f"{k - 1}:gradual"]
+        after = snaps.phase_end[f"{k}:gradual"]
+        for i in range(k - 1):
+            assert _moved(before, after, f"encoder.{i}.W") and _moved(before, after,
+                                                                      f"encoder.{i}.b")
+    assert trainer.network.head == "decoder" and trainer.network.decoder_target == 0
+
+
+def test_ablation_freezes_exactly_the_lower_layers():
+    _, snaps = _run("frozen_lower", 3)
+    before, after = snaps.phase_end["2:frozen_lower"], snaps.phase_end["3:frozen_lower"]
+    for part in "Wb":
+        assert np.array_equal(before[f"encoder.0.{part}"], after[f"encoder.0.{part}"])
+        assert np.array_equal(before[f"encoder.1.{part}"], after[f"encoder.1.{part}"])
+    assert _moved(before | {"encoder.2.W": np.zeros(1)}, after, "encoder.2.W")
+
+
+def test_hybrid_discards_the_stacked_decoder_and_spends_the_budget():
+    trainer, snaps = _run("hybrid", 2, fraction=0.5)
+    assert [r["phase"] for r in trainer.history].count("2:stacked") == 2
+    assert [r["phase"] for r in trainer.history].count("2:gradual") == 1
+    assert trainer.units_spent == 3 + 2 * 2
+    assert "mirror.1.W" not in snaps.phase_end["2:stacked"]
+
+
+def test_each_phase_ends_with_its_best_validation_parameters():
+    trainer, snaps = _run("gradual", 2, hyper=Hyper(lr=0.5))
+    for name, end in snaps.phase_end.items():
+        records = [(r, p) for r, p in snaps.epochs if r["phase"] == name]
+        best_record, best_params = min(records, key=lambda rp: rp[0]["val_loss"])
+        for key in best_params:
+            if key in end:
+                np.testing.assert_array_equal(end[key], best_params[key], err_msg=key)
+
+
+def test_patience_stops_a_phase_early_and_budget_runs_do_not():
+    hyper = Hyper(lr=0.05, patience=1)
+    X = _data()
+    phases, _ = build_schedule("gradual", 1, 40, 0)
+    trainer = Trainer(get_backend("cpu"), Network(X.shape[1]), phases, hyper, X[:200], X[200:],
+                      [16], seed=1)
+    trainer.run()
+    assert len(trainer.history) < 40
+    last = trainer.history[-1]["epoch"] - 1
+    best = min(range(len(trainer.history)), key=lambda e: trainer.history[e]["val_loss"])
+    assert last - best == 1
+    trainer, _ = _run("gradual", 2)
+    assert len(trainer.history) == 3 + 2
+
+
+def test_training_reduces_the_loss_on_both_backends_identically_in_float64():
+    results = []
+    for backend in ("numpy", "cpu"):
+        X = _data()
+        phases, _ = build_schedule("gradual", 2, 3, 2)
+        net = Network(X.shape[1], dtype="float64")
+        t = Trainer(get_backend(backend), net, phases, Hyper(lr=0.05), X[:200], X[200:],
+                    [16, 12], seed=3)
+        t.run()
+        results.append((t.history, net.parameters()))
+    (h0, p0), (h1, p1) = results
+    assert h0[0]["val_loss"] > h0[2]["val_loss"]
+    for a, b in zip(h0, h1):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-10)
+    for key in p0:
+        np.testing.assert_allclose(p0[key], p1[key], rtol=1e-9, atol=1e-12)
+
+
+def test_divergence_stops_the_run_with_a_clear_message():
+    class Explode:
+        def on_epoch_end(self, trainer, record):
+            trainer.optimiser.lr = 1e38
+            trainer.optimiser.normalise_gradients = False
+
+    with pytest.raises(TrainingDiverged, match="phase 1:layer, epoch 2.*lower the learning"):
+        _run("gradual", 2, callbacks=[Explode()])
