@@ -84,7 +84,7 @@ def check_file_checksum(spec, filename, path, sums):
 
 def _read_idx_dataset(spec, files):
     """Read the four IDX files of ``spec`` (``files``: role -> Path); check everything."""
-    arrays, record, checks = {}, {}, {}
+    arrays, record, checks, pending = {}, {}, {}, []
     for role in ("train_images", "train_labels", "test_images", "test_labels"):
         path = files[role]
         array, sums = read_idx(path, with_checksums=True)
@@ -94,9 +94,9 @@ def _read_idx_dataset(spec, files):
         if array.ndim != want_ndim or (want_ndim == 3 and array.shape[1:] != spec.image_shape):
             want = "(N, 28, 28) images" if want_ndim == 3 else "(N,) labels"
             raise DataError(f"{path}: wrong dimensions {array.shape}, expected {want}")
-        checks[path.name] = check_file_checksum(spec, spec.files[role], path, sums)
         arrays[role] = array
         record[path.name] = sums["md5"]
+        pending.append((role, path, sums))
     for part in ("train", "test"):
         n_img = arrays[f"{part}_images"].shape[0]
         n_lab = arrays[f"{part}_labels"].shape[0]
@@ -116,6 +116,9 @@ def _read_idx_dataset(spec, files):
                 f"{files[f'{part}_labels']}: label {int(labels.max())} out of range "
                 f"0..{spec.n_classes - 1}"
             )
+    # structure and counts first (the more telling message), then the checksums
+    for role, path, sums in pending:
+        checks[path.name] = check_file_checksum(spec, spec.files[role], path, sums)
     out = {
         role: (a.reshape(a.shape[0], -1) if role.endswith("images") else a.astype(np.int64))
         for role, a in arrays.items()
@@ -291,13 +294,13 @@ def verify(name, data_dir=None):
         for role, path in contents["files"].items():
             try:
                 array, sums = read_idx(path, with_checksums=True)
-                how = check_file_checksum(spec, spec.files[role], path, sums)
                 want_n = spec.n_train if role.startswith("train") else spec.n_test
                 want = (want_n, *spec.image_shape) if role.endswith("images") else (want_n,)
                 if array.shape != want or array.dtype != np.uint8:
                     raise DataError(
                         f"{path}: shape {array.shape} {array.dtype}, expected {want} uint8"
                     )
+                how = check_file_checksum(spec, spec.files[role], path, sums)
                 note = {
                     "published": "md5 matches the published checksum",
                     "content": "decompressed md5 matches the canonical content",
@@ -306,7 +309,7 @@ def verify(name, data_dir=None):
                 rows.append({"file": str(path), "ok": True,
                              "detail": f"{note}; shape {array.shape}"})
             except DataError as exc:
-                rows.append({"file": str(path), "ok": False, "detail": str(exc)})
+                rows.append({"file": str(path), "ok": False, "detail": _without(path, exc)})
     else:
         try:
             arrays, files, checks, version = _read_cifar_dataset(spec, contents)
@@ -319,8 +322,15 @@ def verify(name, data_dir=None):
                               f"{arrays['train_images'].shape}, test {arrays['test_images'].shape}",
                 })
         except DataError as exc:
-            rows.append({"file": str(contents["path"]), "ok": False, "detail": str(exc)})
+            rows.append({"file": str(contents["path"]), "ok": False,
+                         "detail": _without(contents["path"], exc)})
     return rows
+
+
+def _without(path, exc):
+    """The message of ``exc`` without a leading ``path: `` (the row already names it)."""
+    msg, prefix = str(exc), f"{path}: "
+    return msg[len(prefix):] if msg.startswith(prefix) else msg
 
 
 def info(name, data_dir=None):
