@@ -295,3 +295,38 @@ def test_sgd_update_strided_views_update_in_place(dtype):
     np.testing.assert_array_equal(Pc, Pr)
     np.testing.assert_array_equal(Vc, Vr)
     assert not np.array_equal(Pc, big[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_and_loss_dense_sweep(dtype):
+    """Every binade of exp(-|z|) the polynomial exp and log1p meet, normal and subnormal."""
+    zmax = 110.0 if dtype == np.float32 else 800.0
+    Z = np.linspace(-zmax, zmax, 40001).astype(dtype).reshape(1, -1)
+    T = np.random.default_rng(112).random(Z.shape).astype(dtype)
+    b = np.zeros(Z.shape[1], dtype)
+    Hc, Hr = np.empty_like(Z), np.empty_like(Z)
+    cpu.add_bias_sigmoid(Z.copy(), b, Hc)
+    ref.add_bias_sigmoid(Z.copy(), b, Hr)
+    tiny = float(np.finfo(dtype).smallest_subnormal) * 4
+    np.testing.assert_allclose(Hc, Hr, rtol=_rtol(dtype), atol=tiny)
+    dc, dr = np.empty_like(Z), np.empty_like(Z)
+    lc = cpu.sigmoid_cross_entropy(Z, T, dc)
+    lr = ref.sigmoid_cross_entropy(Z, T, dr)
+    # y - t cancels: compare in ulps of y (B = 1 here), as in test_sigmoid_cross_entropy.
+    np.testing.assert_allclose(dc, dr, rtol=_rtol(dtype), atol=4 * float(np.finfo(dtype).eps))
+    Z64, T64 = Z.astype(np.float64), T.astype(np.float64)
+    sp = np.maximum(Z64, 0) + np.log1p(np.exp(-np.abs(Z64)))
+    eps = float(np.finfo(dtype).eps)
+    assert abs(lc - lr) <= 4 * eps * np.sum(sp + np.abs(T64 * Z64)), (lc, lr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_propagates(dtype):
+    """A diverged pre-activation must show up as NaN, not be clamped into a plausible value."""
+    Z = np.array([[np.nan, 1.0]], dtype)
+    H = np.empty_like(Z)
+    cpu.add_bias_sigmoid(Z, np.zeros(2, dtype), H)
+    assert np.isnan(H[0, 0]) and np.isfinite(H[0, 1])
+    delta = np.empty_like(Z)
+    assert np.isnan(cpu.sigmoid_cross_entropy(Z, np.zeros_like(Z), delta))
+    assert np.isnan(delta[0, 0])
