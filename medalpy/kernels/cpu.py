@@ -275,6 +275,9 @@ def _gather_kernel(X, rows, scale, use_mask, epoch_key, threshold, out):
     B, D = out.shape
     for i in range(B):
         r = rows[i]
+        if r < 0 or r >= X.shape[0]:
+            # No bounds checks in compiled code: without this a bad index reads stray memory.
+            raise IndexError("gather: row index out of range [0, N)")
         if use_mask:
             key = _mix(epoch_key ^ np.uint64(r))
             for j in range(D):
@@ -446,6 +449,8 @@ def _softmax_ce_kernel(Z, labels, delta):
             s += _exp_nonpos(Z[i, k] - m)
         log_norm = math.log(s)
         y = labels[i]
+        if y < 0 or y >= c:
+            raise IndexError("softmax_cross_entropy: label out of range [0, C)")
         loss += log_norm - (Z[i, y] - m)
         for k in range(c):
             # exp(shifted - log_norm) as the reference, not exp(shifted) / s: p - 1 at the

@@ -330,3 +330,16 @@ def test_nan_propagates(dtype):
     delta = np.empty_like(Z)
     assert np.isnan(cpu.sigmoid_cross_entropy(Z, np.zeros_like(Z), delta))
     assert np.isnan(delta[0, 0])
+
+
+def test_out_of_range_indices_raise():
+    """Compiled code has no bounds checks; the kernels check indices themselves."""
+    X = np.zeros((5, 4), np.uint8)
+    out = np.empty((2, 4), np.float32)
+    with pytest.raises(IndexError):
+        cpu.gather(X, np.array([0, 5]), out)
+    with pytest.raises(IndexError):
+        cpu.gather_masked(X, np.array([-1, 0]), 0.1, 0, 0, out)
+    Z = np.zeros((2, 3), np.float32)
+    with pytest.raises(IndexError):
+        cpu.softmax_cross_entropy(Z, np.array([0, 3]), np.empty_like(Z))
