@@ -1,0 +1,206 @@
+"""``medalpy train`` / ``evaluate`` through click's CliRunner and real subprocesses, on the
+bundled real MNIST sample cut down to a few hundred images."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medalpy import checkpoint
+from medalpy.cli import main
+
+TINY = ["mnist-sample", "--layers", "40,30", "--epochs-layer1", "2", "--budget", "2",
+        "--train-size", "300", "--val-size", "100", "--batch-size", "10", "--lr", "0.3",
+        "--quiet"]
+
+
+def _train(args, out):
+    return CliRunner().invoke(main, ["train", *args, "--out", str(out)])
+
+
+@pytest.mark.parametrize("flag", [["--gradual"], ["--stacked"], ["--hybrid", "0.5"],
+                                  ["--frozen-lower"]])
+def test_train_writes_model_and_metrics(tmp_path, flag):
+    result = _train([*TINY, *flag], tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["budget_units_spent"] == metrics["budget_units"] == 2 + 2 * 2
+    assert metrics["data"]["kind"] == "sample" and metrics["data"]["n_train"] == 300
+    assert np.isfinite(metrics["test_relative_ce"])
+    first = metrics["history"][0]
+    assert metrics["history"][1]["val_loss"] < first["val_loss"] and first["phase"] == "1:layer"
+    assert metrics["eval_decoder"] == ("mirror" if flag == ["--stacked"] else "direct")
+    assert len(metrics["history"]) == len((tmp_path / "run" / "log.jsonl").read_text()
+                                          .splitlines())
+    assert f"outputs in {tmp_path / 'run'}" in result.output
+    saved = checkpoint.load(tmp_path / "run" / "model.h5")
+    assert saved["kind"] == "model" and saved["network"].depth == 2
+
+
+@pytest.mark.slow
+def test_a_short_gradual_run_learns_far_better_than_the_mean_image(tmp_path):
+    result = _train(["mnist-sample", "--gradual", "--layers", "100,100", "--epochs-layer1", "4",
+                     "--budget", "4", "--train-size", "2000", "--val-size", "300", "--quiet"],
+                    tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test_relative_ce"] < 0.6 * metrics["mean_image_relative_ce"], metrics
+
+
+def test_evaluate_recomputes_the_saved_metrics(tmp_path):
+    assert _train([*TINY, "--gradual"], tmp_path / "run").exit_code == 0
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "run" / "model.h5"),
+                                       "mnist-sample", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    again = json.loads(result.output)
+    assert again["test_relative_ce"] == pytest.approx(metrics["test_relative_ce"], rel=1e-9)
+
+
+def test_config_file_and_options(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("layers = [20, 10]\nlr = 0.05\nmomentum = 0.5\n")
+    result = _train([*TINY, "--config", str(cfg), "--layers", "30,20"], tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
+    assert config["layers"] == [30, 20] and config["lr"] == 0.3 and config["momentum"] == 0.5
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--layers", "10,x"], "layers must be comma-separated integers"),
+    (["--noise", "1.5"], "noise must be in [0, 1)"),
+    (["--hybrid", "2"], "fraction in [0, 1]"),
+    (["--hybrid", "0.5", "--stacked"], "--hybrid cannot be combined with --stacked"),
+    (["--lr", "-1"], "lr must be positive"),
+    (["--train-size", "100000"], "train_size 100000 exceeds"),
+    (["--backend", "gpu"], "Invalid value for '--backend'"),
+    (["--no-such-option"], "No such option"),
+])
+def test_bad_options_exit_2_with_one_line(tmp_path, args, message):
+    result = _train([*TINY, *args], tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_config_file_names_the_file_and_key(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("learning_rate = 0.1\n")
+    result = _train([*TINY, "--config", str(cfg)], tmp_path / "run")
+    assert result.exit_code == 2
+    assert f"{cfg}: unknown setting(s) learning_rate" in result.output
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    assert _train([*TINY, "--gradual"], tmp_path / "run").exit_code == 0
+    before = (tmp_path / "run" / "model.h5").read_bytes()
+    result = _train([*TINY, "--gradual"], tmp_path / "run")
+    assert result.exit_code == 2 and "pass --resume" in result.output
+    assert (tmp_path / "run" / "model.h5").read_bytes() == before
+
+
+def test_damaged_or_foreign_checkpoint_gives_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    result = CliRunner().invoke(main, ["evaluate", str(bad), "mnist-sample"])
+    assert result.exit_code == 2 and f"{bad}: damaged" in result.output
+    import h5py
+
+    with h5py.File(tmp_path / "v9.h5", "w") as f:
+        f.attrs["format"] = "medalpy"
+        f.attrs["format_version"] = 9
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path / "v9.h5"), "mnist-sample"])
+    assert result.exit_code == 2 and "format version 9" in result.output
+
+
+def _cli(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "medalpy", "train", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def _arrays(path):
+    return {k: v for k, v in checkpoint.load(path)["network"].parameters().items()}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_bit_identical(tmp_path):
+    args = ["mnist-sample", "--layers", "120,80", "--epochs-layer1", "3", "--budget", "3",
+            "--train-size", "1500", "--val-size", "300", "--quiet", "--stacked"]
+    # The uninterrupted reference run.
+    ref = _cli([*args, "--out", str(tmp_path / "ref")])
+    assert ref.wait(timeout=300) == 0, ref.stdout.read().decode()
+    # The same run, killed (SIGKILL: no chance to clean up) after its third epoch...
+    run = _cli([*args, "--out", str(tmp_path / "cut")])
+    log = tmp_path / "cut" / "log.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and run.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.005)
+    assert run.poll() is None, "the run finished before it could be interrupted"
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    assert not (tmp_path / "cut" / "model.h5").exists()
+    # ...then resumed.
+    resumed = _cli([*args, "--out", str(tmp_path / "cut"), "--resume"])
+    out = resumed.communicate(timeout=300)[0].decode()
+    assert resumed.returncode == 0, out
+    assert "resuming" in out
+    a, b = _arrays(tmp_path / "ref" / "model.h5"), _arrays(tmp_path / "cut" / "model.h5")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key], b[key]), key
+    ma = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert ma["test_relative_ce"] == mb["test_relative_ce"]
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(ma["history"]) == strip(mb["history"])
+
+
+def test_resume_with_different_options_is_refused(tmp_path):
+    assert _train([*TINY, "--gradual"], tmp_path / "run").exit_code == 0
+    result = _train([*TINY, "--gradual", "--lr", "0.5", "--resume"], tmp_path / "run")
+    assert result.exit_code == 2 and "the options lr differ" in result.output
+
+
+def test_divergence_keeps_the_last_good_checkpoint(tmp_path):
+    from medalpy import run
+    from medalpy.errors import TrainingDiverged
+
+    class Explode:
+        def on_epoch_end(self, trainer, record):
+            if record["epoch"] == 1:
+                self.saved = {k: v.copy() for k, v in trainer.network.parameters().items()}
+                trainer.optimiser.lr, trainer.optimiser.normalise_gradients = 1e38, False
+
+    cfg = run.make_config({"dataset": "mnist-sample", "layers": [20, 10], "epochs_layer1": 3,
+                           "budget": 1, "train_size": 200, "val_size": 50})
+    boom = Explode()
+    with pytest.raises(TrainingDiverged, match="epoch 2"):
+        run.train(cfg, tmp_path, callbacks=[boom])
+    saved = checkpoint.load(tmp_path / "checkpoint.h5")
+    assert saved["trainer"]["position"].epoch == 0
+    for name, array in saved["network"].parameters().items():
+        np.testing.assert_array_equal(array, boom.saved[name])
+
+
+def test_help_is_fast_and_lists_commands():
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "medalpy", "--help"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "train" in out and "data" in out
+    # Not a timing assertion on speed: the check is that --help imports no heavy module.
+    probe = subprocess.run([sys.executable, "-c",
+                            "import sys; from medalpy.cli import main\n"
+                            "try: main(['--help'])\nexcept SystemExit: pass\n"
+                            "print(sorted(m for m in ('numba', 'h5py', 'scipy', 'numpy') "
+                            "if m in sys.modules))"], capture_output=True, text=True, check=True)
+    assert probe.stdout.strip().endswith("[]"), probe.stdout
+    del t0
