@@ -46,8 +46,8 @@ def test_train_writes_model_and_metrics(tmp_path, flag):
 
 @pytest.mark.slow
 def test_a_short_gradual_run_learns_far_better_than_the_mean_image(tmp_path):
-    result = _train(["mnist-sample", "--gradual", "--layers", "100,100", "--epochs-layer1", "4",
-                     "--budget", "4", "--train-size", "2000", "--val-size", "300", "--quiet"],
+    result = _train(["mnist-sample", "--gradual", "--layers", "100,100", "--epochs-layer1", "8",
+                     "--budget", "8", "--train-size", "2000", "--val-size", "300", "--quiet"],
                     tmp_path / "run")
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
