@@ -16,6 +16,9 @@ being one epoch of updates to one encoder layer):
 ``frozen_lower`` (the paper's ablation, "input noise, frozen lower layers")
     as gradual, but layers 1..k-1 frozen; one unit per epoch, so ``k n`` epochs.
 
+Supervised use (:func:`classifier_schedule`): one ``supervised`` phase trains the encoders and
+a fresh softmax layer on labels.
+
 Optional tail phases: ``fit_decoder`` trains a fresh evaluation decoder of the topology the
 schedule does not end with (encoders frozen, no budget units), and ``finetune`` trains all
 encoders and the evaluation decoder jointly on ``x~ -> x`` (the paper's full tuning).
@@ -45,7 +48,8 @@ class Phase:
         0 is the data; ``j`` is the clean cached code ``h_j``. The target is the clean
         version of the same input.
     decoder : ``new`` (a fresh direct decoder to ``h_input_level``), ``new_mirror`` (a fresh
-        mirror stack) or ``current`` (the head left by the previous phase).
+        mirror stack), ``classifier`` (a fresh softmax layer; the phase is supervised) or
+        ``current`` (the head left by the previous phase).
     keep_decoder : bool, keep the phase's decoder for the mirror when the phase ends.
     then_mirror : bool, make the kept decoders the network's head when the phase ends (the
         last phase of a schedule evaluated through the mirror).
@@ -150,6 +154,12 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
         phases.append(Phase("finetune", "finetune", n_layers, finetune_epochs, all_layers, 0,
                             "current", counted=False))
     return phases, wanted
+
+
+def classifier_schedule(n_layers, epochs):
+    """Supervised fine-tuning: a fresh softmax layer on the encoders, every layer trained."""
+    return [Phase("classify", "supervised", n_layers, epochs, tuple(range(n_layers)), 0,
+                  "classifier", counted=False)]
 
 
 def budget_units(phases):

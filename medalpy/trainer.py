@@ -12,8 +12,8 @@ is bit-identical to an uninterrupted one without saving any generator state:
 * masking noise of training sample i in epoch e of phase p is keyed by
   ``(noise_seed(seed, p), e, i)``; validation noise by ``(noise_seed(seed, VAL_STREAM), 0, i)``.
 
-Every phase keeps the parameters that scored best on the validation set and restores them
-when it ends. With ``patience`` set, a phase also stops once the validation loss has not
+Every phase keeps the parameters that scored best on the validation set (loss for
+reconstruction, classification error for a supervised phase) and restores them when it ends. With ``patience`` set, a phase also stops once the validation loss has not
 improved for that many epochs (runs without a budget); by default every phase spends all its
 epochs, so equal budgets stay equal.
 """
@@ -92,16 +92,21 @@ class Trainer:
     widths : list of int, units of encoder layers 1..K (used when a phase adds a layer).
     seed : int, the root seed.
     callbacks : objects with any of the ``on_*`` methods.
+    labels : optional (y_train, y_val) int arrays, for supervised phases.
+    n_classes : int, classes of a supervised phase's softmax layer.
     """
 
     def __init__(self, backend, network, phases, hyper, X_train, X_val, widths, seed,
-                 callbacks=()):
+                 callbacks=(), labels=None, n_classes=None):
         self.backend = backend
         self.network = network
         self.phases = list(phases)
         self.hyper = hyper
         self.X_train, self.X_val = X_train, X_val
         self.widths = list(widths)
+        self.labels, self.n_classes = labels, n_classes
+        if any(p.kind == "supervised" for p in self.phases) and (labels is None or not n_classes):
+            raise ConfigError("a supervised phase needs labels and n_classes")
         if len(self.widths) < max(phase.depth for phase in self.phases):
             raise ConfigError("the schedule is deeper than the list of layer widths")
         self.seed = int(seed)
@@ -148,7 +153,7 @@ class Trainer:
         rng = np.random.default_rng([self.seed, p, INIT_STREAM])
         while net.depth < phase.depth:
             net.add_encoder(self.widths[net.depth], rng, self.hyper.init)
-        if phase.decoder in ("new", "new_mirror"):
+        if phase.decoder in ("new", "new_mirror", "classifier"):
             net.discard_head()
         if phase.decoder == "new":
             net.attach_decoder(rng, target_level=phase.input_level, init=self.hyper.init)
@@ -158,6 +163,8 @@ class Trainer:
                 net.mirror[i] = new_layer(net.width(i + 1), net.width(i), rng, net.dtype,
                                           self.hyper.init)
             net.use_mirror()
+        elif phase.decoder == "classifier":
+            net.attach_classifier(self.n_classes, rng, init=self.hyper.init)
 
     def _train_phase(self, p, phase, settings):
         net, k = self.network, self.backend
@@ -187,6 +194,7 @@ class Trainer:
         X_target = k.empty((B, source.shape[1]), net.dtype)
         rate, seed_p = settings["noise"], noise_seed(self.seed, p)
         named = train_pass.named_gradients()
+        supervised = phase.kind == "supervised"
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
             order = np.random.default_rng([self.seed, p, epoch]).permutation(N)
@@ -195,15 +203,22 @@ class Trainer:
                 rows = order[start:start + B]
                 n = len(rows)
                 k.gather_masked(source, rows, rate, seed_p, epoch, X_in[:n])
-                k.gather(source, rows, X_target[:n])
-                loss = train_pass.backward(X_in[:n], X_target[:n])
+                if supervised:
+                    target = self.labels[0][rows]
+                else:
+                    target = X_target[:n]
+                    k.gather(source, rows, target)
+                loss = train_pass.backward(X_in[:n], target)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
                         "lower the learning rate (the last checkpoint is intact)")
                 self.optimiser.step(k, named)
                 total += loss * n
-            val = self._validation_loss(val_pass, val_source, rate)
+            if supervised:
+                val = self._validation_error(val_pass, val_source)
+            else:
+                val = self._validation_loss(val_pass, val_source, rate)
             if not math.isfinite(val):
                 raise TrainingDiverged(f"validation loss became {val} in phase {phase.name}")
             improved = self.best is None or val < self.best["val"]
@@ -241,6 +256,11 @@ class Trainer:
             total += val_pass.loss(X_in[:n], X_target[:n]) * n
         return total / N
 
+    def _validation_error(self, val_pass, val_source):
+        """Fraction of validation images the classifier gets wrong (clean inputs)."""
+        return classification_error(self.backend, val_pass, val_source, self.labels[1],
+                                    self.network.dtype)
+
     def _snapshot(self, phase):
         """Copies of the arrays the phase trains (its encoders and its head)."""
         trained = {f"encoder.{i}" for i in phase.trainable}
@@ -260,3 +280,19 @@ class Trainer:
         if phase.then_mirror:
             self.network.use_mirror()
         self.best = None
+
+
+def classification_error(backend, forward_pass, X, y, dtype):
+    """Fraction of rows of ``X`` whose arg-max output differs from ``y`` (clean inputs)."""
+    N, B = X.shape[0], forward_pass.batch_size
+    X_in = backend.empty((B, X.shape[1]), dtype)
+    predicted = backend.empty((B,), np.int64)
+    wrong = 0
+    for start in range(0, N, B):
+        rows = np.arange(start, min(start + B, N))
+        n = len(rows)
+        backend.gather(X, rows, X_in[:n])
+        Z = forward_pass.forward(X_in[:n])
+        backend.softmax_predict(Z, predicted[:n])
+        wrong += int(np.count_nonzero(backend.to_host(predicted[:n]) != y[rows]))
+    return wrong / N

@@ -15,6 +15,8 @@ _COMMANDS = {
     "data": ("medalpy.cli.data", "data", "List, inspect, fetch and verify datasets."),
     "train": ("medalpy.cli.train", "train", "Pretrain a deep denoising autoencoder."),
     "evaluate": ("medalpy.cli.evaluate", "evaluate", "Recompute a saved model's test metrics."),
+    "classify": ("medalpy.cli.classify", "classify",
+                 "Fine-tune a classifier initialised from pretrained encoders."),
 }
 
 

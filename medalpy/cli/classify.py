@@ -1,0 +1,74 @@
+"""``medalpy classify MODEL DATASET``: a classifier initialised from pretrained encoders."""
+
+import json
+from pathlib import Path
+
+import click
+
+from medalpy.cli._common import data_dir_option, reports_errors
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("dataset", required=False)
+@click.option("--train-size", type=int, help="Class-balanced training subset (default: all).")
+@click.option("--val-size", type=int,
+              help="Validation images (default: a fifth of the training subset, >= 100).")
+@click.option("--epochs", type=int, default=200, show_default=True, help="Most epochs.")
+@click.option("--patience", type=int, default=35, show_default=True,
+              help="Stop after this many epochs without a better validation error.")
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=1e-5, show_default=True)
+@click.option("--batch-size", type=int, default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--random-init", is_flag=True,
+              help="Ignore MODEL's weights: the same architecture, randomly initialised.")
+@click.option("--backend", type=click.Choice(["numpy", "cpu"]), default="cpu")
+@data_dir_option
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@reports_errors
+def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentum,
+             weight_decay, batch_size, seed, random_init, backend, data_dir, out_dir):
+    """Fine-tune MODEL's encoders plus a new softmax layer on DATASET; report test error."""
+    from medalpy import checkpoint
+    from medalpy.data import load
+    from medalpy.errors import ConfigError
+    from medalpy.kernels import get_backend
+    from medalpy.supervised import classification_data, random_encoders, train_classifier
+
+    for name, value in (("--epochs", epochs), ("--patience", patience), ("--batch-size",
+                                                                          batch_size)):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    saved = checkpoint.load(model)
+    dataset = dataset or saved["config"].get("dataset", "mnist")
+    ds = load(dataset, data_dir, grayscale=saved["config"].get("grayscale", False))
+    encoders = saved["network"]
+    if encoders.n_inputs != ds.n_features:
+        raise ConfigError(f"{model} takes {encoders.n_inputs} inputs, {dataset} has "
+                          f"{ds.n_features}")
+    if random_init:
+        encoders = random_encoders(ds.n_features, [l.n_out for l in encoders.encoders], seed,
+                                   encoders.dtype)
+    train_rows, val_rows = classification_data(ds, train_size, val_size, seed)
+    result = train_classifier(
+        get_backend(backend), encoders, ds.train_images[train_rows],
+        ds.train_labels[train_rows], ds.train_images[val_rows], ds.train_labels[val_rows],
+        ds.test_images, ds.test_labels, ds.n_classes, seed, epochs=epochs, patience=patience,
+        lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"model": str(model), "random_init": random_init, "dataset": dataset,
+              "data": ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
+              "test_error": result["test_error"], "val_error": result["val_error"],
+              "epochs_run": result["epochs_run"], "history": result["history"],
+              "settings": {"epochs": epochs, "patience": patience, "lr": lr,
+                           "momentum": momentum, "weight_decay": weight_decay,
+                           "batch_size": batch_size, "seed": seed}}
+    checkpoint.save(out / "classifier.h5", result["network"], record["settings"],
+                    extra={k: v for k, v in record.items() if k != "history"})
+    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    click.echo(f"{dataset} ({ds.source['kind']}): {len(train_rows)} training images, "
+               f"{result['epochs_run']} epochs; validation error {result['val_error']:.4f}, "
+               f"test error {result['test_error']:.4f}; outputs in {out}/")

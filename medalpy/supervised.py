@@ -1,0 +1,92 @@
+"""Supervised use of pretrained encoders: a classifier fine-tuned on a class-balanced subset.
+
+A classifier is the encoders ``W_1..W_k`` of a pretrained DAE (or freshly initialised ones,
+the baseline) plus a new randomly initialised softmax layer; every layer is trained with SGD
+on the negative log-likelihood, with early stopping on validation error (the paper's patience
+is 35 epochs), keeping the best parameters. The test error is reported.
+"""
+
+import numpy as np
+
+from medalpy.errors import ConfigError
+
+
+def copy_encoders(network):
+    """A new network holding trainable copies of ``network``'s encoders (heads dropped)."""
+    from medalpy.network import Network
+
+    net = Network(network.n_inputs, network.dtype)
+    net.encoders = [type(layer)(layer.W.copy(), layer.b.copy(), True)
+                    for layer in network.encoders]
+    return net
+
+
+def random_encoders(n_inputs, widths, seed, dtype="float32", init="medal"):
+    """Freshly initialised encoders of the given widths (the random-initialisation baseline)."""
+    from medalpy.network import Network
+
+    net = Network(n_inputs, dtype)
+    rng = np.random.default_rng([seed, 7])
+    for w in widths:
+        net.add_encoder(w, rng, init)
+    return net
+
+
+def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, y_test,
+                     n_classes, seed, epochs=200, patience=35, lr=0.1, momentum=0.9,
+                     weight_decay=1e-5, batch_size=20, normalise_gradients=False,
+                     callbacks=()):
+    """Fine-tune ``encoders`` (a Network; copied, not modified) plus a softmax layer.
+
+    Returns
+    -------
+    dict with ``test_error``, ``val_error`` (best), ``epochs_run``, ``history`` and the trained
+    ``network``.
+    """
+    from medalpy.schedules import classifier_schedule
+    from medalpy.trainer import Hyper, Trainer, classification_error
+    from medalpy.backprop import Pass
+
+    if encoders.depth < 1:
+        raise ConfigError("the classifier needs at least one pretrained encoder layer")
+    net = copy_encoders(encoders)
+    phases = classifier_schedule(net.depth, epochs)
+    hyper = Hyper(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                  normalise_gradients=normalise_gradients, batch_size=batch_size, noise=0.0,
+                  patience=patience)
+    widths = [layer.n_out for layer in net.encoders]
+    trainer = Trainer(backend, net, phases, hyper, X_train, X_val, widths, seed,
+                      callbacks=callbacks, labels=(y_train, y_val), n_classes=n_classes)
+    trainer.run()
+    test_pass = Pass(backend, net.path(), 1000, net.head, net.dtype, train=False)
+    test_error = classification_error(backend, test_pass, X_test, y_test, net.dtype)
+    return {"test_error": test_error,
+            "val_error": min(r["val_loss"] for r in trainer.history),
+            "epochs_run": len(trainer.history), "history": trainer.history, "network": net}
+
+
+def classification_data(ds, train_size, val_size, seed):
+    """Class-balanced training subset and a disjoint stratified validation set.
+
+    The validation set defaults to a fifth of the training subset's size (at least 100,
+    at most a sixth of the training images), so small-data runs are not tuned on a
+    validation set many times their own size.
+
+    Returns
+    -------
+    (train_rows, val_rows) index arrays into ``ds.train_images``.
+    """
+    from medalpy.data.splits import balanced_subset, train_val_split
+
+    N = ds.train_images.shape[0]
+    if val_size is None:
+        base = train_size if train_size is not None else N - N // 6
+        val_size = min(max(base // 5, 100), N // 6)
+    pool, val_rows = train_val_split(ds.train_labels, val_size, seed)
+    if train_size is None:
+        return pool, val_rows
+    if train_size > len(pool):
+        raise ConfigError(f"train size {train_size} exceeds the {len(pool)} images left after "
+                          "the validation split")
+    pick = balanced_subset(ds.train_labels[pool], train_size, seed)
+    return pool[np.sort(pick)], val_rows

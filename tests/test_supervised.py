@@ -1,0 +1,73 @@
+"""Classifiers from pretrained encoders: the trainer's supervised phase and `medalpy classify`."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from medalpy.cli import main
+from medalpy.kernels import get_backend
+from medalpy.supervised import random_encoders, train_classifier
+
+
+def _blobs(seed, n, d=20, classes=3):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, (classes, d))
+    y = rng.integers(0, classes, n)
+    X = np.clip(centres[y] + rng.normal(0, 0.15, (n, d)), 0, 1)
+    return (X * 255).astype(np.uint8), y
+
+
+def test_classifier_learns_separable_classes_and_keeps_the_encoders_given():
+    X, y = _blobs(0, 600)
+    enc = random_encoders(20, [16, 8], seed=1)
+    before = enc.encoders[0].W.copy()
+    result = train_classifier(get_backend("cpu"), enc, X[:400], y[:400], X[400:500], y[400:500],
+                              X[500:], y[500:], 3, seed=2, epochs=30, patience=5, lr=0.1)
+    assert result["test_error"] < 0.05
+    np.testing.assert_array_equal(enc.encoders[0].W, before)  # the caller's network untouched
+    assert result["network"].head == "classifier"
+
+
+def test_early_stopping_on_validation_error():
+    X, y = _blobs(3, 300)
+    enc = random_encoders(20, [8], seed=1)
+    result = train_classifier(get_backend("cpu"), enc, X[:200], y[:200], X[200:250], y[200:250],
+                              X[250:], y[250:], 3, seed=2, epochs=500, patience=3, lr=0.1)
+    errors = [r["val_loss"] for r in result["history"]]
+    assert result["epochs_run"] < 500
+    assert len(errors) - 1 - int(np.argmin(errors)) == 3  # stopped 3 epochs after the best
+    assert result["val_error"] == min(errors)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre")
+    result = CliRunner().invoke(main, [
+        "train", "mnist-sample", "--layers", "100,50", "--epochs-layer1", "4", "--budget", "2",
+        "--train-size", "1000", "--val-size", "100", "--batch-size", "10", "--quiet",
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out / "model.h5"
+
+
+@pytest.mark.parametrize("extra", [[], ["--random-init"]])
+def test_classify_command(tmp_path, pretrained, extra):
+    result = CliRunner().invoke(main, ["classify", str(pretrained), "mnist-sample",
+                                       "--train-size", "300", "--epochs", "15", "--patience", "15",
+                                       "--out", str(tmp_path), *extra])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["n_train"] == 300 and record["n_val"] == 100
+    assert 0.0 <= record["test_error"] < 0.8  # ten classes: chance is 0.9
+    assert (tmp_path / "classifier.h5").exists()
+
+
+def test_classify_bad_input(tmp_path, pretrained):
+    result = CliRunner().invoke(main, ["classify", str(pretrained), "mnist-sample",
+                                       "--train-size", "99999", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "train size 99999 exceeds" in result.output
+    result = CliRunner().invoke(main, ["classify", str(tmp_path / "none.h5"), "mnist-sample",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no such model" in result.output
