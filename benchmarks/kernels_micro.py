@@ -69,15 +69,18 @@ def _cases(B, dtype, rng):
 
     return [
         ("gather", f"({B},{D_IN}) u8", lambda k: k.gather(X, rows, Xb)),
-        ("gather_masked", f"({B},{D_IN}) u8", lambda k: k.gather_masked(X, rows, 0.15, 1, 2, Xb)),
+        ("gather_masked", f"({B},{D_IN}) u8",
+         lambda k: k.gather_masked(X, rows, 0.15, 1, 2, Xb)),
         ("matmul", f"({B},{D_IN})@({D_IN},{D_HID})", lambda k: k.matmul(Xb, W, H)),
         ("matmul_tn", f"({B},{D_IN}).T@({B},{D_HID})", lambda k: k.matmul_tn(Xb, T, dW)),
         ("matmul_nt", f"({B},{D_HID})@({D_IN},{D_HID}).T", lambda k: k.matmul_nt(T, W, dX)),
         ("add_bias_sigmoid*", f"({B},{D_HID})", bias_sigmoid),
-        ("sigmoid_cross_entropy", f"({B},{D_HID})", lambda k: k.sigmoid_cross_entropy(Z0, T, delta)),
+        ("sigmoid_cross_entropy", f"({B},{D_HID})",
+         lambda k: k.sigmoid_cross_entropy(Z0, T, delta)),
         ("sigmoid_backward", f"({B},{D_HID})", lambda k: k.sigmoid_backward(T, H, delta)),
         ("column_sum", f"({B},{D_HID})", lambda k: k.column_sum(T, db)),
-        ("softmax_cross_entropy", f"({B},{N_CLASSES})", lambda k: k.softmax_cross_entropy(logits, labels, dlog)),
+        ("softmax_cross_entropy", f"({B},{N_CLASSES})",
+         lambda k: k.softmax_cross_entropy(logits, labels, dlog)),
         ("softmax_predict", f"({B},{N_CLASSES})", lambda k: k.softmax_predict(logits, pred)),
     ]
 
@@ -120,7 +123,8 @@ def main(argv=None):
             {"kernel": name, "shape": shape, "numpy_us": t_ref * 1e6, "cpu_us": t_cpu * 1e6,
              "speedup": t_ref / t_cpu}
         )
-        print(f"{name:<24}{shape:<28}{t_ref * 1e6:>10.1f}{t_cpu * 1e6:>10.1f}{t_ref / t_cpu:>9.2f}x")
+        speedup = t_ref / t_cpu
+        print(f"{name:<24}{shape:<28}{t_ref * 1e6:>10.1f}{t_cpu * 1e6:>10.1f}{speedup:>9.2f}x")
     print("* add_bias_sigmoid includes a copy restoring Z (same in both columns).")
     print(f"first cpu calls (Numba compile or cache load): {compile_s:.2f} s")
 

@@ -136,9 +136,11 @@ def _bits_as_float(typingctx, bits):
 _F32 = np.float32
 # Cody-Waite split of ln 2 (the high part has trailing zero bits, so k * hi is exact); the
 # round-to-nearest trick adds and subtracts 1.5 * 2**(mantissa bits).
-_LOG2E_32, _LN2HI_32, _LN2LO_32 = _F32(1.4426950408889634), _F32(0.693145751953125), _F32(1.4286068203094172e-06)
+_LOG2E_32 = _F32(1.4426950408889634)
+_LN2HI_32, _LN2LO_32 = _F32(0.693145751953125), _F32(1.4286068203094172e-06)
 _ROUND_32, _XMIN_32 = _F32(12582912.0), _F32(-104.0)
-_LOG2E_64, _LN2HI_64, _LN2LO_64 = 1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10
+_LOG2E_64 = 1.4426950408889634
+_LN2HI_64, _LN2LO_64 = 6.93147180369123816490e-01, 1.90821492927058770002e-10
 _ROUND_64, _XMIN_64 = 6755399441055744.0, -746.0
 # Taylor coefficients 1/k! of exp on |r| <= ln(2)/2, and 1/(2k+1) of the atanh series.
 _E32 = tuple(_F32(1.0 / math.factorial(k)) for k in range(8))
@@ -166,7 +168,9 @@ def _exp_nonpos_32(x):
     p = p * r + _E32[0]
     k1 = k >> 1
     k2 = k - k1
-    return p * _bits_as_float(np.int32((k1 + 127) << 23)) * _bits_as_float(np.int32((k2 + 127) << 23))
+    s1 = _bits_as_float(np.int32((k1 + 127) << 23))
+    s2 = _bits_as_float(np.int32((k2 + 127) << 23))
+    return p * s1 * s2
 
 
 @_inline
@@ -191,7 +195,9 @@ def _exp_nonpos_64(x):
     p = p * r + _E64[0]
     k1 = k >> 1
     k2 = k - k1
-    return p * _bits_as_float(np.int64((k1 + 1023) << 52)) * _bits_as_float(np.int64((k2 + 1023) << 52))
+    s1 = _bits_as_float(np.int64((k1 + 1023) << 52))
+    s2 = _bits_as_float(np.int64((k2 + 1023) << 52))
+    return p * s1 * s2
 
 
 @_inline
