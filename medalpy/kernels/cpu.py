@@ -105,7 +105,9 @@ def _mix_int(z):
 
 def _epoch_key(seed, epoch):
     """``mix(mix(seed) ^ epoch)`` as np.uint64: the part of every row key shared by a batch."""
-    return np.uint64(_mix_int(_mix_int(int(seed) & _MASK64) ^ (int(epoch) & _MASK64)))
+    # np.uint64(...) as the reference: a negative or too large Python int raises there too.
+    seed, epoch = int(np.uint64(seed)), int(np.uint64(epoch))
+    return np.uint64(_mix_int(_mix_int(seed) ^ epoch))
 
 
 # ----------------------------------------------------------------------------------------

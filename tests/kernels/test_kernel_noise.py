@@ -97,3 +97,12 @@ def test_invalid_rate_raises(rate):
     out = np.empty((2, D), np.float32)
     with pytest.raises(ValueError, match="corruption rate"):
         cpu.gather_masked(_ones_dataset(), np.array([0, 1]), rate, 0, 0, out)
+
+
+@pytest.mark.parametrize("seed, epoch", [(-1, 0), (0, -1), (2**64, 0)])
+def test_seed_and_epoch_out_of_uint64_range_raise_like_reference(seed, epoch):
+    out = np.empty((2, D), np.float32)
+    rows = np.array([0, 1])
+    for backend in BACKENDS:
+        with pytest.raises(OverflowError):
+            backend.gather_masked(_ones_dataset(), rows, 0.1, seed, epoch, out)
