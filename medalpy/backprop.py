@@ -38,6 +38,9 @@ class Pass:
         self.backend = backend
         self.names = [name for name, _ in chain]
         self.layers = [layer for _, layer in chain]
+        for (a, la), (b, lb) in zip(chain, chain[1:]):
+            if la.n_out != lb.n_in:  # the kernels trust shapes; check them once, here
+                raise ValueError(f"{a} gives {la.n_out} units but {b} takes {lb.n_in}")
         self.objective = objective_for(head)
         self.batch_size = int(batch_size)
         B = self.batch_size

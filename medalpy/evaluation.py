@@ -10,6 +10,7 @@ same corrupted test set; the clean-input value is reported beside it.
 import numpy as np
 
 from medalpy.backprop import Pass
+from medalpy.errors import ConfigError
 from medalpy.objectives import entropy
 
 #: Noise seed of the corrupted test set (fixed, so every method sees the same corruption).
@@ -38,6 +39,7 @@ def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEE
     and ``entropy`` (each a mean per image, in nats).
     """
     net, N = network, X.shape[0]
+    _check_reconstructs_input(net, X)
     p = Pass(backend, net.path(0), BATCH, net.head, net.dtype, train=False)
     X_in = backend.empty((BATCH, X.shape[1]), net.dtype)
     X_target = backend.empty((BATCH, X.shape[1]), net.dtype)
@@ -52,6 +54,14 @@ def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEE
         ent += float(entropy(_scaled(X, rows)).sum())
     return {"relative_ce": (ce - ent) / N, "relative_ce_clean": (ce_clean - ent) / N,
             "ce": ce / N, "ce_clean": ce_clean / N, "entropy": ent / N}
+
+
+def _check_reconstructs_input(net, X):
+    if net.head not in ("decoder", "mirror") or (net.head == "decoder"
+                                                 and net.decoder_target != 0):
+        raise ConfigError("the network has no decoder back to the input to evaluate")
+    if X.shape[1] != net.n_inputs:
+        raise ConfigError(f"the network takes {net.n_inputs} inputs, the data has {X.shape[1]}")
 
 
 def mean_image_relative_ce(X_train, X_test):
@@ -73,6 +83,7 @@ def mean_image_relative_ce(X_train, X_test):
 def reconstruct(backend, network, X, rows, noise, noise_seed=TEST_NOISE_SEED):
     """Corrupted inputs and their reconstructions for ``rows`` of ``X`` (host float arrays)."""
     net, n = network, len(rows)
+    _check_reconstructs_input(net, X)
     p = Pass(backend, net.path(0), n, net.head, net.dtype, train=False)
     X_in = backend.empty((n, X.shape[1]), net.dtype)
     backend.gather_masked(X, np.asarray(rows), noise, noise_seed, 0, X_in)

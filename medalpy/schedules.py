@@ -10,8 +10,8 @@ being one epoch of updates to one encoder layer):
 ``gradual``
     ``n`` epochs of ``x~ -> h_1 -> ... -> h_k -> y``, loss ``CE(x, y)``; all k layers train.
 ``hybrid`` with fraction f
-    a stacked part, then a gradual part of ``g = round(n (1 - f))`` epochs with a fresh direct
-    decoder. The stacked part gets the rest of the budget, ``k (n - g)`` epochs, so every f
+    a stacked part, then a gradual part of ``g = round(n (1 - f))`` epochs (halves rounded
+    up) with a fresh direct decoder. The stacked part gets the rest of the budget, ``k (n - g)`` epochs, so every f
     spends exactly ``k n`` units (for k = 2 this is the paper's ``2 n f`` and ``n (1 - f)``).
 ``frozen_lower`` (the paper's ablation, "input noise, frozen lower layers")
     as gradual, but layers 1..k-1 frozen; one unit per epoch, so ``k n`` epochs.
@@ -19,11 +19,15 @@ being one epoch of updates to one encoder layer):
 Supervised use (:func:`classifier_schedule`): one ``supervised`` phase trains the encoders and
 a fresh softmax layer on labels.
 
+A schedule whose deeper phases are all stacked ends with codes only and is evaluated through
+the mirror of its kept phase decoders; any other ends with a direct decoder to the input.
+
 Optional tail phases: ``fit_decoder`` trains a fresh evaluation decoder of the topology the
 schedule does not end with (encoders frozen, no budget units), and ``finetune`` trains all
 encoders and the evaluation decoder jointly on ``x~ -> x`` (the paper's full tuning).
 """
 
+import math
 from dataclasses import asdict, dataclass, replace
 
 from medalpy.errors import ConfigError
@@ -87,12 +91,6 @@ def _gradual(k, epochs):
     return Phase(f"{k}:gradual", "gradual", k, epochs, tuple(range(k)), 0, "new")
 
 
-def natural_eval_decoder(method, fraction=None):
-    """The evaluation decoder a schedule ends with: mirror for pure stacked, else direct."""
-    stacked = method == "stacked" or (method == "hybrid" and fraction == 1.0)
-    return "mirror" if stacked else "direct"
-
-
 def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
                    eval_decoder="auto", fit_decoder_epochs=None, finetune_epochs=0):
     """The phase list of one schedule.
@@ -123,26 +121,31 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
     if budget < 0 or finetune_epochs < 0:
         raise ConfigError("budget and fine-tuning epochs must not be negative")
 
-    natural = natural_eval_decoder(method, fraction)
+    # Epochs of each deeper phase's stacked and gradual parts. The hybrid rounds half up
+    # (not to even) and gives the stacked part the rest of the budget.
+    parts = {}
+    for k in range(2, n_layers + 1):
+        if method in ("stacked", "gradual"):
+            parts[k] = (k * budget, 0) if method == "stacked" else (0, budget)
+        elif method == "hybrid":
+            gradual_epochs = math.floor(budget * (1.0 - fraction) + 0.5)
+            parts[k] = (k * (budget - gradual_epochs), gradual_epochs)
+    stacked_only = method == "stacked" or (method == "hybrid" and all(
+        g == 0 for _, g in parts.values()) and (n_layers > 1 or fraction == 1.0))
+    natural = "mirror" if stacked_only else "direct"
     wanted = natural if eval_decoder == "auto" else eval_decoder
     keep = natural == "mirror" and wanted == "mirror"
     phases = [Phase("1:layer", "stacked", 1, epochs_layer1, (0,), 0, "new", keep_decoder=keep)]
     for k in range(2, n_layers + 1):
-        if method == "stacked":
-            phases.append(_stacked(k, k * budget, keep))
-        elif method == "gradual":
-            phases.append(_gradual(k, budget))
-        elif method == "frozen_lower":
+        if method == "frozen_lower":
             phases.append(Phase(f"{k}:frozen_lower", "frozen_lower", k, k * budget, (k - 1,), 0,
                                 "new"))
-        else:
-            gradual_epochs = round(budget * (1.0 - fraction))
-            stacked_epochs = k * (budget - gradual_epochs)
-            if stacked_epochs:
-                phases.append(_stacked(k, stacked_epochs, keep))
-            if gradual_epochs:
-                phases.append(_gradual(k, gradual_epochs))
-
+            continue
+        stacked_epochs, gradual_epochs = parts[k]
+        if stacked_epochs:
+            phases.append(_stacked(k, stacked_epochs, keep))
+        if gradual_epochs:
+            phases.append(_gradual(k, gradual_epochs))
     if keep:
         phases[-1] = replace(phases[-1], then_mirror=True)
     all_layers = tuple(range(n_layers))

@@ -275,8 +275,11 @@ class Trainer:
             params = self.network.parameters()
             for name, array in self.best["params"].items():
                 params[name][...] = array
+        net = self.network
         if phase.keep_decoder:
-            self.network.keep_decoder_as_mirror()
+            net.keep_decoder_as_mirror()
+        elif net.head == "decoder" and net.decoder_target != 0:
+            net.discard_head()  # a decoder to codes serves only the phase that trained it
         if phase.then_mirror:
             self.network.use_mirror()
         self.best = None

@@ -17,6 +17,8 @@ _COMMANDS = {
     "evaluate": ("medalpy.cli.evaluate", "evaluate", "Recompute a saved model's test metrics."),
     "classify": ("medalpy.cli.classify", "classify",
                  "Fine-tune a classifier initialised from pretrained encoders."),
+    "experiment": ("medalpy.cli.experiment", "experiment",
+                   "Run the paper's experiments (fsweep, trainsize, ablation)."),
 }
 
 

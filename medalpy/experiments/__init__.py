@@ -1,0 +1,74 @@
+"""The paper's experiments: cells on disk, summaries, reports and figures.
+
+>>> from medalpy.experiments import run_experiment
+>>> run_experiment("fsweep", "mnist", "runs/fsweep", scale="quick")   # doctest: +SKIP
+"""
+
+import json
+import time
+from pathlib import Path
+
+from medalpy.errors import ConfigError
+from medalpy.experiments.cells import run_cells, write_json_atomic
+from medalpy.experiments.definitions import (
+    EXPERIMENTS,
+    FRACTIONS,
+    SCALES,
+    base_params,
+    sizes_for,
+)
+from medalpy.experiments.report import figures, markdown, summarise
+
+__all__ = ["EXPERIMENTS", "SCALES", "run_experiment"]
+
+
+def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=None,
+                   backend="cpu", seed=0, fractions=FRACTIONS, client=None, echo=None):
+    """Run (or resume) experiment ``name``; writes results.json, report.md and figures.
+
+    Returns the results dict written to ``results.json``.
+    """
+    from medalpy.experiments.steps import _dataset
+
+    if name not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    if splits < 1:
+        raise ConfigError(f"splits must be at least 1, got {splits}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = _dataset(dataset, data_dir)
+    n_images = ds.train_images.shape[0]
+    params = base_params(dataset, scale, data_dir, backend, seed, n_images)
+    sizes = sizes_for(params, n_images)
+    spec = {"experiment": name, "dataset": dataset, "scale": scale, "splits": splits,
+            "seed": seed, "fractions": list(fractions), "sizes": sizes}
+    spec_path = out / "experiment.json"
+    if spec_path.exists():
+        previous = json.loads(spec_path.read_text())
+        if previous != spec:
+            raise ConfigError(f"{out} holds a different experiment ({previous}); choose "
+                              "another --out")
+    else:
+        write_json_atomic(spec_path, spec)
+    build, _ = EXPERIMENTS[name]
+    cells = build(params, splits, fractions=fractions, sizes=sizes)
+    t0 = time.perf_counter()
+    results = run_cells(cells, out, client=client, echo=echo)
+    summary = summarise(name, results, splits, fractions=fractions, sizes=sizes)
+    failed = {k: r["error"] for k, r in results.items() if r.get("status") != "done"}
+    record = {**spec, "data": ds.source, "params": params, "summary": summary,
+              "failed_cells": failed,
+              "cell_seconds": sum(r.get("seconds", 0.0) for r in results.values()),
+              "wall_seconds_this_session": time.perf_counter() - t0,
+              "cells": results}
+    write_json_atomic(out / "results.json", record)
+    header = [f"Dataset {dataset} ({ds.source['kind']}, {n_images} training images), scale "
+              f"{scale}, {splits} splits, seed {seed}; layers {params['layers']}, layer 1 "
+              f"{params['epochs_layer1']} epochs, budget {params['budget']} gradual epochs per "
+              f"deeper layer, full tuning {params['finetune_epochs']} epochs.",
+              f"Compute: {record['cell_seconds'] / 60:.1f} min summed over cells."]
+    if failed:
+        header.append(f"FAILED CELLS: {failed}")
+    (out / "report.md").write_text(markdown(name, summary, header))
+    record["figures"] = figures(name, summary, str(out))
+    return record

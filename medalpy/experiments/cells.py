@@ -1,0 +1,145 @@
+"""Experiment cells: independent units of work, each written to disk as soon as it finishes.
+
+A cell is a key (``split0/f0.25``), the name of a step function in
+:mod:`medalpy.experiments.steps`, JSON parameters and the keys of the cells it needs first.
+Its result is written atomically to ``OUT/cells/KEY.json``; a rerun skips every cell whose
+result is there, so an interrupted experiment resumes without recomputing finished cells.
+A cell that raises is recorded with its error (and the cells that need it are recorded as
+skipped) without stopping the others.
+
+Cells run one after another here, or on a Dask cluster when a ``distributed.Client`` is given
+(the mechanism ``medalpy search`` uses too): a cell is submitted as soon as the cells it needs
+have finished.
+"""
+
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    step: str
+    params: dict = field(default_factory=dict, hash=False, compare=False)
+    needs: tuple = ()
+
+
+def result_path(out_dir, key):
+    return Path(out_dir) / "cells" / f"{key}.json"
+
+
+def work_dir(out_dir, key):
+    """The directory where a cell keeps its files (models), made on demand."""
+    path = Path(out_dir) / "cells" / key
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json_atomic(path, value):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_result(out_dir, key):
+    path = result_path(out_dir, key)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def execute(step, params, key, out_dir):
+    """Run one cell's step function; returns its result, or a record of its error."""
+    from medalpy.experiments import steps
+
+    t0 = time.perf_counter()
+    try:
+        result = getattr(steps, step)(params, work_dir(out_dir, key), out_dir)
+        status = {"status": "done"}
+    except Exception as exc:  # recorded, so that one bad cell does not stop an experiment
+        result = {}
+        status = {"status": "error", "error": f"{type(exc).__name__}: {exc}",
+                  "traceback": traceback.format_exc(limit=8)}
+    return {"key": key, "step": step, "params": params, **status, **result,
+            "seconds": time.perf_counter() - t0}
+
+
+def run_cells(cells, out_dir, client=None, echo=None):
+    """Run every cell not finished yet, in dependency order; returns ``{key: result}``.
+
+    Parameters
+    ----------
+    cells : list of :class:`Cell`.
+    out_dir : the experiment's directory.
+    client : optional ``dask.distributed.Client``; without one, cells run here in order.
+    echo : optional function receiving one-line progress messages.
+    """
+    echo = echo or (lambda message: None)
+    by_key = {cell.key: cell for cell in cells}
+    results = {key: r for key in by_key if (r := read_result(out_dir, key)) is not None}
+    if results:
+        echo(f"{len(results)} of {len(cells)} cells already done; resuming")
+
+    def ready(cell):
+        return cell.key not in results and all(n in results for n in cell.needs)
+
+    def record(result):
+        results[result["key"]] = result
+        write_json_atomic(result_path(out_dir, result["key"]), result)
+        done = sum(1 for r in results.values() if r.get("status") == "done")
+        extra = f" ({result['error']})" if result["status"] != "done" else ""
+        echo(f"[{done}/{len(cells)}] {result['key']}: {result['status']} in "
+             f"{result['seconds']:.0f} s{extra}")
+
+    def blocked(cell):
+        bad = [n for n in cell.needs if n in results and results[n].get("status") != "done"]
+        if bad and cell.key not in results:
+            record({"key": cell.key, "step": cell.step, "params": cell.params,
+                    "status": "skipped", "error": f"needs failed cell(s) {', '.join(bad)}",
+                    "seconds": 0.0})
+            return True
+        return False
+
+    if client is None:
+        progress = True
+        while progress:
+            progress = False
+            for cell in cells:
+                if blocked(cell):
+                    progress = True
+                elif ready(cell):
+                    record(execute(cell.step, cell.params, cell.key, str(out_dir)))
+                    progress = True
+        return results
+
+    from distributed import as_completed
+
+    pending = {}
+
+    def submit_ready():
+        for cell in cells:
+            if cell.key not in pending and not blocked(cell) and ready(cell):
+                future = client.submit(execute, cell.step, cell.params, cell.key, str(out_dir),
+                                       key=f"medalpy-{cell.key}-{time.time_ns()}", pure=False)
+                pending[cell.key] = future
+
+    submit_ready()
+    queue = as_completed(list(pending.values()))
+    for future in queue:
+        key = next(k for k, f in pending.items() if f is future)
+        try:
+            result = future.result()
+        except Exception as exc:  # the worker died or the task was lost
+            cell = by_key[key]
+            result = {"key": key, "step": cell.step, "params": cell.params, "status": "error",
+                      "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
+        record(result)
+        before = set(pending)
+        submit_ready()
+        for new in set(pending) - before:
+            queue.add(pending[new])
+    return results

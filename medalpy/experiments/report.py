@@ -1,0 +1,199 @@
+"""Summaries of experiment cells: tables over splits, paired tests, markdown and figures.
+
+Every number is a mean over the splits with its sample standard deviation; differences
+between two schemes are paired by split (same layer 1, same data) and tested with a paired
+t-test across splits (scipy.stats.ttest_rel). With three splits the test has two degrees of
+freedom: it flags only large, consistent differences.
+"""
+
+import math
+
+import numpy as np
+
+
+def mean_std(values):
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    if v.size == 0:
+        return None, None, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def paired(a, b):
+    """Mean of ``a - b`` over the splits where both exist, and the paired t-test p-value."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    if not pairs:
+        return {"mean_diff": None, "p_value": None, "n": 0}
+    d = np.array([x - y for x, y in pairs])
+    p = None
+    if len(d) >= 2 and np.std(d) > 0:
+        from scipy.stats import ttest_rel
+
+        p = float(ttest_rel([x for x, _ in pairs], [y for _, y in pairs]).pvalue)
+    return {"mean_diff": float(d.mean()), "p_value": p, "n": len(d)}
+
+
+def _values(results, keys, field):
+    out = []
+    for key in keys:
+        r = results.get(key)
+        out.append(r.get(field) if r and r.get("status") == "done" else None)
+    return out
+
+
+def _fmt(m, s, digits=3):
+    return "n/a" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _fmt_p(p):
+    return "n/a" if p is None else f"{p:.3f}"
+
+
+def summarise(name, results, splits, fractions=None, sizes=None):
+    """The summary dict of one experiment from its cell results."""
+    S = range(splits)
+    if name == "fsweep":
+        rows = []
+        base = _values(results, [f"split{s}/f0" for s in S], "relative_ce")
+        base_t = _values(results, [f"split{s}/f0" for s in S], "tuned_relative_ce")
+        for f in fractions:
+            keys = [f"split{s}/f{f:g}" for s in S]
+            rce, clean = _values(results, keys, "relative_ce"), _values(results, keys,
+                                                                        "relative_ce_clean")
+            tuned = _values(results, keys, "tuned_relative_ce")
+            rows.append({"f": f, "relative_ce": mean_std(rce),
+                         "relative_ce_clean": mean_std(clean), "tuned_relative_ce":
+                         mean_std(tuned), "vs_gradual": paired(rce, base),
+                         "tuned_vs_gradual": paired(tuned, base_t)})
+        return {"rows": rows}
+    if name == "trainsize":
+        rows = []
+        for n in sizes:
+            err = {init: _values(results, [f"split{s}/classify-{init}-n{n}" for s in S],
+                                 "test_error") for init in ("gradual", "stacked", "random")}
+            g, st = mean_std(err["gradual"])[0], mean_std(err["stacked"])[0]
+            rows.append({"size": n, **{k: mean_std(v) for k, v in err.items()},
+                         "gradual_vs_stacked": paired(err["gradual"], err["stacked"]),
+                         "relative_improvement": None if g is None or not st
+                         else (st - g) / st})
+        return {"rows": rows}
+    if name == "ablation":
+        rec = {m: _values(results, [f"split{s}/{m}" for s in S], "relative_ce")
+               for m in ("gradual", "frozen_lower")}
+        rows = []
+        for n in sizes[:2]:
+            err = {m: _values(results, [f"split{s}/classify-{m}-n{n}" for s in S],
+                              "test_error") for m in ("gradual", "frozen_lower")}
+            rows.append({"size": n, **{k: mean_std(v) for k, v in err.items()},
+                         "gradual_vs_frozen": paired(err["gradual"], err["frozen_lower"])})
+        return {"reconstruction": {k: mean_std(v) for k, v in rec.items()},
+                "reconstruction_gradual_vs_frozen": paired(rec["gradual"],
+                                                           rec["frozen_lower"]),
+                "classification": rows}
+    raise ValueError(name)
+
+
+def markdown(name, summary, header):
+    """The report.md text."""
+    lines = [f"# medalpy experiment: {name}", "", *header, ""]
+    if name == "fsweep":
+        lines += ["Test relative reconstruction cross-entropy (nats per image; mean ± sd over "
+                  "splits). f is the stacked fraction: f = 0 gradual, f = 1 stacked. The "
+                  "difference is paired by split against f = 0.", "",
+                  "| f | corrupted input | clean input | vs gradual (p) | after full tuning "
+                  "| tuned vs gradual (p) |", "|---|---|---|---|---|---|"]
+        for r in summary["rows"]:
+            d, dt = r["vs_gradual"], r["tuned_vs_gradual"]
+            lines.append(
+                f"| {r['f']:g} | {_fmt(*r['relative_ce'][:2])} | "
+                f"{_fmt(*r['relative_ce_clean'][:2])} | "
+                f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.3f')} "
+                f"({_fmt_p(d['p_value'])}) | {_fmt(*r['tuned_relative_ce'][:2])} | "
+                f"{'n/a' if dt['mean_diff'] is None else format(dt['mean_diff'], '+.3f')} "
+                f"({_fmt_p(dt['p_value'])}) |")
+    elif name == "trainsize":
+        lines += ["Test classification error (mean ± sd over splits). Relative improvement "
+                  "of gradual over stacked: (stacked - gradual) / stacked. The difference "
+                  "gradual - stacked is paired by split.", "",
+                  "| training images | gradual | stacked | random init | gradual - stacked (p) "
+                  "| relative improvement |", "|---|---|---|---|---|---|"]
+        for r in summary["rows"]:
+            d = r["gradual_vs_stacked"]
+            rel = r["relative_improvement"]
+            lines.append(
+                f"| {r['size']} | {_fmt(*r['gradual'][:2], 4)} | {_fmt(*r['stacked'][:2], 4)} "
+                f"| {_fmt(*r['random'][:2], 4)} | "
+                f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.4f')} "
+                f"({_fmt_p(d['p_value'])}) | {'n/a' if rel is None else format(rel, '+.1%')} |")
+    elif name == "ablation":
+        rec, d = summary["reconstruction"], summary["reconstruction_gradual_vs_frozen"]
+        lines += ["Test relative reconstruction cross-entropy (mean ± sd over splits):", "",
+                  "| gradual | input noise, frozen lower layers | gradual - frozen (p) |",
+                  "|---|---|---|",
+                  f"| {_fmt(*rec['gradual'][:2])} | {_fmt(*rec['frozen_lower'][:2])} | "
+                  f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.3f')} "
+                  f"({_fmt_p(d['p_value'])}) |", "",
+                  "Test classification error:", "",
+                  "| training images | gradual | frozen lower | gradual - frozen (p) |",
+                  "|---|---|---|---|"]
+        for r in summary["classification"]:
+            d = r["gradual_vs_frozen"]
+            lines.append(
+                f"| {r['size']} | {_fmt(*r['gradual'][:2], 4)} | "
+                f"{_fmt(*r['frozen_lower'][:2], 4)} | "
+                f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.4f')} "
+                f"({_fmt_p(d['p_value'])}) |")
+    return "\n".join(lines) + "\n"
+
+
+def figures(name, summary, out_dir):
+    """PNG figures in the style of the paper's; returns the paths written ([] without
+    matplotlib, which is an optional extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths = []
+    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
+    if name == "fsweep":
+        rows = summary["rows"]
+        f = [r["f"] for r in rows]
+        for field, label in (("relative_ce", "pretrained"), ("tuned_relative_ce",
+                                                              "after full tuning")):
+            m = [r[field][0] for r in rows]
+            if any(v is None for v in m):
+                continue
+            ax.errorbar(f, m, yerr=[r[field][1] for r in rows], marker="o", capsize=3,
+                        label=label)
+        ax.set_xlabel("stacked fraction f (0 = gradual, 1 = stacked)")
+        ax.set_ylabel("test relative cross-entropy")
+    elif name == "trainsize":
+        rows = summary["rows"]
+        n = [r["size"] for r in rows]
+        for init in ("gradual", "stacked", "random"):
+            m = [r[init][0] for r in rows]
+            if any(v is None for v in m):
+                continue
+            ax.errorbar(n, [100 * v for v in m], yerr=[100 * r[init][1] for r in rows],
+                        marker="o", capsize=3, label=init)
+        ax.set_xscale("log")
+        ax.set_xlabel("training images")
+        ax.set_ylabel("test error (%)")
+    else:
+        rec = summary["reconstruction"]
+        names = ["gradual", "frozen_lower"]
+        means = [rec[m][0] if rec[m][0] is not None else math.nan for m in names]
+        ax.bar(["gradual", "input noise,\nfrozen lower"], means,
+               yerr=[rec[m][1] or 0 for m in names], capsize=4)
+        ax.set_ylabel("test relative cross-entropy")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    path = f"{out_dir}/{name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    paths.append(path)
+    return paths

@@ -1,0 +1,155 @@
+"""The step functions experiment cells run: layer 1, the rest of a schedule, a classifier.
+
+Each takes ``(params, work_dir, out_dir)``, reads what it needs from disk (the dataset, the
+models of the cells it depends on), writes its own models into ``work_dir`` and returns a
+JSON-serialisable dict. Everything is a pure function of the parameters and seeds, so a cell
+computes the same result wherever it runs.
+
+Within split ``s`` (seed ``base_seed + s``) the training images are cut once into a training
+part and a validation part; layer 1 is trained once on them and shared by every schedule the
+experiment compares, exactly as each schedule's own phase 1 would have trained it (same
+seed, same phase index).
+"""
+
+import functools
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name, data_dir):
+    from medalpy.data import load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the sample fallback is recorded in ds.source
+        return load(name, data_dir)
+
+
+def split_rows(params):
+    """(train_rows, val_rows) of the split: stratified, then a class-balanced pretraining set."""
+    from medalpy.data.splits import balanced_subset, train_val_split
+
+    ds = _dataset(params["dataset"], params.get("data_dir"))
+    train_rows, val_rows = train_val_split(ds.train_labels, params["n_val"], params["seed"])
+    size = params.get("pretrain_size")
+    if size is not None and size < len(train_rows):
+        pick = balanced_subset(ds.train_labels[train_rows], size, params["seed"])
+        train_rows = train_rows[np.sort(pick)]
+    return ds, train_rows, val_rows
+
+
+def _schedule(params, finetune):
+    from medalpy.schedules import build_schedule
+
+    return build_schedule(params["method"], len(params["layers"]), params["epochs_layer1"],
+                          params["budget"], params.get("fraction"),
+                          finetune_epochs=params["finetune_epochs"] if finetune else 0)
+
+
+def _hyper(params):
+    from medalpy.trainer import Hyper
+
+    return Hyper(lr=params["lr"], momentum=params["momentum"],
+                 weight_decay=params["weight_decay"],
+                 normalise_gradients=params["normalise_gradients"],
+                 batch_size=params["batch_size"], noise=params["noise"])
+
+
+def _trainer(params, network, phases, ds, train_rows, val_rows):
+    from medalpy.kernels import get_backend
+    from medalpy.trainer import Trainer
+
+    return Trainer(get_backend(params["backend"]), network, phases, _hyper(params),
+                   ds.train_images[train_rows], ds.train_images[val_rows], params["layers"],
+                   params["seed"])
+
+
+def layer1(params, work_dir, out_dir):
+    """Phase 1 of every schedule (its decoder kept, for schedules that evaluate the mirror)."""
+    from medalpy import checkpoint
+    from medalpy.network import Network
+    from medalpy.schedules import build_schedule
+
+    ds, train_rows, val_rows = split_rows(params)
+    phases, _ = build_schedule("stacked", 1, params["epochs_layer1"], 0)
+    net = Network(ds.n_features, params.get("dtype", "float32"))
+    trainer = _trainer(params, net, phases, ds, train_rows, val_rows)
+    trainer.run()
+    # The kept decoder sits in the mirror; no head yet (each schedule attaches its own).
+    net.discard_head()
+    checkpoint.save(Path(work_dir) / "model.h5", net, params)
+    return {"val_loss": min(r["val_loss"] for r in trainer.history),
+            "data": ds.source["kind"], "n_train": int(len(train_rows)),
+            "n_val": int(len(val_rows))}
+
+
+def pretrain(params, work_dir, out_dir):
+    """The rest of one schedule after the shared layer 1; then, optionally, full tuning.
+
+    Returns test relative cross-entropies (corrupted and clean input) of the pretrained
+    network, and of the fully tuned one when ``finetune_epochs`` > 0.
+    """
+    from medalpy import checkpoint
+    from medalpy.evaluation import reconstruction_metrics
+    from medalpy.kernels import get_backend
+    from medalpy.schedules import budget_units
+    from medalpy.trainer import Position
+
+    ds, train_rows, val_rows = split_rows(params)
+    net = checkpoint.load(Path(out_dir) / "cells" / params["layer1"] / "model.h5")["network"]
+    backend = get_backend(params["backend"])
+    finetune = params["finetune_epochs"] > 0
+    phases, eval_decoder = _schedule(params, finetune)
+    if eval_decoder != "mirror":
+        net.discard_mirror()  # only the mirror needs the kept layer-1 decoder
+    pre = [p for p in phases if p.kind != "finetune"]
+    trainer = _trainer(params, net, pre, ds, train_rows, val_rows)
+    trainer.position = Position(1, -1)
+    trainer.units_spent = phases[0].units
+    trainer.run()
+    test = reconstruction_metrics(backend, net, ds.test_images, params["noise"])
+    checkpoint.save(Path(work_dir) / "model.h5", net, params)
+    result = {"eval_decoder": eval_decoder, "budget_units": budget_units(phases),
+              "budget_units_spent": trainer.units_spent,
+              "relative_ce": test["relative_ce"], "relative_ce_clean": test["relative_ce_clean"]}
+    if finetune:
+        tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
+        tuner.position = Position(len(phases) - 1, -1)
+        tuner.run()
+        tuned = reconstruction_metrics(backend, net, ds.test_images, params["noise"])
+        checkpoint.save(Path(work_dir) / "model_tuned.h5", net, params)
+        result["tuned_relative_ce"] = tuned["relative_ce"]
+        result["tuned_relative_ce_clean"] = tuned["relative_ce_clean"]
+    return result
+
+
+def classify(params, work_dir, out_dir):
+    """A classifier from a pretrained cell's encoders (or random ones) on a balanced subset."""
+    from medalpy import checkpoint
+    from medalpy.data.splits import balanced_subset
+    from medalpy.kernels import get_backend
+    from medalpy.supervised import random_encoders, train_classifier
+
+    ds, pool, val_rows = split_rows({**params, "pretrain_size": None})
+    labels = ds.train_labels
+    size = params["train_size"]
+    rows = pool if size >= len(pool) else pool[np.sort(
+        balanced_subset(labels[pool], size, params["seed"]))]
+    n_val = min(max(size // 5, 100), len(val_rows))
+    vrows = val_rows[np.sort(balanced_subset(labels[val_rows], n_val, params["seed"]))]
+    if params.get("encoders"):
+        enc = checkpoint.load(Path(out_dir) / "cells" / params["encoders"] / "model.h5")
+        enc = enc["network"]
+    else:
+        enc = random_encoders(ds.n_features, params["layers"], params["seed"])
+    c = params["classifier"]
+    result = train_classifier(
+        get_backend(params["backend"]), enc, ds.train_images[rows], labels[rows],
+        ds.train_images[vrows], labels[vrows], ds.test_images, ds.test_labels, ds.n_classes,
+        params["seed"], epochs=c["epochs"], patience=c["patience"], lr=c["lr"],
+        momentum=c["momentum"], weight_decay=c["weight_decay"], batch_size=c["batch_size"])
+    return {"test_error": result["test_error"], "val_error": result["val_error"],
+            "epochs_run": result["epochs_run"], "n_train": int(len(rows)),
+            "n_val": int(len(vrows))}
