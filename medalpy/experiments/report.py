@@ -12,10 +12,12 @@ import numpy as np
 
 
 def mean_std(values):
+    """``{"mean", "sd", "n"}`` of the values present (sd: sample standard deviation)."""
     v = np.asarray([x for x in values if x is not None], dtype=float)
     if v.size == 0:
-        return None, None, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "n": int(v.size)}
 
 
 def paired(a, b):
@@ -40,7 +42,8 @@ def _values(results, keys, field):
     return out
 
 
-def _fmt(m, s, digits=3):
+def _fmt(ms, digits=3):
+    m, s = ms["mean"], ms["sd"]
     return "n/a" if m is None else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
@@ -70,7 +73,7 @@ def summarise(name, results, splits, fractions=None, sizes=None):
         for n in sizes:
             err = {init: _values(results, [f"split{s}/classify-{init}-n{n}" for s in S],
                                  "test_error") for init in ("gradual", "stacked", "random")}
-            g, st = mean_std(err["gradual"])[0], mean_std(err["stacked"])[0]
+            g, st = mean_std(err["gradual"])["mean"], mean_std(err["stacked"])["mean"]
             rows.append({"size": n, **{k: mean_std(v) for k, v in err.items()},
                          "gradual_vs_stacked": paired(err["gradual"], err["stacked"]),
                          "relative_improvement": None if g is None or not st
@@ -104,10 +107,10 @@ def markdown(name, summary, header):
         for r in summary["rows"]:
             d, dt = r["vs_gradual"], r["tuned_vs_gradual"]
             lines.append(
-                f"| {r['f']:g} | {_fmt(*r['relative_ce'][:2])} | "
-                f"{_fmt(*r['relative_ce_clean'][:2])} | "
+                f"| {r['f']:g} | {_fmt(r['relative_ce'])} | "
+                f"{_fmt(r['relative_ce_clean'])} | "
                 f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.3f')} "
-                f"({_fmt_p(d['p_value'])}) | {_fmt(*r['tuned_relative_ce'][:2])} | "
+                f"({_fmt_p(d['p_value'])}) | {_fmt(r['tuned_relative_ce'])} | "
                 f"{'n/a' if dt['mean_diff'] is None else format(dt['mean_diff'], '+.3f')} "
                 f"({_fmt_p(dt['p_value'])}) |")
     elif name == "trainsize":
@@ -120,8 +123,8 @@ def markdown(name, summary, header):
             d = r["gradual_vs_stacked"]
             rel = r["relative_improvement"]
             lines.append(
-                f"| {r['size']} | {_fmt(*r['gradual'][:2], 4)} | {_fmt(*r['stacked'][:2], 4)} "
-                f"| {_fmt(*r['random'][:2], 4)} | "
+                f"| {r['size']} | {_fmt(r['gradual'], 4)} | {_fmt(r['stacked'], 4)} "
+                f"| {_fmt(r['random'], 4)} | "
                 f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.4f')} "
                 f"({_fmt_p(d['p_value'])}) | {'n/a' if rel is None else format(rel, '+.1%')} |")
     elif name == "ablation":
@@ -129,7 +132,7 @@ def markdown(name, summary, header):
         lines += ["Test relative reconstruction cross-entropy (mean ± sd over splits):", "",
                   "| gradual | input noise, frozen lower layers | gradual - frozen (p) |",
                   "|---|---|---|",
-                  f"| {_fmt(*rec['gradual'][:2])} | {_fmt(*rec['frozen_lower'][:2])} | "
+                  f"| {_fmt(rec['gradual'])} | {_fmt(rec['frozen_lower'])} | "
                   f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.3f')} "
                   f"({_fmt_p(d['p_value'])}) |", "",
                   "Test classification error:", "",
@@ -138,8 +141,8 @@ def markdown(name, summary, header):
         for r in summary["classification"]:
             d = r["gradual_vs_frozen"]
             lines.append(
-                f"| {r['size']} | {_fmt(*r['gradual'][:2], 4)} | "
-                f"{_fmt(*r['frozen_lower'][:2], 4)} | "
+                f"| {r['size']} | {_fmt(r['gradual'], 4)} | "
+                f"{_fmt(r['frozen_lower'], 4)} | "
                 f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.4f')} "
                 f"({_fmt_p(d['p_value'])}) |")
     return "\n".join(lines) + "\n"
@@ -162,10 +165,10 @@ def figures(name, summary, out_dir):
         f = [r["f"] for r in rows]
         for field, label in (("relative_ce", "pretrained"), ("tuned_relative_ce",
                                                               "after full tuning")):
-            m = [r[field][0] for r in rows]
+            m = [r[field]["mean"] for r in rows]
             if any(v is None for v in m):
                 continue
-            ax.errorbar(f, m, yerr=[r[field][1] for r in rows], marker="o", capsize=3,
+            ax.errorbar(f, m, yerr=[r[field]["sd"] for r in rows], marker="o", capsize=3,
                         label=label)
         ax.set_xlabel("stacked fraction f (0 = gradual, 1 = stacked)")
         ax.set_ylabel("test relative cross-entropy")
@@ -173,10 +176,10 @@ def figures(name, summary, out_dir):
         rows = summary["rows"]
         n = [r["size"] for r in rows]
         for init in ("gradual", "stacked", "random"):
-            m = [r[init][0] for r in rows]
+            m = [r[init]["mean"] for r in rows]
             if any(v is None for v in m):
                 continue
-            ax.errorbar(n, [100 * v for v in m], yerr=[100 * r[init][1] for r in rows],
+            ax.errorbar(n, [100 * v for v in m], yerr=[100 * r[init]["sd"] for r in rows],
                         marker="o", capsize=3, label=init)
         ax.set_xscale("log")
         ax.set_xlabel("training images")
@@ -184,9 +187,9 @@ def figures(name, summary, out_dir):
     else:
         rec = summary["reconstruction"]
         names = ["gradual", "frozen_lower"]
-        means = [rec[m][0] if rec[m][0] is not None else math.nan for m in names]
+        means = [rec[m]["mean"] if rec[m]["mean"] is not None else math.nan for m in names]
         ax.bar(["gradual", "input noise,\nfrozen lower"], means,
-               yerr=[rec[m][1] or 0 for m in names], capsize=4)
+               yerr=[rec[m]["sd"] or 0 for m in names], capsize=4)
         ax.set_ylabel("test relative cross-entropy")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:

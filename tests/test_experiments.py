@@ -1,0 +1,98 @@
+"""The paper's experiments at the smoke scale on the bundled real MNIST sample: cells,
+resume after a real interruption, reports and figures."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from medalpy.cli import main
+from medalpy.experiments import run_experiment
+from medalpy.experiments.cells import Cell, run_cells
+
+
+@pytest.mark.parametrize("name", ["fsweep", "trainsize", "ablation"])
+def test_experiment_cells_report_and_figure(tmp_path, name):
+    record = run_experiment(name, "mnist-sample", tmp_path, scale="smoke", splits=2)
+    assert record["failed_cells"] == {}
+    cells = record["cells"]
+    # Layer 1 trained once per split and shared by every schedule of the split.
+    assert sorted(k for k in cells if k.endswith("layer1")) == ["split0/layer1", "split1/layer1"]
+    assert all(c["status"] == "done" for c in cells.values())
+    report = (tmp_path / "report.md").read_text()
+    assert f"# medalpy experiment: {name}" in report and "± " in report
+    assert json.loads((tmp_path / "results.json").read_text())["summary"] == record["summary"]
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / f"{name}.png").stat().st_size > 1000
+
+
+def test_fsweep_cells_spend_equal_budgets(tmp_path):
+    record = run_experiment("fsweep", "mnist-sample", tmp_path, scale="smoke", splits=1)
+    spent = {k: c["budget_units_spent"] for k, c in record["cells"].items() if "/f" in k}
+    assert len(spent) == 5 and len(set(spent.values())) == 1
+    rows = record["summary"]["rows"]
+    assert [r["f"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert all(r["relative_ce"]["mean"] > 0 and r["tuned_relative_ce"]["mean"] > 0 for r in rows)
+
+
+def test_trainsize_reports_three_initialisations(tmp_path):
+    record = run_experiment("trainsize", "mnist-sample", tmp_path, scale="smoke", splits=2)
+    row = record["summary"]["rows"][0]
+    assert row["size"] == 100
+    for init in ("gradual", "stacked", "random"):
+        assert row[init]["n"] == 2 and 0 <= row[init]["mean"] <= 1
+    assert row["gradual_vs_stacked"]["n"] == 2
+
+
+def test_a_failing_cell_is_recorded_and_its_dependants_skipped(tmp_path):
+    cells = [Cell("a", "layer1", {"dataset": "no-such-dataset"}),
+             Cell("b", "pretrain", {}, needs=("a",)),
+             Cell("c", "classify", {"dataset": "also-missing"})]
+    results = run_cells(cells, tmp_path)
+    assert results["a"]["status"] == "error" and "unknown dataset" in results["a"]["error"]
+    assert results["b"]["status"] == "skipped" and "needs failed cell(s) a" in results["b"]["error"]
+    assert results["c"]["status"] == "error"
+    assert json.loads((tmp_path / "cells" / "b.json").read_text())["status"] == "skipped"
+
+
+@pytest.mark.slow
+def test_interrupted_experiment_resumes_without_recomputing(tmp_path):
+    args = [sys.executable, "-m", "medalpy", "experiment", "fsweep", "--dataset", "mnist-sample",
+            "--scale", "smoke", "--splits", "2", "--out", str(tmp_path)]
+    run = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cells_dir = tmp_path / "cells" / "split0"
+    deadline = time.time() + 120
+    while time.time() < deadline and run.poll() is None:
+        if cells_dir.exists() and len(list(cells_dir.glob("f*.json"))) >= 2:
+            break
+        time.sleep(0.01)
+    assert run.poll() is None, "the experiment finished before it could be interrupted"
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    done_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
+    assert 3 <= len(done_before) < 12 and not (tmp_path / "results.json").exists()
+    result = CliRunner().invoke(main, args[3:])
+    assert result.exit_code == 0, result.output
+    assert f"{len(done_before)} of 12 cells already done; resuming" in result.output
+    for path, mtime in done_before.items():
+        assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
+    assert len(list((tmp_path / "cells").rglob("*.json"))) == 12
+
+
+def test_other_experiment_in_the_same_directory_is_refused(tmp_path):
+    run_experiment("fsweep", "mnist-sample", tmp_path, scale="smoke", splits=1)
+    result = CliRunner().invoke(main, ["experiment", "fsweep", "--dataset", "mnist-sample",
+                                       "--scale", "smoke", "--splits", "2",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "holds a different experiment" in result.output
+
+
+def test_experiment_list_measures_costs():
+    result = CliRunner().invoke(main, ["experiment", "list", "--dataset", "mnist-sample"])
+    assert result.exit_code == 0, result.output
+    assert "fsweep" in result.output and "step times (ms, batch 20): layer1" in result.output
