@@ -17,8 +17,10 @@ _COMMANDS = {
     "evaluate": ("medalpy.cli.evaluate", "evaluate", "Recompute a saved model's test metrics."),
     "classify": ("medalpy.cli.classify", "classify",
                  "Fine-tune a classifier initialised from pretrained encoders."),
+    "show": ("medalpy.cli.show", "show", "Draw first-layer filters and reconstructions (PNG)."),
     "experiment": ("medalpy.cli.experiment", "experiment",
                    "Run the paper's experiments (fsweep, trainsize, ablation)."),
+    "search": ("medalpy.cli.search", "search", "Cross-validated hyper-parameter search on Dask."),
 }
 
 
