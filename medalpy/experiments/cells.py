@@ -1,7 +1,8 @@
 """Experiment cells: independent units of work, each written to disk as soon as it finishes.
 
 A cell is a key (``split0/f0.25``), the name of a step function in
-:mod:`medalpy.experiments.steps`, JSON parameters and the keys of the cells it needs first.
+:mod:`medalpy.experiments.steps` (or a dotted path to one elsewhere), JSON parameters and the
+keys of the cells it needs first.
 Its result is written atomically to ``OUT/cells/KEY.json``; a rerun skips every cell whose
 result is there, so an interrupted experiment resumes without recomputing finished cells.
 A cell that raises is recorded with its error (and the cells that need it are recorded as
@@ -52,13 +53,23 @@ def read_result(out_dir, key):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def execute(step, params, key, out_dir):
-    """Run one cell's step function; returns its result, or a record of its error."""
+def step_function(step):
+    """A step name of :mod:`medalpy.experiments.steps`, or a dotted path ``package.module.fn``."""
+    import importlib
+
+    if "." in step:
+        module, name = step.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)
     from medalpy.experiments import steps
 
+    return getattr(steps, step)
+
+
+def execute(step, params, key, out_dir):
+    """Run one cell's step function; returns its result, or a record of its error."""
     t0 = time.perf_counter()
     try:
-        result = getattr(steps, step)(params, work_dir(out_dir, key), out_dir)
+        result = step_function(step)(params, work_dir(out_dir, key), out_dir)
         status = {"status": "done"}
     except Exception as exc:  # recorded, so that one bad cell does not stop an experiment
         result = {}

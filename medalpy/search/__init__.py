@@ -1,0 +1,475 @@
+"""Cross-validated hyper-parameter search, run as cells on Dask.
+
+The paper chose its hyper-parameters by 10-fold (MNIST) or 5-fold (CIFAR) stratified
+cross-validation over :data:`PAPER_GRID`. A *configuration* is one point of the grid; a
+*trial* is one configuration on one fold, and is one cell of
+:mod:`medalpy.experiments.cells` (step :func:`medalpy.search.steps.fold`): it is written
+atomically to ``OUT/cells/r{rung}/{config}/fold{f}.json`` as soon as it finishes, a rerun
+skips it, and one that raised is recorded with its error.
+
+Successive halving (``eta``): the search runs in ``rungs``; rung ``r`` trains every surviving
+configuration with the epochs scaled by ``eta ** (r - rungs + 1)`` (at least 1 each; the last
+rung gets the full epochs), and only the best ``max(1, n // eta)`` configurations, ranked by
+their mean objective over folds, go on to the next rung. Without ``eta`` there is one rung.
+
+Outputs: ``trials.csv`` and ``trials.md`` (one row per configuration and rung: mean, standard
+deviation, min and max over folds, errors), ``best.toml`` (a TrainConfig file that
+``medalpy train --config`` accepts), ``search.json`` (the search's settings, checked on
+resume), ``results.json`` and, when matplotlib is installed, ``search.png``.
+"""
+
+import csv
+import io
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medalpy.errors import ConfigError
+
+STEP = "medalpy.search.steps.fold"
+
+#: The paper's grid (sec. 4). ``seed`` is the initialisation seed.
+PAPER_GRID = {
+    "units": [1000, 1500, 2000, 2500],
+    "lr": [1e-1, 1e-2, 1e-3, 5e-4, 1e-4, 5e-5, 1e-5],
+    "batch_size": [10, 20],
+    "momentum": [0.9, 0.7],
+    "weight_decay": [1e-3, 1e-4, 1e-5],
+    "seed": [0],
+}
+SPACE = tuple(PAPER_GRID)
+_INTS = {"units", "batch_size", "seed"}
+OBJECTIVES = {"pretrain": "validation reconstruction cross-entropy (nats per image)",
+              "classify": "validation classification error"}
+
+
+def default_folds(dataset):
+    """The paper's k: 10-fold for MNIST-like data, 5-fold for CIFAR."""
+    return 5 if dataset.startswith("cifar") else 10
+
+
+@dataclass
+class SearchSpec:
+    """Everything that defines a search (what ``search.json`` records).
+
+    ``space`` maps each name of :data:`SPACE` to the values to try; the other fields are held
+    fixed over the search and written into ``best.toml`` (TrainConfig names).
+    """
+
+    dataset: str = "mnist"
+    data_dir: str = None
+    objective: str = "pretrain"
+    space: dict = field(default_factory=lambda: {k: list(v) for k, v in PAPER_GRID.items()})
+    n_trials: int = None  # random search: this many configurations drawn from the grid
+    folds: int = None  # default: default_folds(dataset)
+    subset: int = None  # class-balanced subset of the training images (default: all)
+    data_seed: int = 0  # subset, folds and random draws
+    method: str = "gradual"
+    fraction: float = None
+    n_layers: int = 2
+    noise: float = None  # default: 0.10 for CIFAR, 0.15 otherwise
+    epochs_layer1: int = 10
+    budget: int = 10
+    patience: int = None
+    normalise_gradients: bool = True
+    classifier_epochs: int = 30
+    eta: int = None  # successive halving: keep the best 1/eta after each rung
+    rungs: int = 3
+    backend: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.folds is None:
+            self.folds = default_folds(self.dataset)
+        if self.noise is None:
+            self.noise = 0.10 if self.dataset.startswith("cifar") else 0.15
+        self.space = {**{k: list(v) for k, v in PAPER_GRID.items()}, **self.space}
+        self.check()
+
+    def check(self):
+        def need(ok, message):
+            if not ok:
+                raise ConfigError(message)
+
+        unknown = sorted(set(self.space) - set(SPACE))
+        need(not unknown, f"unknown search parameter(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(SPACE)}")
+        for name, values in self.space.items():
+            need(isinstance(values, (list, tuple)) and len(values) >= 1,
+                 f"{name}: give a non-empty list of values")
+            if name in _INTS:
+                need(all(isinstance(v, int) and not isinstance(v, bool) for v in values),
+                     f"{name} values must be integers, got {values}")
+            else:
+                need(all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                         for v in values), f"{name} values must be numbers, got {values}")
+            need(len(set(values)) == len(values), f"{name}: repeated values {values}")
+        need(all(v >= 1 for v in self.space["units"]), "units must be at least 1")
+        need(all(v > 0 for v in self.space["lr"]), "lr values must be positive")
+        need(all(v >= 1 for v in self.space["batch_size"]), "batch_size must be at least 1")
+        need(all(0 <= v < 1 for v in self.space["momentum"]), "momentum must be in [0, 1)")
+        need(all(v >= 0 for v in self.space["weight_decay"]), "weight_decay must be >= 0")
+        need(self.objective in OBJECTIVES,
+             f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        need(self.folds >= 2, f"folds must be at least 2, got {self.folds}")
+        need(self.n_trials is None or self.n_trials >= 1, "n_trials must be at least 1")
+        need(self.subset is None or self.subset >= self.folds,
+             "subset must hold at least one image per fold")
+        need(self.n_layers >= 1, "n_layers must be at least 1")
+        need(self.epochs_layer1 >= 1 and self.budget >= 0,
+             "epochs_layer1 must be >= 1 and budget >= 0")
+        need(self.patience is None or self.patience >= 1, "patience must be at least 1")
+        need(self.classifier_epochs >= 1, "classifier_epochs must be at least 1")
+        need(self.eta is None or self.eta >= 2, "eta (successive halving) must be at least 2")
+        need(self.rungs >= 1, "rungs must be at least 1")
+        need(0 <= self.noise < 1, "noise must be in [0, 1)")
+        from medalpy.schedules import build_schedule
+
+        build_schedule(self.method, self.n_layers, 1, self.budget, self.fraction)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+def read_grid(path):
+    """A TOML grid file: lists for the :data:`SPACE` names, scalars for fixed settings.
+
+    Returns ``(space, fixed)``; unknown keys are refused, naming the file.
+    """
+    import tomllib
+
+    path = Path(path)
+    try:
+        values = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read grid file ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    fixed_names = {f for f in SearchSpec.__dataclass_fields__ if f != "space"}
+    unknown = sorted(set(values) - set(SPACE) - fixed_names)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; search parameters: "
+                          f"{', '.join(SPACE)}; fixed settings: {', '.join(sorted(fixed_names))}")
+    space = {k: (v if isinstance(v, list) else [v]) for k, v in values.items() if k in SPACE}
+    fixed = {k: v for k, v in values.items() if k not in SPACE}
+    return space, fixed
+
+
+# -- configurations, rungs and cells -----------------------------------------------------------
+
+
+def configurations(spec):
+    """The configurations to try: the whole grid, or ``n_trials`` drawn from it by the seed."""
+    grid = [dict(zip(SPACE, values)) for values in
+            itertools.product(*(spec.space[name] for name in SPACE))]
+    if spec.n_trials is not None and spec.n_trials < len(grid):
+        pick = np.random.default_rng([spec.data_seed, 11]).choice(
+            len(grid), size=spec.n_trials, replace=False)
+        grid = [grid[i] for i in sorted(pick)]
+    return grid
+
+
+def config_id(config):
+    """A readable, stable name: ``u1000-lr0.01-b20-m0.9-wd0.001-s0``."""
+    return (f"u{config['units']}-lr{config['lr']:g}-b{config['batch_size']}"
+            f"-m{config['momentum']:g}-wd{config['weight_decay']:g}-s{config['seed']}")
+
+
+def rung_epochs(spec, rung):
+    """(epochs_layer1, budget, classifier_epochs) of a rung: the last rung gets them in full."""
+    if spec.eta is None:
+        return spec.epochs_layer1, spec.budget, spec.classifier_epochs
+    factor = float(spec.eta) ** (rung - (spec.rungs - 1))
+
+    def scaled(n, least):
+        return max(least, int(round(n * factor))) if n > 0 else 0
+
+    return (scaled(spec.epochs_layer1, 1), scaled(spec.budget, 1),
+            scaled(spec.classifier_epochs, 1))
+
+
+def trial_cells(spec, configs, rung):
+    """One cell per configuration and fold of a rung."""
+    from medalpy.experiments.cells import Cell
+
+    e1, budget, clf_epochs = rung_epochs(spec, rung)
+    fixed = {k: getattr(spec, k) for k in (
+        "dataset", "data_dir", "objective", "folds", "subset", "data_seed", "method",
+        "fraction", "n_layers", "noise", "patience", "normalise_gradients", "backend", "dtype")}
+    cells = []
+    for config in configs:
+        for f in range(spec.folds):
+            params = {**fixed, **config, "fold": f, "rung": rung, "epochs_layer1": e1,
+                      "budget": budget, "classifier_epochs": clf_epochs}
+            cells.append(Cell(f"r{rung}/{config_id(config)}/fold{f}", STEP, params))
+    return cells
+
+
+def summarise(spec, configs, rung, results):
+    """One row per configuration of a rung: the objective's mean and spread over folds."""
+    e1, budget, clf_epochs = rung_epochs(spec, rung)
+    rows = []
+    for config in configs:
+        cid = config_id(config)
+        records = [results.get(f"r{rung}/{cid}/fold{f}") for f in range(spec.folds)]
+        done = [r["objective"] for r in records if r and r.get("status") == "done"]
+        errors = [r["error"] for r in records if r and r.get("status") != "done"]
+        complete = len(done) == spec.folds
+        values = np.array(done, dtype=float)
+        rows.append({
+            "rung": rung, "config": cid, **config, "epochs_layer1": e1, "budget": budget,
+            **({"classifier_epochs": clf_epochs} if spec.objective == "classify" else {}),
+            "folds_done": len(done), "folds_failed": len(errors),
+            "mean": float(values.mean()) if complete else math.inf,
+            "std": float(values.std(ddof=1)) if complete and len(done) > 1 else
+            (0.0 if complete else math.nan),
+            "min": float(values.min()) if done else math.nan,
+            "max": float(values.max()) if done else math.nan,
+            "seconds": float(sum(r.get("seconds", 0.0) for r in records if r)),
+            "error": errors[0] if errors else "",
+        })
+    rows.sort(key=lambda row: (row["mean"], row["config"]))
+    return rows
+
+
+def survivors(spec, rows):
+    """The configurations that go on to the next rung: the best ``max(1, n // eta)``."""
+    keep = max(1, len(rows) // spec.eta)
+    finished = [row for row in rows if math.isfinite(row["mean"])]
+    return [row["config"] for row in finished[:keep]]
+
+
+# -- the search ----------------------------------------------------------------------------------
+
+
+def _check_resume(out, spec):
+    path = out / "search.json"
+    saved = json.loads(path.read_text()) if path.exists() else None
+    current = json.loads(json.dumps(spec.to_dict()))
+    if saved is not None:
+        differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if differ:
+            raise ConfigError(f"{path}: this directory holds a search with other settings "
+                              f"({', '.join(differ)} differ); give the same options to resume "
+                              "it, or choose another --out")
+    else:
+        from medalpy.experiments.cells import write_json_atomic
+
+        write_json_atomic(path, current)
+
+
+def _forget_errors(out, cells):
+    """Delete the error records of ``cells`` so that they run again."""
+    from medalpy.experiments.cells import read_result, result_path
+
+    n = 0
+    for cell in cells:
+        result = read_result(out, cell.key)
+        if result is not None and result.get("status") != "done":
+            result_path(out, cell.key).unlink()
+            n += 1
+    return n
+
+
+def run_search(spec, out_dir, client=None, retry_errors=False, echo=None):
+    """Run (or resume) a search; writes every trial as it finishes, then the summaries.
+
+    Parameters
+    ----------
+    spec : :class:`SearchSpec`.
+    out_dir : the search's directory.
+    client : optional ``dask.distributed.Client``; without one, trials run here in turn.
+    retry_errors : run again the trials recorded with an error (a lost worker, say).
+    echo : optional function receiving one-line progress messages.
+
+    Returns
+    -------
+    dict, the record written to ``results.json`` (``best`` is None when no configuration
+    finished every fold).
+    """
+    from medalpy.experiments.cells import run_cells, write_json_atomic
+
+    echo = echo or (lambda message: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_resume(out, spec)
+    t0 = time.perf_counter()
+    configs = configurations(spec)
+    by_id = {config_id(c): c for c in configs}
+    n_rungs = spec.rungs if spec.eta is not None else 1
+    table, trials, status = [], 0, {"done": 0, "error": 0}
+    for rung in range(n_rungs):
+        cells = trial_cells(spec, configs, rung)
+        if retry_errors:
+            if n := _forget_errors(out, cells):
+                echo(f"retrying {n} trial(s) recorded with an error")
+        e1, budget, _ = rung_epochs(spec, rung)
+        echo(f"rung {rung + 1}/{n_rungs}: {len(configs)} configuration(s) x {spec.folds} folds"
+             f" = {len(cells)} trials (epochs layer 1: {e1}, budget: {budget})")
+        results = run_cells(cells, out, client=client, echo=echo)
+        trials += len(cells)
+        for cell in cells:
+            state = results[cell.key]["status"]
+            status["done" if state == "done" else "error"] += 1
+        rows = summarise(spec, configs, rung, results)
+        table.extend(rows)
+        if rung + 1 < n_rungs:
+            keep = survivors(spec, rows)
+            if not keep:
+                echo(f"rung {rung + 1}: no configuration finished every fold; stopping")
+                break
+            configs = [by_id[cid] for cid in keep]
+    final = [row for row in rows if math.isfinite(row["mean"])]
+    best = final[0] if final else None
+    record = {"spec": json.loads(json.dumps(spec.to_dict())),
+              "objective": OBJECTIVES[spec.objective], "trials": trials, **status,
+              "best": best, "best_config": best_config(spec, by_id[best["config"]])
+              if best else None, "table": table,
+              "wall_seconds": time.perf_counter() - t0}
+    write_outputs(out, spec, record)
+    write_json_atomic(out / "results.json", _finite(record))
+    return record
+
+
+def _finite(value):
+    """JSON has no infinities: write them (and NaN) as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+# -- outputs -------------------------------------------------------------------------------------
+
+
+def best_config(spec, config):
+    """The TrainConfig settings of a configuration (what ``best.toml`` holds)."""
+    values = {"dataset": spec.dataset, "method": spec.method, "fraction": spec.fraction,
+              "layers": [config["units"]] * spec.n_layers, "noise": spec.noise,
+              "epochs_layer1": spec.epochs_layer1, "budget": spec.budget,
+              "lr": config["lr"], "batch_size": config["batch_size"],
+              "momentum": config["momentum"], "weight_decay": config["weight_decay"],
+              "normalise_gradients": spec.normalise_gradients, "patience": spec.patience,
+              "seed": config["seed"], "backend": spec.backend, "dtype": spec.dtype,
+              "data_dir": spec.data_dir}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _toml_value(value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def toml_text(settings, comments=()):
+    lines = [f"# {c}" for c in comments] + [f"{k} = {_toml_value(v)}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_text(path, text):
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+COLUMNS = ("rung", "config", *SPACE, "epochs_layer1", "budget", "folds_done", "folds_failed",
+           "mean", "std", "min", "max", "seconds", "error")
+
+
+def write_outputs(out, spec, record):
+    """trials.csv, trials.md, best.toml (checked to load as a TrainConfig), search.png."""
+    table = record["table"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    _atomic_text(out / "trials.csv", buffer.getvalue())
+    _atomic_text(out / "trials.md", markdown(spec, record))
+    best_path = out / "best.toml"
+    if record["best_config"] is not None:
+        best = record["best"]
+        _atomic_text(best_path, toml_text(record["best_config"], (
+            f"medalpy search: best of {len(configurations(spec))} configuration(s), "
+            f"{spec.folds}-fold cross-validation on {spec.dataset}",
+            f"objective: {OBJECTIVES[spec.objective]}, mean +- sd over folds: "
+            f"{best['mean']:.4f} +- {best['std']:.4f}",
+            "train it: medalpy train --config best.toml")))
+        from medalpy.run import make_config
+
+        make_config(config_file=best_path)  # the file must be one `medalpy train` accepts
+    elif best_path.exists():
+        best_path.unlink()
+    record["plot"] = plot(out / "search.png", spec, table)
+
+
+def _fmt(value, digits=4):
+    if isinstance(value, float):
+        return "-" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(spec, record):
+    lines = [f"# medalpy search: {spec.dataset}, {spec.folds}-fold cross-validation", "",
+             f"Objective: {record['objective']}; lower is better. Mean and sample standard "
+             f"deviation over folds. Trials: {record['trials']} ({record['done']} done, "
+             f"{record['error']} failed).", ""]
+    if spec.eta is not None:
+        lines += [f"Successive halving: {spec.rungs} rungs, the best 1/{spec.eta} go on.", ""]
+    head = ["rung", "config", "mean", "std", "min", "max", "folds", "seconds", "error"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in sorted(record["table"], key=lambda r: (-r["rung"], r["mean"], r["config"])):
+        error = row["error"].replace("|", "/")[:80]
+        lines.append(f"| {row['rung']} | {row['config']} | {_fmt(row['mean'])} | "
+                     f"{_fmt(row['std'])} | {_fmt(row['min'])} | {_fmt(row['max'])} | "
+                     f"{row['folds_done']}/{spec.folds} | {row['seconds']:.0f} | {error} |")
+    best = record["best"]
+    lines += ["", f"Best: {best['config']}, {_fmt(best['mean'])} +- {_fmt(best['std'])} "
+                  "(best.toml)" if best else "No configuration finished every fold."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(path, spec, table):
+    """The objective against each searched hyper-parameter (last rung reached by each
+    configuration); returns the path, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    last = {}
+    for row in table:  # rows come rung by rung: keep each configuration's last rung
+        last[row["config"]] = row
+    rows = [r for r in last.values() if math.isfinite(r["mean"])]
+    names = [n for n in SPACE if len(spec.space[n]) > 1] or ["lr"]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        x = [r[name] for r in rows]
+        ax.errorbar(x, [r["mean"] for r in rows], yerr=[r["std"] for r in rows], fmt="o",
+                    alpha=0.7, capsize=2)
+        if name in ("lr", "weight_decay") and all(v > 0 for v in spec.space[name]):
+            ax.set_xscale("log")
+        ax.set_xlabel(name)
+    axes[0][0].set_ylabel("validation " + ("error" if spec.objective == "classify" else "CE"))
+    fig.suptitle(f"{spec.dataset}: {spec.folds}-fold CV", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)

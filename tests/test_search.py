@@ -1,0 +1,195 @@
+"""``medalpy search``: cross-validated trials as cells on a real Dask ``LocalCluster`` on
+loopback, on the bundled real MNIST sample cut down to a few hundred images."""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+
+pytest.importorskip("distributed")
+
+from medalpy.cli import main  # noqa: E402
+from medalpy.errors import ConfigError  # noqa: E402
+from medalpy.search import (  # noqa: E402
+    SearchSpec,
+    configurations,
+    read_grid,
+    rung_epochs,
+    run_search,
+)
+from medalpy.search.cluster import local_cluster  # noqa: E402
+
+TINY = dict(dataset="mnist-sample", folds=2, subset=200, epochs_layer1=1, budget=1,
+            space={"units": [16], "lr": [0.1, 0.01], "batch_size": [20], "momentum": [0.9],
+                   "weight_decay": [1e-3], "seed": [0]})
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client
+
+    with local_cluster(2) as cluster, Client(cluster) as c:
+        yield c
+
+
+def _cells(out):
+    return sorted(p for p in (out / "cells").rglob("*.json"))
+
+
+def test_a_tiny_grid_runs_every_trial_on_the_cluster(tmp_path, client):
+    messages = []
+    record = run_search(SearchSpec(**TINY), tmp_path, client=client, echo=messages.append)
+    assert record["trials"] == record["done"] == 4 and record["error"] == 0
+    assert len(_cells(tmp_path)) == 4
+    cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-s0/fold1.json")
+                      .read_text())
+    assert cell["status"] == "done" and cell["n_train"] + cell["n_val"] == 200
+    assert cell["objective"] == cell["val_ce"] > cell["val_relative_ce"] > 0
+    rows = record["table"]
+    assert [r["folds_done"] for r in rows] == [2, 2]
+    assert rows[0]["mean"] <= rows[1]["mean"] and record["best"] == rows[0]
+    csv_lines = (tmp_path / "trials.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("rung,config,units,lr")
+    assert rows[0]["config"] in (tmp_path / "trials.md").read_text()
+    assert (tmp_path / "best.toml").exists() and (tmp_path / "search.png").exists()
+    assert sum("done in" in m for m in messages) == 4
+
+
+def test_resume_skips_finished_trials_and_refuses_other_settings(tmp_path, client):
+    spec = SearchSpec(**TINY)
+    run_search(spec, tmp_path, client=client)
+    stamps = {p: p.stat().st_mtime_ns for p in _cells(tmp_path)}
+    lost = tmp_path / "cells/r0/u16-lr0.01-b20-m0.9-wd0.001-s0/fold0.json"
+    lost.unlink()
+    messages = []
+    record = run_search(spec, tmp_path, client=client, echo=messages.append)
+    assert "3 of 4 cells already done; resuming" in messages
+    assert sum("done in" in m for m in messages) == 1 and record["done"] == 4
+    for path, stamp in stamps.items():
+        if path != lost:
+            assert path.stat().st_mtime_ns == stamp, path
+    with pytest.raises(ConfigError, match="budget differ"):
+        run_search(SearchSpec(**{**TINY, "budget": 2}), tmp_path, client=client)
+
+
+def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(tmp_path, client):
+    space = {**TINY["space"], "lr": [0.1, 1e30]}  # 1e30 without normGrad overflows float32
+    record = run_search(SearchSpec(**{**TINY, "space": space, "normalise_gradients": False}),
+                        tmp_path, client=client)
+    assert record["done"] == 2 and record["error"] == 2
+    bad = [r for r in record["table"] if r["lr"] == 1e30][0]
+    assert bad["folds_failed"] == 2 and "TrainingDiverged" in bad["error"]
+    assert record["best"]["lr"] == 0.1
+    cell = json.loads((tmp_path / "cells/r0/u16-lr1e+30-b20-m0.9-wd0.001-s0/fold0.json")
+                      .read_text())
+    assert cell["status"] == "error" and "loss became" in cell["error"]
+    assert "TrainingDiverged" in (tmp_path / "trials.md").read_text()
+
+
+def test_successive_halving_keeps_the_best_half_for_the_longer_rung(tmp_path, client):
+    space = {**TINY["space"], "lr": [0.3, 0.1, 0.01, 0.001]}
+    spec = SearchSpec(**{**TINY, "space": space, "epochs_layer1": 2, "budget": 2, "eta": 2,
+                         "rungs": 2})
+    assert rung_epochs(spec, 0)[:2] == (1, 1) and rung_epochs(spec, 1)[:2] == (2, 2)
+    record = run_search(spec, tmp_path, client=client)
+    first = [r for r in record["table"] if r["rung"] == 0]
+    second = [r for r in record["table"] if r["rung"] == 1]
+    assert len(first) == 4 and len(second) == 2 and record["trials"] == 8 + 4
+    assert {r["config"] for r in second} == {r["config"] for r in first[:2]}
+    assert record["best"]["rung"] == 1 and record["best"]["epochs_layer1"] == 2
+
+
+def test_the_exported_best_configuration_trains(tmp_path, client):
+    run_search(SearchSpec(**TINY), tmp_path / "search", client=client)
+    result = CliRunner().invoke(main, [
+        "train", "--config", str(tmp_path / "search" / "best.toml"), "--train-size", "300",
+        "--val-size", "100", "--quiet", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["config"]["layers"] == [16, 16] and metrics["config"]["lr"] == 0.1
+
+
+def test_the_cli_submits_to_an_existing_scheduler(tmp_path, client):
+    grid = tmp_path / "grid.toml"
+    grid.write_text('dataset = "mnist-sample"\nunits = [16]\nlr = [0.1]\nbatch_size = 20\n'
+                    "momentum = [0.9]\nweight_decay = [1e-3]\nfolds = 2\nsubset = 200\n"
+                    "epochs_layer1 = 1\nbudget = 1\n")
+    args = ["search", "--grid", str(grid), "--batch-size", "10,20", "--scheduler",
+            client.scheduler.address, "--out", str(tmp_path / "s")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "4 trials: 4 done, 0 failed" in result.output
+    assert "best: u16-lr0.1-b" in result.output and (tmp_path / "s/best.toml").exists()
+
+
+def test_search_without_dask_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    result = CliRunner().invoke(main, ["search", "mnist-sample", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "pip install 'medalpy[dask]'" in result.output
+
+
+def test_grid_files_random_draws_and_bad_settings(tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text("lr = [0.1, 0.01]\nfolds = 3\n")
+    assert read_grid(grid) == ({"lr": [0.1, 0.01]}, {"folds": 3})
+    grid.write_text("learning_rate = [0.1]\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        read_grid(grid)
+    spec = SearchSpec(n_trials=5, data_seed=3)
+    assert spec.folds == 10 and len(configurations(SearchSpec())) == 4 * 7 * 2 * 2 * 3
+    drawn = configurations(spec)
+    assert len(drawn) == 5 and drawn == configurations(SearchSpec(n_trials=5, data_seed=3))
+    assert SearchSpec(dataset="cifar10").folds == 5
+    for bad in ({"space": {"momentum": [1.0]}}, {"space": {"units": [0]}}, {"folds": 1},
+                {"space": {"lr": []}}, {"eta": 1}, {"space": {"dropout": [0.5]}}):
+        with pytest.raises(ConfigError):
+            SearchSpec(**bad)
+
+
+@pytest.mark.slow
+def test_a_search_survives_a_killed_worker_and_resumes(tmp_path):
+    from distributed import Client
+
+    space = {**TINY["space"], "units": [64], "lr": [0.1, 0.05, 0.01]}
+    spec = SearchSpec(**{**TINY, "space": space, "subset": 2000, "epochs_layer1": 4,
+                         "budget": 3})
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        outcome = {}
+        search = threading.Thread(
+            target=lambda: outcome.update(record=run_search(spec, tmp_path, client=client)))
+        search.start()
+        deadline = time.monotonic() + 120
+        # Wait until trials are running on a worker (after the first trial finished, so that
+        # the kill lands mid-search), then kill that worker's process outright.
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            if busy and _cells(tmp_path):
+                victim = busy[0]
+            time.sleep(0.05)
+        assert victim is not None, "no trial started"
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        search.join(timeout=240)
+        assert not search.is_alive()
+        record = outcome["record"]
+        assert record["trials"] == 6 == record["done"] + record["error"]
+        for path in _cells(tmp_path):
+            cell = json.loads(path.read_text())
+            assert cell["status"] == "done" or cell["error"], cell
+        assert len(_cells(tmp_path)) == 6
+        assert pid not in client.run(os.getpid).values()  # the nanny started a new one
+        stamps = {p: p.stat().st_mtime_ns for p in _cells(tmp_path)}
+        messages = []
+        again = run_search(spec, tmp_path, client=client, retry_errors=True,
+                           echo=messages.append)
+        assert again["done"] == 6
+        untouched = [p for p in stamps if p.stat().st_mtime_ns == stamps[p]]
+        assert len(untouched) == record["done"]
+        assert sum("done in" in m for m in messages) == record["error"]
