@@ -12,6 +12,7 @@ from medalpy import __version__
 
 # command name -> (module, attribute, one-line help shown by ``medalpy --help``)
 _COMMANDS = {
+    "bench": ("medalpy.cli.bench", "bench", "Time training steps against PyTorch and GEMM peak."),
     "data": ("medalpy.cli.data", "data", "List, inspect, fetch and verify datasets."),
     "train": ("medalpy.cli.train", "train", "Pretrain a deep denoising autoencoder."),
     "evaluate": ("medalpy.cli.evaluate", "evaluate", "Recompute a saved model's test metrics."),

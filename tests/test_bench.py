@@ -1,0 +1,72 @@
+"""``medalpy bench`` runs and reports the right fields (speed itself lives in the benchmarks)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from medalpy import bench
+from medalpy.cli import main
+
+ROW_FIELDS = {"phase", "batch_size", "implementation", "steps_per_s", "steps_per_s_min",
+              "steps_per_s_max", "samples_per_s", "gflops", "fraction_of_peak",
+              "mflop_per_step"}
+
+
+def test_bench_json_has_a_row_per_implementation_with_every_field():
+    args = ["bench", "--phase", "gradual", "--batch-size", "10", "--repeats", "2",
+            "--seconds", "0.01", "--implementation", "cpu", "--implementation", "numpy",
+            "--threads", "1", "--no-memory", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["gemm_peak_gflops"] > 0 and data["threads"] == 1
+    assert data["settings"]["normalise_gradients"] is True
+    rows = data["rows"]
+    assert [r["implementation"] for r in rows] == ["cpu", "numpy"]
+    for row in rows:
+        assert set(row) == ROW_FIELDS
+        assert row["phase"] == "gradual" and row["batch_size"] == 10
+        assert row["steps_per_s_min"] <= row["steps_per_s"] <= row["steps_per_s_max"]
+        assert row["samples_per_s"] == pytest.approx(10 * row["steps_per_s"])
+        assert row["mflop_per_step"] == pytest.approx(13.84 * 10)
+
+
+def test_bench_table_output(tmp_path):
+    out = tmp_path / "bench.json"
+    args = ["bench", "--phase", "supervised", "--phase", "stacked", "--batch-size", "3",
+            "--repeats", "1", "--seconds", "0.01", "--implementation", "cpu", "--threads", "1",
+            "--no-memory", "--output", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "| stacked | 3 |" in result.stdout and "| supervised | 3 |" in result.stdout
+    assert len(json.loads(out.read_text())["rows"]) == 2
+
+
+@pytest.mark.parametrize("phase, mflop_per_sample",
+                         [("layer1", 7.84), ("stacked", 10.0), ("gradual", 13.84),
+                          ("supervised", 9.196)])
+def test_step_flops_match_the_gemm_count(phase, mflop_per_sample):
+    assert bench.step_flops(phase, 20) == pytest.approx(mflop_per_sample * 20e6)
+
+
+@pytest.mark.parametrize("phase", list(bench.PHASES))
+def test_medalpy_step_reduces_nothing_to_nan(phase):
+    step = bench.medalpy_step("cpu", phase, 4)
+    losses = [step() for _ in range(3)]
+    assert all(loss == loss and loss > 0 for loss in losses)
+
+
+@pytest.mark.parametrize("phase", ["gradual", "supervised"])
+def test_torch_step_when_torch_is_installed(phase):
+    pytest.importorskip("torch")
+    step = bench.torch_step(phase, 4)
+    assert step() > 0
+
+
+def test_bench_command_imports_neither_numba_nor_torch():
+    code = ("import sys, medalpy.cli.bench; "
+            "assert not {'numba', 'torch'} & set(sys.modules), sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
