@@ -12,7 +12,7 @@ DEFAULT_DTYPE = np.float32
 SUPPORTED_DTYPES = (np.float32, np.float64)
 
 #: Names of the kernel backends, in the order they are documented.
-BACKENDS = ("numpy", "cpu")
+BACKENDS = ("numpy", "cpu", "cuda")
 
 #: Constants of the counter-based noise hash (splitmix64, Steele et al. 2014). Masks are a pure
 #: function of (seed, epoch, sample index, feature index), so every backend, batch size and

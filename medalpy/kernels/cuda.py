@@ -1,0 +1,716 @@
+"""The ``cuda`` backend: numba.cuda kernels and cuBLAS matrix products on an NVIDIA GPU.
+
+Every public function has the name, signature and semantics of its twin in
+:mod:`medalpy.kernels.reference` (the oracle; read it for the equations). Arrays live on the
+device: :func:`empty`, :func:`zeros` and :func:`to_device` return numba device arrays, and
+:func:`to_host` copies back. What differs from the ``cpu`` backend is where the work runs:
+
+- Matrix products go to cuBLAS (``sgemm``/``dgemm`` through CuPy's bindings) on the row-major
+  arrays in place: no copies, no temporaries. They sit behind one seam, :func:`_gemm`, which
+  under numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, no CuPy, no GPU) is a NumPy
+  stand-in working on the simulator's host-backed arrays.
+- Element-wise work is fused as on the CPU, one launch per step of the chain: bias + sigmoid;
+  cross-entropy loss and output delta from the pre-activations (one block per row, the row's
+  loss reduced in shared memory, the few row sums added on the host); softmax + NLL + delta;
+  the hidden delta through the sigmoid; the column sum; the whole SGD step over P, G, V; the
+  gather of a uint8 batch with its 1/255 scaling and its masking noise.
+- Masking noise is the reference's counter-based splitmix64 hash, evaluated per element on
+  the device: a unit's mask bit depends only on (seed, epoch, sample index, feature index),
+  so the masks are identical to the reference's and the cpu backend's.
+- Functions that return a float (the losses, :func:`sum_of_squares`) copy a few partial sums
+  back and so synchronise with the device; nothing else does.
+
+Row indices and labels may be host (NumPy) or device arrays; host ones are copied into a
+per-thread device buffer. A dataset ``X`` should be put on the device once per phase with
+:func:`to_device`; a host ``X`` still works (its rows are gathered on the host and copied).
+
+Results agree with the reference to a few ulps: the GPU's ``exp``/``log1p`` and its fused
+multiply-adds round differently from NumPy's, and cuBLAS sums the products of a GEMM in its
+own order.
+"""
+
+import math
+import os
+import threading
+
+import numpy as np
+
+from medalpy.config import (
+    NOISE_BITS,
+    SPLITMIX_GAMMA,
+    SPLITMIX_M1,
+    SPLITMIX_M2,
+    noise_threshold,
+)
+from medalpy.kernels import BackendError
+
+NAME = "cuda"
+
+_HINT = ("the cuda backend needs the numba-cuda package and a CUDA GPU; install medalpy[cuda] "
+         "(numba-cuda and cupy-cuda12x) on a machine with an NVIDIA driver, or set "
+         "NUMBA_ENABLE_CUDASIM=1 before starting Python to run its kernels on numba's CUDA "
+         "simulator (slow; meant for tests)")
+
+try:
+    from numba import cuda
+except ImportError as exc:  # numba-cuda missing, or a numba without its CUDA target
+    raise BackendError(f"{_HINT} ({exc})") from exc
+
+
+def _simulator_enabled():
+    try:
+        from numba.cuda.core import config as cuda_config  # numba-cuda
+    except ImportError:  # the CUDA target bundled with older numba
+        from numba import config as cuda_config
+    return bool(getattr(cuda_config, "ENABLE_CUDASIM", False))
+
+
+#: True when the kernels run on numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``).
+SIMULATOR = _simulator_enabled()
+
+try:
+    _available = cuda.is_available()
+except Exception:  # a broken driver install raises instead of answering False
+    _available = False
+if not _available:
+    raise BackendError(f"{_HINT} (numba.cuda found no usable GPU)")
+
+from numba import float64  # noqa: E402  (after the availability check, on purpose)
+
+# Threads per block of the element-wise kernels and of the shared-memory reductions. The
+# simulator runs each thread of a block as a Python thread, so it gets small blocks.
+_TPB = 32 if SIMULATOR else 256
+_RB = 8 if SIMULATOR else 128          # a power of two: the tree reduction halves it
+_SS_BLOCKS = 2 if SIMULATOR else 120   # blocks of the sum-of-squares reduction
+
+# Numba types a bare Python int above 2**63 unpredictably and promotes int64 (op) uint64 to
+# float64, so every constant of the hash is a typed np.uint64 global.
+_GAMMA = np.uint64(SPLITMIX_GAMMA)
+_M1 = np.uint64(SPLITMIX_M1)
+_M2 = np.uint64(SPLITMIX_M2)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_SHIFT = np.uint64(64 - NOISE_BITS)
+_MASK64 = (1 << 64) - 1
+
+# ----------------------------------------------------------------------------------------
+# Arrays: device memory.
+# ----------------------------------------------------------------------------------------
+
+
+def _is_device(a):
+    """True for numba device arrays (real or simulated) and other CUDA-array-interface objects."""
+    return getattr(a, "__cuda_ndarray__", False) or hasattr(a, "__cuda_array_interface__")
+
+
+def empty(shape, dtype):
+    """A new uninitialised device array of ``shape``."""
+    return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+
+def zeros(shape, dtype):
+    """A new zero device array of ``shape``."""
+    a = cuda.device_array(shape, dtype=np.dtype(dtype))
+    if a.size:
+        flat = a.reshape(a.size)
+        _fill_kernel[_blocks(a.size), _TPB](flat, flat.dtype.type(0))
+    return a
+
+
+def to_device(a):
+    """``a`` as a device array: copied from host memory, unchanged when already on the device.
+
+    Objects exposing ``__cuda_array_interface__`` (CuPy, PyTorch) are wrapped without a copy.
+    """
+    if getattr(a, "__cuda_ndarray__", False):
+        return a
+    if hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def to_host(a):
+    """``a`` as a NumPy array in host memory (a copy when ``a`` is on the device)."""
+    if _is_device(a):
+        return to_device(a).copy_to_host()
+    return np.asarray(a)
+
+
+def _blocks(n):
+    return max(1, (n + _TPB - 1) // _TPB)
+
+
+def _flat(a):
+    """A 1-D view of a C-contiguous device array (every parameter and workspace is one)."""
+    if a.ndim == 1:
+        return a
+    if not a.is_c_contiguous():
+        raise ValueError("the cuda backend updates contiguous arrays only")
+    return a.reshape(a.size)
+
+
+_scratch = threading.local()
+
+
+def _device_scratch(key, n, dtype):
+    """A per-thread device vector of at least ``n`` elements, allocated once and reused."""
+    bufs = getattr(_scratch, "device", None)
+    if bufs is None:
+        bufs = _scratch.device = {}
+    k = (key, np.dtype(dtype).char)
+    buf = bufs.get(k)
+    if buf is None or buf.shape[0] < n:
+        buf = bufs[k] = cuda.device_array(max(n, 1024), dtype=np.dtype(dtype))
+    return buf[:n]
+
+
+def _host_scratch(key, n, dtype):
+    """A per-thread pinned host vector (plain NumPy under the simulator), grown as needed."""
+    bufs = getattr(_scratch, "host", None)
+    if bufs is None:
+        bufs = _scratch.host = {}
+    k = (key, np.dtype(dtype).char)
+    buf = bufs.get(k)
+    if buf is None or buf.shape[0] < n:
+        buf = bufs[k] = cuda.pinned_array(max(n, 1024), dtype=np.dtype(dtype))
+    return buf[:n]
+
+
+def _upload_ints(key, values):
+    """Host integer indices as an int64 device vector (device arrays pass through)."""
+    if _is_device(values):
+        return values
+    values = np.asarray(values)
+    n = values.shape[0]
+    host = _host_scratch(key, n, np.int64)
+    host[...] = values
+    dev = _device_scratch(key, n, np.int64)
+    if n:
+        dev.copy_to_device(host)
+    return dev
+
+
+def _row_sums_to_float(partial, n):
+    """Sum of the first ``n`` device float64 partial sums, in float64 on the host."""
+    host = _host_scratch("partials", n, np.float64)
+    if n:
+        partial[:n].copy_to_host(host)
+    return float(np.sum(host, dtype=np.float64))
+
+
+@cuda.jit
+def _fill_kernel(a, value):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        a[i] = value
+
+
+# ----------------------------------------------------------------------------------------
+# Counter-based noise.
+# ----------------------------------------------------------------------------------------
+
+
+@cuda.jit(device=True)
+def _mix(z):
+    """splitmix64 finaliser on a uint64 scalar (wrapping arithmetic)."""
+    z = z + _GAMMA
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+def _mix_int(z):
+    """splitmix64 on a Python int, for the per-call part of the key."""
+    z = (z + SPLITMIX_GAMMA) & _MASK64
+    z = ((z ^ (z >> 30)) * SPLITMIX_M1) & _MASK64
+    z = ((z ^ (z >> 27)) * SPLITMIX_M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _epoch_key(seed, epoch):
+    """``mix(mix(seed) ^ epoch)`` as np.uint64: the part of every row key shared by a batch."""
+    # np.uint64(...) as the reference: a negative or too large Python int raises there too.
+    seed, epoch = int(np.uint64(seed)), int(np.uint64(epoch))
+    return np.uint64(_mix_int(_mix_int(seed) ^ epoch))
+
+
+# ----------------------------------------------------------------------------------------
+# Batch formation.
+# ----------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _gather_kernel(X, rows, staged, scale, use_mask, epoch_key, threshold, out):
+    # One thread per element: load, convert to out's dtype, scale, mask. ``staged``: X holds
+    # the batch's rows already (gathered on the host), in order; ``rows`` still keys the mask.
+    idx = cuda.grid(1)
+    n, d = out.shape
+    if idx < n * d:
+        i = idx // d
+        j = idx - i * d
+        r = rows[i]
+        src = i if staged else r
+        v = out.dtype.type(X[src, j]) * scale
+        if use_mask:
+            key = _mix(epoch_key ^ np.uint64(r))
+            bits = _mix(key ^ np.uint64(j)) >> _SHIFT
+            if bits < threshold:
+                v = v * out.dtype.type(0)
+        out[i, j] = v
+
+
+def _gather(X, rows, out, use_mask, epoch_key, threshold):
+    n, d = out.shape
+    if n == 0:
+        return
+    scale = out.dtype.type(1.0 / 255.0) if X.dtype == np.uint8 else out.dtype.type(1.0)
+    if _is_device(X):
+        if not _is_device(rows):
+            rows = np.asarray(rows)
+            # No bounds checks in compiled code: without this a bad index reads stray memory.
+            if rows.size and (rows.min() < 0 or rows.max() >= X.shape[0]):
+                raise IndexError("gather: row index out of range [0, N)")
+        rows_d = _upload_ints("rows", rows)
+        src, staged = X, False
+    else:  # a host dataset: gather its rows here (IndexError as NumPy's) and copy them over
+        rows = np.asarray(rows)
+        block = np.ascontiguousarray(np.asarray(X)[rows])
+        src = _device_scratch(("block", X.dtype.char), block.size, X.dtype)
+        src = src.reshape(block.shape)
+        src.copy_to_device(block)
+        rows_d = _upload_ints("rows", rows)
+        staged = True
+    _gather_kernel[_blocks(n * d), _TPB](src, rows_d, staged, scale, use_mask, epoch_key,
+                                         threshold, out)
+
+
+def gather(X, rows, out):
+    """``out = X[rows]``, scaled by 1/255 when ``X`` is uint8.
+
+    Parameters
+    ----------
+    X : (N, D) uint8 or float array, the dataset (or cached codes), best on the device.
+    rows : (B,) int64 host or device array, sample indices into ``X``.
+    out : (B, D) float device array, modified in place.
+    """
+    _gather(X, rows, out, False, np.uint64(0), np.uint64(0))
+
+
+def gather_masked(X, rows, rate, seed, epoch, out):
+    """``out = X[rows] * keep``: a gathered batch with masking noise applied.
+
+    Same arguments as :func:`gather`; the mask is ``reference.keep_mask(seed, epoch, rows)``,
+    computed on the device. Masked units are set to 0 without rescaling the survivors.
+    """
+    threshold = np.uint64(noise_threshold(rate))
+    _gather(X, rows, out, True, _epoch_key(seed, epoch), threshold)
+
+
+# ----------------------------------------------------------------------------------------
+# Matrix products: cuBLAS on the GPU, NumPy on the simulator's host-backed arrays.
+# ----------------------------------------------------------------------------------------
+
+
+def _gemm_host(A, B, out, trans_a, trans_b):
+    """The simulator's stand-in: ``out = op(A) @ op(B)`` on the wrapped NumPy arrays."""
+    a, b = np.asarray(A._ary), np.asarray(B._ary)
+    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out._ary)
+
+
+def _pointer_and_ld(a):
+    """Device pointer and leading dimension (elements) of a row-major 2-D device array."""
+    iface = a.__cuda_array_interface__
+    item = a.dtype.itemsize
+    strides = iface.get("strides")
+    if strides is None:
+        return iface["data"][0], max(1, a.shape[1])
+    if strides[1] != item or strides[0] % item:
+        raise ValueError("cuBLAS needs row-major operands with unit column stride")
+    return iface["data"][0], max(1, strides[0] // item, a.shape[1])
+
+
+class _Cublas:
+    """cuBLAS ``sgemm``/``dgemm`` through CuPy's low-level bindings, on CuPy's current stream.
+
+    A row-major (r, c) matrix is the column-major (c, r) matrix with the same memory, so
+    ``out = op(A) op(B)`` is computed as the column-major ``out^T = op(B)^T op(A)^T``: B goes
+    first, and each operand's transpose flag carries over unchanged.
+    """
+
+    def __init__(self):
+        try:
+            import cupy
+            from cupy_backends.cuda.libs import cublas
+        except ImportError as exc:
+            raise BackendError(f"{_HINT}: CuPy is missing ({exc})") from exc
+        self.cublas = cublas
+        self.handle = cupy.cuda.device.get_cublas_handle()
+        self.one = {np.dtype(t).char: np.ones(1, t) for t in (np.float32, np.float64)}
+        self.zero = {np.dtype(t).char: np.zeros(1, t) for t in (np.float32, np.float64)}
+        self.fn = {"f": cublas.sgemm, "d": cublas.dgemm}
+
+    def __call__(self, A, B, out, trans_a, trans_b):
+        char = out.dtype.char
+        if A.dtype.char != char or B.dtype.char != char or char not in self.fn:
+            raise TypeError("matmul operands must share one float32/float64 dtype")
+        n, m = out.shape
+        k = A.shape[0] if trans_a else A.shape[1]
+        if n == 0 or m == 0:
+            return
+        if k == 0:
+            out[...] = 0
+            return
+        pa, lda = _pointer_and_ld(A)
+        pb, ldb = _pointer_and_ld(B)
+        pc, ldc = _pointer_and_ld(out)
+        t, nt = self.cublas.CUBLAS_OP_T, self.cublas.CUBLAS_OP_N
+        self.fn[char](self.handle, t if trans_b else nt, t if trans_a else nt, m, n, k,
+                      self.one[char].ctypes.data, pb, ldb, pa, lda,
+                      self.zero[char].ctypes.data, pc, ldc)
+
+
+class _CupyMatmul:
+    """``cupy.matmul`` on zero-copy CuPy views of the operands (a second GPU path, to compare)."""
+
+    def __init__(self):
+        try:
+            import cupy
+        except ImportError as exc:
+            raise BackendError(f"{_HINT}: CuPy is missing ({exc})") from exc
+        self.cupy = cupy
+
+    def __call__(self, A, B, out, trans_a, trans_b):
+        cp = self.cupy
+        a, b, c = cp.asarray(A), cp.asarray(B), cp.asarray(out)
+        cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=c)
+
+
+_gemm_impl = None
+
+
+def set_gemm(kind):
+    """Choose the matrix-product path: ``"cublas"`` (default on a GPU), ``"cupy"`` or ``"host"``
+    (the simulator's NumPy stand-in). Returns the previous choice's callable."""
+    global _gemm_impl
+    previous = _gemm_impl
+    if kind == "host":
+        if not SIMULATOR:
+            raise BackendError("the host GEMM stand-in works on the CUDA simulator only")
+        _gemm_impl = _gemm_host
+    elif kind == "cublas":
+        _gemm_impl = _Cublas()
+    elif kind == "cupy":
+        _gemm_impl = _CupyMatmul()
+    else:
+        raise ValueError(f"unknown GEMM path {kind!r}; choose cublas, cupy or host")
+    return previous
+
+
+def _gemm(A, B, out, trans_a, trans_b):
+    """``out = op(A) @ op(B)`` where ``op`` transposes when its flag is set."""
+    for label, a in (("A", A), ("B", B), ("out", out)):
+        if not _is_device(a):
+            raise TypeError(
+                f"the cuda backend computes on device arrays, but matmul's {label} is a "
+                f"{type(a).__name__}: put parameters and workspaces on the device with "
+                "to_device/empty/zeros of this backend")
+    if _gemm_impl is None:
+        set_gemm("host" if SIMULATOR else os.environ.get("MEDALPY_CUDA_GEMM", "cublas"))
+    _gemm_impl(A, B, out, trans_a, trans_b)
+
+
+def matmul(A, B, out):
+    """``out = A @ B``: the forward product, (n, k) @ (k, m) -> (n, m)."""
+    _gemm(A, B, out, False, False)
+
+
+def matmul_tn(A, B, out):
+    """``out = A.T @ B``: the weight gradient ``H_{l-1}^T delta_l``, (n, k)^T (n, m) -> (k, m)."""
+    _gemm(A, B, out, True, False)
+
+
+def matmul_nt(A, B, out):
+    """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
+    _gemm(A, B, out, False, True)
+
+
+# ----------------------------------------------------------------------------------------
+# Dense layers.
+# ----------------------------------------------------------------------------------------
+
+
+@cuda.jit(device=True)
+def _sigmoid(z, one):
+    # The reference's two-branch form, 1 / (1 + e) or e / (1 + e) with e = exp(-|z|) <= 1,
+    # as one division: nothing overflows.
+    e = math.exp(-abs(z))
+    return (one if z >= 0 else e) / (one + e)
+
+
+@cuda.jit
+def _bias_sigmoid_kernel(Z, b, out):
+    idx = cuda.grid(1)
+    n, d = Z.shape
+    if idx < n * d:
+        i = idx // d
+        j = idx - i * d
+        z = Z[i, j] + b[j]
+        Z[i, j] = z
+        out[i, j] = _sigmoid(z, out.dtype.type(1))
+
+
+def add_bias_sigmoid(Z, b, out):
+    """Add the bias and squash: ``Z += b``; ``out = sigma(Z)``.
+
+    Parameters
+    ----------
+    Z : (B, D) float device array, pre-activation without bias; modified in place (``Z + b``).
+    b : (D,) float device array.
+    out : (B, D) float device array, modified in place; may be ``Z`` itself.
+    """
+    n, d = Z.shape
+    if n * d:
+        _bias_sigmoid_kernel[_blocks(n * d), _TPB](Z, b, out)
+
+
+@cuda.jit(device=True)
+def _block_sum_f64(acc, tid):
+    """Tree sum of the block's ``acc`` (``_RB`` float64 in shared memory); ``acc[0]`` holds it."""
+    cuda.syncthreads()
+    step = _RB // 2
+    while step > 0:
+        if tid < step:
+            acc[tid] += acc[tid + step]
+        cuda.syncthreads()
+        step //= 2
+
+
+@cuda.jit
+def _sigmoid_ce_kernel(Z, T, delta, row_loss):
+    # One block per row: each thread strides over the row's columns, writing the delta and
+    # accumulating its loss terms in float64; the block then sums the threads' partials.
+    # ``delta`` may alias ``Z`` or ``T``: every element is read before it is written.
+    i = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    n, d = Z.shape
+    one = delta.dtype.type(1)
+    zero = delta.dtype.type(0)
+    Bf = delta.dtype.type(n)
+    acc = cuda.shared.array(_RB, float64)
+    s = 0.0
+    for j in range(tid, d, _RB):
+        z = Z[i, j]
+        t = T[i, j]
+        e = math.exp(-abs(z))
+        # softplus(z) - t z in the array's dtype, as the reference forms it.
+        s += float64(((z if z > zero else zero) + math.log1p(e)) - t * z)
+        y = (one if z >= zero else e) / (one + e)
+        delta[i, j] = (y - t) / Bf
+    acc[tid] = s
+    _block_sum_f64(acc, tid)
+    if tid == 0:
+        row_loss[i] = acc[0]
+
+
+def sigmoid_cross_entropy(Z, T, delta):
+    """Cross-entropy of sigmoid outputs and its gradient, from pre-activations, in one launch.
+
+    Parameters
+    ----------
+    Z : (B, D) float device array, output pre-activations (bias included).
+    T : (B, D) float device array in [0, 1], targets.
+    delta : (B, D) float device array, modified in place: ``(sigma(Z) - T) / B``.
+
+    Returns
+    -------
+    float, the batch mean of CE summed over output units (synchronises with the device).
+    """
+    n = Z.shape[0]
+    row_loss = _device_scratch("row_loss", n, np.float64)
+    if n:
+        _sigmoid_ce_kernel[n, _RB](Z, T, delta, row_loss)
+    return _row_sums_to_float(row_loss, n) / n
+
+
+@cuda.jit
+def _softmax_ce_kernel(Z, labels, delta, row_loss):
+    # One thread per row (the paper's heads have 10 classes). An out-of-range label leaves
+    # the row's delta alone and reports -inf, which the host turns into an IndexError.
+    i = cuda.grid(1)
+    n, c = Z.shape
+    if i < n:
+        Bf = delta.dtype.type(n)
+        one = delta.dtype.type(1)
+        y = labels[i]
+        if y < 0 or y >= c:
+            row_loss[i] = -math.inf
+            return
+        m = Z[i, 0]
+        for k in range(1, c):
+            if Z[i, k] > m:
+                m = Z[i, k]
+        s = delta.dtype.type(0)
+        for k in range(c):
+            s += math.exp(Z[i, k] - m)
+        log_norm = math.log(s)
+        row_loss[i] = float64(log_norm - (Z[i, y] - m))
+        for k in range(c):
+            # exp(shifted - log_norm) as the reference, not exp(shifted) / s.
+            p = math.exp((Z[i, k] - m) - log_norm)
+            if k == y:
+                p -= one
+            delta[i, k] = p / Bf
+
+
+def softmax_cross_entropy(Z, labels, delta):
+    """Negative log-likelihood of a softmax classifier and its gradient, in one launch.
+
+    Parameters
+    ----------
+    Z : (B, C) float device array, logits.
+    labels : (B,) integer class indices in [0, C), host or device.
+    delta : (B, C) float device array, modified in place: ``(softmax(Z) - onehot(labels)) / B``.
+
+    Returns
+    -------
+    float, the batch-mean NLL (synchronises with the device).
+    """
+    n = Z.shape[0]
+    labels_d = _upload_ints("labels", labels)
+    row_loss = _device_scratch("row_loss", n, np.float64)
+    if n:
+        _softmax_ce_kernel[_blocks(n), _TPB](Z, labels_d, delta, row_loss)
+    host = _host_scratch("partials", n, np.float64)
+    if n:
+        row_loss.copy_to_host(host)
+    if np.isneginf(host).any():
+        raise IndexError("softmax_cross_entropy: label out of range [0, C)")
+    return float(np.sum(host, dtype=np.float64)) / n
+
+
+@cuda.jit
+def _argmax_rows_kernel(Z, out):
+    i = cuda.grid(1)
+    n, c = Z.shape
+    if i < n:
+        best = 0
+        m = Z[i, 0]
+        if m == m:
+            for k in range(1, c):
+                v = Z[i, k]
+                if v != v:  # np.argmax returns the first NaN
+                    best = k
+                    break
+                if v > m:
+                    m = v
+                    best = k
+        out[i] = best
+
+
+def softmax_predict(Z, out):
+    """``out[n] = argmax_c Z[n, c]``: predicted classes, ``out`` (B,) int64 modified in place."""
+    n = Z.shape[0]
+    if n:
+        _argmax_rows_kernel[_blocks(n), _TPB](Z, out)
+
+
+@cuda.jit
+def _sigmoid_backward_kernel(dH, H, out):
+    idx = cuda.grid(1)
+    n, d = H.shape
+    if idx < n * d:
+        i = idx // d
+        j = idx - i * d
+        h = H[i, j]
+        out[i, j] = dH[i, j] * h * (out.dtype.type(1) - h)
+
+
+def sigmoid_backward(dH, H, out):
+    """Through the sigmoid: ``out = dH * H * (1 - H)`` (``out`` may be ``dH``)."""
+    n, d = H.shape
+    if n * d:
+        _sigmoid_backward_kernel[_blocks(n * d), _TPB](dH, H, out)
+
+
+@cuda.jit
+def _column_sum_kernel(delta, out):
+    # One thread per column, adding rows in order as NumPy reduces axis 0: the same roundings.
+    j = cuda.grid(1)
+    n, d = delta.shape
+    if j < d:
+        s = delta[0, j] if n > 0 else out.dtype.type(0)
+        for i in range(1, n):
+            s += delta[i, j]
+        out[j] = s
+
+
+def column_sum(delta, out):
+    """The bias gradient ``db = sum_n delta[n, :]``; ``out`` (D,) modified in place."""
+    d = delta.shape[1]
+    if d:
+        _column_sum_kernel[_blocks(d), _TPB](delta, out)
+
+
+# ----------------------------------------------------------------------------------------
+# Optimiser: parameters are seen as flat 1-D views (weights and biases alike).
+# ----------------------------------------------------------------------------------------
+
+
+@cuda.jit
+def _sum_of_squares_kernel(g, partial):
+    # Grid-stride float64 accumulation, then a shared-memory sum per block; the host adds the
+    # blocks' partial sums. Squares of float32 are exact in float64.
+    tid = cuda.threadIdx.x
+    acc = cuda.shared.array(_RB, float64)
+    s = 0.0
+    start = cuda.blockIdx.x * _RB + tid
+    stride = cuda.gridDim.x * _RB
+    for i in range(start, g.shape[0], stride):
+        x = float64(g[i])
+        s += x * x
+    acc[tid] = s
+    _block_sum_f64(acc, tid)
+    if tid == 0:
+        partial[cuda.blockIdx.x] = acc[0]
+
+
+def sum_of_squares(G):
+    """``sum(G ** 2)`` as a float, accumulated in float64 (synchronises with the device)."""
+    g = _flat(G)
+    blocks = max(1, min(_SS_BLOCKS, (g.shape[0] + _RB - 1) // _RB))
+    partial = _device_scratch("sum_of_squares", blocks, np.float64)
+    if g.shape[0]:
+        _sum_of_squares_kernel[blocks, _RB](g, partial)
+    else:
+        return 0.0
+    return _row_sums_to_float(partial, blocks)
+
+
+@cuda.jit
+def _sgd_kernel(p, g, v, lr, momentum, decay, scale):
+    # One pass over P, G, V, with the reference's operations in the reference's order.
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        vi = momentum * v[i] + lr * (scale * g[i] + decay * p[i])
+        v[i] = vi
+        p[i] = p[i] - vi
+
+
+def sgd_update(P, G, V, lr, momentum, decay, scale):
+    """MEDAL's SGD step with momentum and weight decay, in place on ``P`` and ``V``.
+
+        V = momentum * V + lr * (scale * G + decay * P)
+        P = P - V
+
+    Parameters
+    ----------
+    P : float device array, the parameter (weights or bias); modified in place.
+    G : float device array of P's shape, its gradient.
+    V : float device array of P's shape, the velocity; modified in place.
+    lr, momentum, decay, scale : float, as in :func:`medalpy.kernels.reference.sgd_update`.
+    """
+    t = P.dtype.type
+    p, g, v = _flat(P), _flat(G), _flat(V)
+    if p.shape[0]:
+        _sgd_kernel[_blocks(p.shape[0]), _TPB](p, g, v, t(lr), t(momentum), t(decay), t(scale))

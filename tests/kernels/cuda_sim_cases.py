@@ -1,0 +1,296 @@
+"""The ``cuda`` backend's kernels against the NumPy reference, on numba's CUDA simulator.
+
+Not collected by the main pytest run (the name does not start with ``test_``):
+``tests/kernels/test_cuda_sim.py`` runs this file in a fresh interpreter with
+``NUMBA_ENABLE_CUDASIM=1``, which numba reads when ``numba.cuda`` is first imported. Run it
+by hand the same way::
+
+    NUMBA_ENABLE_CUDASIM=1 python -m pytest tests/kernels/cuda_sim_cases.py
+
+The simulator runs every thread of a block as a Python thread, so shapes are tiny. Matrix
+products take the backend's host stand-in (``np.matmul`` on the simulator's host-backed
+arrays); cuBLAS itself is exercised by ``benchmarks/gpu_check.py`` on a real GPU. The
+simulator evaluates ``math.exp``/``math.log1p`` in float64 and rounds once to the array's
+dtype, so float32 results may differ from the reference by an ulp or two; products without
+transcendental functions (gather, masks, sigmoid_backward, column_sum, sgd_update, argmax)
+must agree exactly.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    pytest.skip("run under NUMBA_ENABLE_CUDASIM=1 (see test_cuda_sim.py)", allow_module_level=True)
+
+from medalpy.backprop import Pass, encode  # noqa: E402
+from medalpy.kernels import get_backend  # noqa: E402
+from medalpy.kernels import reference as ref  # noqa: E402
+from medalpy.network import Layer  # noqa: E402
+from medalpy.optim import SGD  # noqa: E402
+
+K = get_backend("cuda")
+DTYPES = [np.float32, np.float64]
+EDGE = [0.0, 40.0, -40.0, 100.0, -100.0]
+
+
+def _tol(dtype):
+    return dict(rtol=1e-12, atol=1e-300) if dtype == np.float64 else dict(rtol=2e-6, atol=1e-30)
+
+
+def _preacts(rng, B, D, dtype):
+    """Random pre-activations with edge rows: zeros, +-40, +-100, and all of them mixed."""
+    Z = rng.normal(0.0, 6.0, size=(B, D))
+    for i, v in enumerate(EDGE):
+        Z[i] = v
+    Z[5] = np.resize(EDGE, D)
+    return Z.astype(dtype)
+
+
+def _targets(rng, B, D, dtype):
+    T = rng.random((B, D))
+    T[rng.random((B, D)) < 0.3] = 0.0
+    T[rng.random((B, D)) < 0.2] = 1.0
+    T[-1] = 0.0
+    return T.astype(dtype)
+
+
+def test_simulator_and_host_gemm_in_use():
+    assert K.NAME == "cuda" and K.SIMULATOR
+    K.matmul(K.zeros((1, 1), np.float32), K.zeros((1, 1), np.float32), K.empty((1, 1), np.float32))
+    assert K._gemm_impl is K._gemm_host
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_arrays_round_trip(dtype):
+    a = np.arange(12, dtype=dtype).reshape(3, 4)
+    d = K.to_device(a)
+    assert K.to_device(d) is d  # no copy for a device array
+    np.testing.assert_array_equal(K.to_host(d), a)
+    z = K.zeros((2, 5), dtype)
+    assert z.shape == (2, 5) and np.dtype(z.dtype) == np.dtype(dtype)
+    np.testing.assert_array_equal(K.to_host(z), np.zeros((2, 5), dtype))
+    e = K.empty((4,), dtype)
+    assert e.shape == (4,) and np.dtype(e.dtype) == np.dtype(dtype)
+    np.testing.assert_array_equal(K.to_host(a), a)  # host arrays pass through
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["device", "host"])
+def test_gather_uint8_and_float(dtype, where):
+    rng = np.random.default_rng(1)
+    X8 = rng.integers(0, 256, size=(9, 7), dtype=np.uint8)
+    Xf = rng.random((9, 7)).astype(dtype)
+    rows = np.array([4, 0, 8, 4])
+    for X in (X8, Xf):
+        src = K.to_device(X) if where == "device" else X
+        want = np.empty((4, 7), dtype)
+        ref.gather(X, rows, want)
+        out = K.empty((4, 7), dtype)
+        K.gather(src, rows, out)
+        np.testing.assert_array_equal(K.to_host(out), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["device", "host"])
+@pytest.mark.parametrize("seed,epoch", [(0, 0), (12345, 3), (2**63 + 5, 2**40)])
+def test_gather_masked_equals_reference_and_masks_match(dtype, where, seed, epoch):
+    rng = np.random.default_rng(2)
+    N, D = 11, 13
+    X = rng.integers(1, 256, size=(N, D), dtype=np.uint8)  # no zero pixels: 0 means masked
+    rows = rng.permutation(N)[:5]
+    src = K.to_device(X) if where == "device" else X
+    want = np.empty((5, D), dtype)
+    ref.gather_masked(X, rows, 0.3, seed, epoch, want)
+    out = K.empty((5, D), dtype)
+    K.gather_masked(src, rows, 0.3, seed, epoch, out)
+    got = K.to_host(out)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got != 0, ref.keep_mask(seed, epoch, rows, D, 0.3))
+
+
+def test_gather_masked_device_rows_and_batch_independence():
+    X = K.to_device(np.full((6, 10), 255, np.uint8))
+    rows = np.array([5, 1, 3])
+    whole = K.empty((3, 10), np.float32)
+    K.gather_masked(X, K.to_device(rows), 0.5, 7, 2, whole)
+    one = K.empty((1, 10), np.float32)
+    K.gather_masked(X, rows[1:2], 0.5, 7, 2, one)  # the same sample alone in its batch
+    np.testing.assert_array_equal(K.to_host(one)[0], K.to_host(whole)[1])
+    np.testing.assert_array_equal(K.to_host(whole) != 0, ref.keep_mask(7, 2, rows, 10, 0.5))
+
+
+def test_gather_rejects_bad_rows_and_negative_seed():
+    X = K.to_device(np.zeros((4, 3), np.uint8))
+    out = K.empty((1, 3), np.float32)
+    for bad in ([4], [-1]):
+        with pytest.raises(IndexError):
+            K.gather(X, np.array(bad), out)
+    with pytest.raises(IndexError):
+        K.gather(np.zeros((4, 3), np.uint8), np.array([4]), out)
+    with pytest.raises((OverflowError, ValueError)):
+        K.gather_masked(X, np.array([0]), 0.1, -1, 0, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul_variants(dtype):
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(3, 5)).astype(dtype)
+    W = rng.normal(size=(5, 4)).astype(dtype)
+    G = rng.normal(size=(3, 4)).astype(dtype)
+    for fn, a, b, shape in ((ref.matmul, A, W, (3, 4)), (ref.matmul_tn, A, G, (5, 4)),
+                            (ref.matmul_nt, G, W, (3, 5))):
+        want = np.empty(shape, dtype)
+        fn(a, b, want)
+        out = K.empty(shape, dtype)
+        getattr(K, fn.__name__)(K.to_device(a), K.to_device(b), out)
+        np.testing.assert_allclose(K.to_host(out), want, rtol=1e-6 if dtype == np.float32
+                                   else 1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("in_place", [False, True])
+def test_add_bias_sigmoid(dtype, in_place):
+    rng = np.random.default_rng(4)
+    Z = _preacts(rng, 7, 6, dtype)
+    b = rng.normal(size=6).astype(dtype)
+    b[:2] = 0.0
+    Zr, outr = Z.copy(), np.empty_like(Z)
+    ref.add_bias_sigmoid(Zr, b, outr)
+    Zd = K.to_device(Z)
+    outd = Zd if in_place else K.empty(Z.shape, dtype)
+    K.add_bias_sigmoid(Zd, K.to_device(b), outd)
+    np.testing.assert_allclose(K.to_host(outd), outr, **_tol(dtype))
+    if not in_place:
+        np.testing.assert_array_equal(K.to_host(Zd), Zr)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alias", [None, "Z", "T"])
+def test_sigmoid_cross_entropy(dtype, alias):
+    rng = np.random.default_rng(5)
+    B, D = 7, 12
+    Z, T = _preacts(rng, B, D, dtype), _targets(rng, B, D, dtype)
+    dr = np.empty_like(Z)
+    want = ref.sigmoid_cross_entropy(Z, T, dr)
+    Zd, Td = K.to_device(Z), K.to_device(T)
+    dd = {"Z": Zd, "T": Td}.get(alias) or K.empty(Z.shape, dtype)
+    got = K.sigmoid_cross_entropy(Zd, Td, dd)
+    assert isinstance(got, float)
+    assert got == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-12)
+    eps = float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(K.to_host(dd), dr, rtol=4 * eps, atol=4 * eps / B)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("labels_on", ["host", "device"])
+def test_softmax_cross_entropy(dtype, labels_on):
+    rng = np.random.default_rng(6)
+    Z = rng.normal(0.0, 3.0, size=(5, 4)).astype(dtype)
+    Z[0] = [1000.0, -1000.0, 0.0, 999.0]  # large logits must not overflow
+    Z[1] = 0.0
+    y = np.array([0, 3, 2, 1, 1])
+    dr = np.empty_like(Z)
+    want = ref.softmax_cross_entropy(Z, y, dr)
+    dd = K.empty(Z.shape, dtype)
+    labels = K.to_device(y) if labels_on == "device" else y
+    got = K.softmax_cross_entropy(K.to_device(Z), labels, dd)
+    assert got == pytest.approx(want, rel=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(K.to_host(dd), dr, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=float(np.finfo(dtype).eps))
+    with pytest.raises(IndexError):
+        K.softmax_cross_entropy(K.to_device(Z), np.array([0, 4, 0, 0, 0]), dd)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_predict_with_ties_and_nan(dtype):
+    Z = np.array([[0, 2, 2], [5, 1, 0], [0, np.nan, 9], [np.nan, 1, 2]], dtype)
+    want = np.empty(4, np.int64)
+    ref.softmax_predict(Z, want)
+    out = K.empty((4,), np.int64)
+    K.softmax_predict(K.to_device(Z), out)
+    np.testing.assert_array_equal(K.to_host(out), want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_backward_column_sum(dtype):
+    rng = np.random.default_rng(7)
+    dH = rng.normal(size=(3, 9)).astype(dtype)
+    H = rng.random((3, 9)).astype(dtype)
+    H[0] = 0.0
+    H[1] = 1.0
+    want = np.empty_like(dH)
+    ref.sigmoid_backward(dH, H, want)
+    dHd = K.to_device(dH)
+    K.sigmoid_backward(dHd, K.to_device(H), dHd)  # out aliases dH
+    np.testing.assert_array_equal(K.to_host(dHd), want)
+    for B in (1, 3):
+        wsum = np.empty(9, dtype)
+        ref.column_sum(dH[:B], wsum)
+        out = K.empty((9,), dtype)
+        K.column_sum(K.to_device(dH)[:B], out)
+        np.testing.assert_array_equal(K.to_host(out), wsum)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sum_of_squares_and_sgd_update(dtype):
+    rng = np.random.default_rng(8)
+    for shape in ((5, 7), (7,), (300,)):
+        G = rng.normal(size=shape).astype(dtype)
+        assert K.sum_of_squares(K.to_device(G)) == pytest.approx(ref.sum_of_squares(G),
+                                                                 rel=1e-13)
+        P, V = rng.normal(size=shape).astype(dtype), rng.normal(size=shape).astype(dtype)
+        Pr, Vr = P.copy(), V.copy()
+        t = np.dtype(dtype).type
+        ref.sgd_update(Pr, G, Vr, t(0.1), t(0.9), t(1e-3), t(0.5))
+        Pd, Vd = K.to_device(P), K.to_device(V)
+        K.sgd_update(Pd, K.to_device(G), Vd, 0.1, 0.9, 1e-3, 0.5)
+        np.testing.assert_allclose(K.to_host(Vd), Vr, **_tol(dtype))
+        np.testing.assert_allclose(K.to_host(Pd), Pr, **_tol(dtype))
+
+
+def _chain(rng, sizes, dtype, backend):
+    layers = []
+    for n_in, n_out in zip(sizes, sizes[1:]):
+        W = rng.uniform(-0.5, 0.5, size=(n_in, n_out)).astype(dtype)
+        b = rng.normal(0.0, 0.1, size=n_out).astype(dtype)
+        layers.append(Layer(backend.to_device(W), backend.to_device(b)))
+    return [(f"encoder.{i}", layer) for i, layer in enumerate(layers)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("normalise", [False, True])
+def test_pass_and_sgd_on_device_match_numpy(dtype, normalise):
+    """Two SGD steps of a 6-4-3-6 chain (lowest layer frozen): device arrays end to end."""
+    sizes, B = [6, 4, 3, 6], 3
+    results = {}
+    for name in ("numpy", "cuda"):
+        k = get_backend(name)
+        rng = np.random.default_rng(9)
+        chain = _chain(rng, sizes, dtype, k)
+        chain[0][1].trainable = False
+        X = k.to_device(np.random.default_rng(10).integers(0, 256, (8, 6), dtype=np.uint8))
+        p = Pass(k, chain, B, "decoder", dtype)
+        opt = SGD(lr=0.1, momentum=0.9, weight_decay=1e-3, normalise_gradients=normalise)
+        X_in, T = k.empty((B, 6), dtype), k.empty((B, 6), dtype)
+        losses = []
+        for step, rows in enumerate((np.array([0, 5, 2]), np.array([7, 1]))):
+            n = len(rows)
+            k.gather_masked(X, rows, 0.25, 3, step, X_in[:n])
+            k.gather(X, rows, T[:n])
+            losses.append(p.backward(X_in[:n], T[:n]))
+            opt.step(k, p.named_gradients())
+        codes = encode(k, [layer for _, layer in chain[:2]], X, batch_size=3)
+        results[name] = (losses, [k.to_host(l.W) for _, l in chain],
+                         [k.to_host(l.b) for _, l in chain], k.to_host(codes),
+                         {n: k.to_host(v) for n, v in opt.velocity.items()})
+    (l0, W0, b0, c0, v0), (l1, W1, b1, c1, v1) = results["numpy"], results["cuda"]
+    tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(l1, l0, **tol)
+    for a, b in zip(W1 + b1 + [c1], W0 + b0 + [c0]):
+        np.testing.assert_allclose(a, b, **tol)
+    assert sorted(v1) == sorted(v0)
+    for name in v0:
+        np.testing.assert_allclose(v1[name], v0[name], **tol)
+    np.testing.assert_array_equal(W1[0], W0[0])  # frozen: untouched on both
