@@ -19,7 +19,7 @@ One script for one GPU (about 5 minutes on an H100), in three parts:
 Writes JSON (``--out``) and prints a table. Without a GPU it says so and exits with status 0.
 Usage on the GPU machine (MNIST's four .gz files copied beside the code)::
 
-    pip install --no-deps -e . && python benchmarks/gpu_check.py --data-dir ../shared/data   # holds mnist/
+    pip install --no-deps -e . && python benchmarks/gpu_check.py --data-dir ../shared/data
 """
 
 import argparse
