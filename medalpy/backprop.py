@@ -60,26 +60,47 @@ class Pass:
                 layer = self.layers[i]
                 self.grads[i] = (backend.empty(layer.W.shape, dtype),
                                  backend.empty(layer.b.shape, dtype))
+        self._plans = {}
+
+    def _plan(self, n):
+        """Row views ``[:n]`` of every workspace, built once per batch length ``n``.
+
+        A step otherwise slices a dozen arrays (and looks up dicts) in Python; at the paper's
+        batch sizes that overhead is a visible part of a step.
+        """
+        plan = self._plans.get(n)
+        if plan is None:
+            last = len(self.layers) - 1
+            acts = [a[:n] for a in self.acts]
+            deltas = {i: d[:n] for i, d in self.deltas.items()}
+            forward = [(layer, acts[i], acts[i] if i < last else self.output[:n])
+                       for i, layer in enumerate(self.layers)]
+            backward = []
+            if self.lowest is not None:
+                for i in range(last, self.lowest - 1, -1):
+                    grad = self.grads.get(i)
+                    down = (self.layers[i], deltas[i - 1]) if i > self.lowest else None
+                    backward.append((deltas[i], None if i == 0 else acts[i - 1], grad, down))
+            plan = self._plans[n] = (forward, acts[last], deltas[last], backward)
+        return plan
 
     def forward(self, X):
         """Run the chain on ``X`` (n, D_0); returns the output pre-activation view (n, D_L)."""
-        k, n = self.backend, X.shape[0]
+        k = self.backend
+        forward, Z_out, _, _ = self._plan(X.shape[0])
         A = X
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            Z = self.acts[i][:n]
+        for layer, Z, H in forward:
             k.matmul(A, layer.W, Z)
             # Hidden layers squash in place (Z is not needed again, A is); the output keeps Z
             # for the objective, which works from pre-activations.
-            k.add_bias_sigmoid(Z, layer.b, Z if i < last else self.output[:n])
+            k.add_bias_sigmoid(Z, layer.b, H)
             A = Z
-        return self.acts[last][:n]
+        return Z_out
 
     def loss(self, X, target):
         """The batch-mean loss of ``X`` against ``target``, without gradients."""
-        last = len(self.layers) - 1
         Z = self.forward(X)
-        return self.objective.loss_and_delta(self.backend, Z, target, self.deltas[last][:len(X)])
+        return self.objective.loss_and_delta(self.backend, Z, target, self._plan(len(X))[2])
 
     def backward(self, X, target):
         """Loss and gradients for a batch: forward, objective, backward.
@@ -93,20 +114,19 @@ class Pass:
         -------
         float, the batch-mean loss. Gradients are left in :attr:`grads` (index -> (dW, db)).
         """
-        k, n = self.backend, X.shape[0]
-        last = len(self.layers) - 1
+        k = self.backend
         Z = self.forward(X)
-        loss = self.objective.loss_and_delta(k, Z, target, self.deltas[last][:n])
-        for i in range(last, self.lowest - 1, -1):
-            delta = self.deltas[i][:n]
-            below = X if i == 0 else self.acts[i - 1][:n]
-            if i in self.grads:
-                dW, db = self.grads[i]
-                k.matmul_tn(below, delta, dW)
-                k.column_sum(delta, db)
-            if i > self.lowest:
-                delta_below = self.deltas[i - 1][:n]
-                k.matmul_nt(delta, self.layers[i].W, delta_below)
+        _, _, delta_out, backward = self._plan(X.shape[0])
+        loss = self.objective.loss_and_delta(k, Z, target, delta_out)
+        for delta, below, grad, down in backward:
+            if below is None:
+                below = X
+            if grad is not None:
+                k.matmul_tn(below, delta, grad[0])
+                k.column_sum(delta, grad[1])
+            if down is not None:
+                layer, delta_below = down
+                k.matmul_nt(delta, layer.W, delta_below)
                 k.sigmoid_backward(delta_below, below, delta_below)
         return loss
 

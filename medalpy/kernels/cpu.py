@@ -278,9 +278,10 @@ def _log1p_unit_typed(e):
 
 @_jit
 def _gather_kernel(X, rows, scale, use_mask, epoch_key, threshold, out):
-    # One pass: load, convert to out's dtype, scale, mask. ``scale`` has out's dtype, so the
-    # product is rounded exactly as NumPy's ``X[rows] * dtype(1/255)``.
+    # One pass: load, convert to out's dtype, scale, mask. ``scale`` is rounded to out's
+    # dtype first, so the product is rounded exactly as NumPy's ``X[rows] * dtype(1/255)``.
     B, D = out.shape
+    s = out.dtype.type(scale)
     for i in range(B):
         r = rows[i]
         if r < 0 or r >= X.shape[0]:
@@ -289,19 +290,34 @@ def _gather_kernel(X, rows, scale, use_mask, epoch_key, threshold, out):
         if use_mask:
             key = _mix(epoch_key ^ np.uint64(r))
             for j in range(D):
-                v = out.dtype.type(X[r, j]) * scale
+                v = out.dtype.type(X[r, j]) * s
                 bits = _mix(key ^ np.uint64(j)) >> _SHIFT
                 out[i, j] = v if bits >= threshold else v * out.dtype.type(0)
         else:
             for j in range(D):
-                out[i, j] = out.dtype.type(X[r, j]) * scale
+                out[i, j] = out.dtype.type(X[r, j]) * s
+
+
+_NO_KEY = np.uint64(0)
+_keys = {}  # (seed, epoch, rate) -> (epoch key, threshold) as np.uint64: hashing once per epoch
+
+
+def _noise_key(seed, epoch, rate):
+    found = _keys.get((seed, epoch, rate))
+    if found is None:
+        if len(_keys) > 4096:
+            _keys.clear()
+        found = _keys[(seed, epoch, rate)] = (_epoch_key(seed, epoch),
+                                             np.uint64(noise_threshold(rate)))
+    return found
 
 
 def _gather(X, rows, out, use_mask, epoch_key, threshold):
-    scale = out.dtype.type(1.0 / 255.0) if X.dtype == np.uint8 else out.dtype.type(1.0)
-    rows = np.asarray(rows)
-    if rows.dtype != np.int64:
-        rows = rows.astype(np.int64)
+    # Python floats and cached np.uint64 keys: NumPy scalars built per call cost more than
+    # the gather of a small batch itself.
+    scale = 1.0 / 255.0 if X.dtype.char == "B" else 1.0
+    if type(rows) is not np.ndarray or rows.dtype.char != "l" or rows.dtype.itemsize != 8:
+        rows = np.asarray(rows).astype(np.int64)
     _gather_kernel(X, rows, scale, use_mask, epoch_key, threshold, out)
 
 
@@ -314,7 +330,7 @@ def gather(X, rows, out):
     rows : (B,) int64, sample indices into ``X``.
     out : (B, D) float array, modified in place.
     """
-    _gather(X, rows, out, False, np.uint64(0), np.uint64(0))
+    _gather(X, rows, out, False, _NO_KEY, _NO_KEY)
 
 
 def gather_masked(X, rows, rate, seed, epoch, out):
@@ -323,8 +339,8 @@ def gather_masked(X, rows, rate, seed, epoch, out):
     Same arguments as :func:`gather`; the mask is ``reference.keep_mask(seed, epoch, rows)``,
     computed inline. Masked units are set to 0 without rescaling the survivors.
     """
-    threshold = np.uint64(noise_threshold(rate))
-    _gather(X, rows, out, True, _epoch_key(seed, epoch), threshold)
+    key, threshold = _noise_key(seed, epoch, rate)
+    _gather(X, rows, out, True, key, threshold)
 
 
 # ----------------------------------------------------------------------------------------
@@ -550,9 +566,10 @@ def column_sum(delta, out):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
-def _sum_of_squares_kernel(g):
+def _sum_of_squares_kernel(G):
     # Squares of float32 are exact in float64; reassociation only changes the summation
     # order (lets LLVM vectorise), which float64 accumulation makes harmless.
+    g = G.reshape(-1)
     s = 0.0
     for i in range(g.size):
         x = np.float64(g[i])
@@ -560,24 +577,28 @@ def _sum_of_squares_kernel(g):
     return s
 
 
-def _flat(a):
-    """A 1-D view of ``a`` that shares its memory, or None when no such view exists."""
-    if a.flags.c_contiguous:
-        return a.reshape(-1)
-    return None
+def _contiguous(*arrays):
+    for a in arrays:
+        if not a.flags.c_contiguous:
+            return False
+    return True
 
 
 def sum_of_squares(G):
     """``sum(G ** 2)`` as a float, accumulated in float64 (for gradient normalisation)."""
-    g = _flat(G)
-    if g is None:
-        g = np.ascontiguousarray(G).reshape(-1)
-    return float(_sum_of_squares_kernel(g))
+    if not G.flags.c_contiguous:
+        G = np.ascontiguousarray(G)
+    return float(_sum_of_squares_kernel(G))
 
 
 @_jit
-def _sgd_kernel(p, g, v, lr, momentum, decay, scale):
-    # One pass over P, G, V, with the reference's operations in the reference's order.
+def _sgd_kernel(P, G, V, lr, momentum, decay, scale):
+    # One pass over P, G, V, with the reference's operations in the reference's order. The
+    # scalars arrive as Python floats (cheap to dispatch) and are rounded to the arrays'
+    # dtype here, as NumPy rounds a Python scalar operand.
+    t = P.dtype.type
+    lr, momentum, decay, scale = t(lr), t(momentum), t(decay), t(scale)
+    p, g, v = P.reshape(-1), G.reshape(-1), V.reshape(-1)
     for i in range(p.size):
         vi = momentum * v[i] + lr * (scale * g[i] + decay * p[i])
         v[i] = vi
@@ -597,12 +618,11 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     V : float array of P's shape, the velocity; modified in place.
     lr, momentum, decay, scale : float, as in :func:`medalpy.kernels.reference.sgd_update`.
     """
-    t = P.dtype.type
-    p, g, v = _flat(P), _flat(G), _flat(V)
-    if p is None or g is None or v is None:
-        # A strided parameter has no flat view to update in place: do it in NumPy.
-        V *= t(momentum)
-        V += t(lr) * (t(scale) * G + t(decay) * P)
-        P -= V
+    if _contiguous(P, G, V) and P.dtype == G.dtype == V.dtype:
+        _sgd_kernel(P, G, V, float(lr), float(momentum), float(decay), float(scale))
         return
-    _sgd_kernel(p, g, v, t(lr), t(momentum), t(decay), t(scale))
+    # A strided parameter cannot be walked as one flat run: do it in NumPy.
+    t = P.dtype.type
+    V *= t(momentum)
+    V += t(lr) * (t(scale) * G + t(decay) * P)
+    P -= V
