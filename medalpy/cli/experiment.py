@@ -13,7 +13,7 @@ from medalpy.cli._common import data_dir_option, reports_errors
 @click.option("--scale", type=click.Choice(["smoke", "quick", "medium", "paper"]),
               default="quick", show_default=True,
               help="smoke: seconds, checks the pipeline; quick: minutes; medium: the paper's "
-                   "network, a fifth of its epochs; paper: the paper's protocol.")
+                   "network, a tenth of its epochs; paper: the paper's protocol.")
 @click.option("--splits", type=int, default=3, show_default=True,
               help="Train/validation splits to average over.")
 @click.option("--seed", type=int, default=0, show_default=True)
