@@ -60,6 +60,7 @@ def save(path, network, config, trainer=None, extra=None):
     """
     h5py = _h5py()
     path = Path(path)
+    host = trainer.backend.to_host if trainer is not None else np.asarray
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with h5py.File(tmp, "w") as f:
@@ -73,8 +74,8 @@ def save(path, network, config, trainer=None, extra=None):
                            else network.decoder_target)
             for name, layer in network.layers().items():
                 lg = g.create_group(name)
-                lg.create_dataset("W", data=layer.W)
-                lg.create_dataset("b", data=layer.b)
+                lg.create_dataset("W", data=host(layer.W))
+                lg.create_dataset("b", data=host(layer.b))
                 lg.attrs["trainable"] = bool(layer.trainable)
             if trainer is not None:
                 _save_trainer(f.create_group("trainer"), trainer)

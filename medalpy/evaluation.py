@@ -40,6 +40,8 @@ def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEE
     """
     net, N = network, X.shape[0]
     _check_reconstructs_input(net, X)
+    net.place(backend.to_device)
+    X_host, X = X, backend.to_device(X)
     p = Pass(backend, net.path(0), BATCH, net.head, net.dtype, train=False)
     X_in = backend.empty((BATCH, X.shape[1]), net.dtype)
     X_target = backend.empty((BATCH, X.shape[1]), net.dtype)
@@ -51,7 +53,8 @@ def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEE
         backend.gather_masked(X, rows, noise, noise_seed, 0, X_in[:n])
         ce += p.loss(X_in[:n], X_target[:n]) * n
         ce_clean += p.loss(X_target[:n], X_target[:n]) * n
-        ent += float(entropy(_scaled(X, rows)).sum())
+        ent += float(entropy(_scaled(X_host, rows)).sum())
+    net.place(backend.to_host)
     return {"relative_ce": (ce - ent) / N, "relative_ce_clean": (ce_clean - ent) / N,
             "ce": ce / N, "ce_clean": ce_clean / N, "entropy": ent / N}
 
@@ -84,8 +87,11 @@ def reconstruct(backend, network, X, rows, noise, noise_seed=TEST_NOISE_SEED):
     """Corrupted inputs and their reconstructions for ``rows`` of ``X`` (host float arrays)."""
     net, n = network, len(rows)
     _check_reconstructs_input(net, X)
+    net.place(backend.to_device)
     p = Pass(backend, net.path(0), n, net.head, net.dtype, train=False)
     X_in = backend.empty((n, X.shape[1]), net.dtype)
-    backend.gather_masked(X, np.asarray(rows), noise, noise_seed, 0, X_in)
+    backend.gather_masked(backend.to_device(X), np.asarray(rows), noise, noise_seed, 0, X_in)
     p.forward(X_in)
-    return backend.to_host(X_in).copy(), backend.to_host(p.output[:n]).copy()
+    result = np.array(backend.to_host(X_in)), np.array(backend.to_host(p.output[:n]))
+    net.place(backend.to_host)
+    return result

@@ -205,6 +205,13 @@ class Network:
             raise ConfigError("the network has no head to compute an output with")
         return chain
 
+    def place(self, convert):
+        """Replace every array by ``convert(array)``: ``backend.to_device`` puts the network
+        where a backend computes, ``backend.to_host`` brings it back (both are no-ops on the
+        CPU backends)."""
+        for layer in self.layers().values():
+            layer.W, layer.b = convert(layer.W), convert(layer.b)
+
     def copy(self):
         """A deep copy (arrays copied, flags and structure kept)."""
         other = Network(self.n_inputs, self.dtype)

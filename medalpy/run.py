@@ -246,13 +246,13 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
         raise ConfigError(f"{ckpt_path} exists: pass --resume to continue that run, or choose "
                           "another --out")
 
+    backend = get_backend(cfg.backend)  # an unavailable backend fails before data is read
     ds, train_rows, val_rows, notes = prepare_data(cfg)
     for note in notes:
         echo(f"WARNING: {note}")
     echo(f"data: {ds.name} ({ds.source['kind']}) from {ds.source['location']}: "
          f"{len(train_rows)} training, {len(val_rows)} validation, "
          f"{ds.test_images.shape[0]} test images")
-    backend = get_backend(cfg.backend)
     phases, eval_decoder = build_schedule(
         cfg.method, len(cfg.layers), cfg.epochs_layer1, cfg.budget, cfg.fraction,
         cfg.eval_decoder, cfg.fit_decoder_epochs, cfg.finetune_epochs)

@@ -172,8 +172,11 @@ class Trainer:
             layer.trainable = i in phase.trainable
         if self.position.stopped or self.position.epoch + 1 >= phase.epochs:
             return
+        # For a whole phase, weights and data stay where the backend computes; they come back
+        # to the host when the phase ends (callbacks read them through to_host meanwhile).
+        net.place(k.to_device)
         if phase.input_level == 0:
-            source, val_source = self.X_train, self.X_val
+            source, val_source = k.to_device(self.X_train), k.to_device(self.X_val)
         else:  # stacked: clean codes of the frozen layers below, computed once per phase
             below = net.encoders[:phase.input_level]
             source = encode(k, below, self.X_train)
@@ -266,16 +269,18 @@ class Trainer:
         trained = {f"encoder.{i}" for i in phase.trainable}
         trained |= {name for name, _ in self.network.path(phase.input_level)
                     if not name.startswith("encoder.")}
-        return {name: array.copy() for name, array in self.network.parameters().items()
+        return {name: np.array(self.backend.to_host(array), copy=True)
+                for name, array in self.network.parameters().items()
                 if name.rsplit(".", 1)[0] in trained}
 
     def _finish_phase(self, phase):
         """Restore the best parameters; keep or discard the phase's decoder."""
+        net = self.network
+        net.place(self.backend.to_host)
         if self.best is not None:
-            params = self.network.parameters()
+            params = net.parameters()
             for name, array in self.best["params"].items():
                 params[name][...] = array
-        net = self.network
         if phase.keep_decoder:
             net.keep_decoder_as_mirror()
         elif net.head == "decoder" and net.decoder_target != 0:

@@ -5,6 +5,7 @@ import functools
 import click
 
 from medalpy.errors import MedalpyError
+from medalpy.kernels import BackendError
 
 
 class UserError(click.ClickException):
@@ -20,7 +21,7 @@ def reports_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except MedalpyError as exc:
+        except (MedalpyError, BackendError) as exc:
             raise UserError(str(exc)) from exc
 
     return wrapper

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from medalpy.cli._common import data_dir_option, reports_errors
+from medalpy.config import BACKENDS
 
 
 @click.command()
@@ -24,7 +25,7 @@ from medalpy.cli._common import data_dir_option, reports_errors
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--random-init", is_flag=True,
               help="Ignore MODEL's weights: the same architecture, randomly initialised.")
-@click.option("--backend", type=click.Choice(["numpy", "cpu"]), default="cpu")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @data_dir_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
 @reports_errors

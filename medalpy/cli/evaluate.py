@@ -5,6 +5,7 @@ import json
 import click
 
 from medalpy.cli._common import data_dir_option, reports_errors
+from medalpy.config import BACKENDS
 
 
 @click.command()
@@ -12,7 +13,7 @@ from medalpy.cli._common import data_dir_option, reports_errors
 @click.argument("dataset", required=False)
 @data_dir_option
 @click.option("--noise", type=float, help="Masking-noise rate (default: the model's).")
-@click.option("--backend", type=click.Choice(["numpy", "cpu"]), default="cpu")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @reports_errors
 def evaluate(model, dataset, data_dir, noise, backend, as_json):

@@ -3,6 +3,7 @@
 import click
 
 from medalpy.cli._common import data_dir_option, reports_errors
+from medalpy.config import BACKENDS
 
 
 @click.command()
@@ -17,7 +18,7 @@ from medalpy.cli._common import data_dir_option, reports_errors
 @click.option("--splits", type=int, default=3, show_default=True,
               help="Train/validation splits to average over.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--backend", type=click.Choice(["numpy", "cpu"]), default="cpu")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @data_dir_option
 @reports_errors
 def experiment(name, dataset, out_dir, scale, splits, seed, backend, data_dir):

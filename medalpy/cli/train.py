@@ -3,6 +3,7 @@
 import click
 
 from medalpy.cli._common import UserError, data_dir_option, reports_errors
+from medalpy.config import BACKENDS
 
 
 @click.command()
@@ -39,7 +40,7 @@ from medalpy.cli._common import UserError, data_dir_option, reports_errors
               help="quick: ~2 min on the bundled sample; medium: the paper's network, a fifth "
                    "of its epochs; paper: the paper's MNIST protocol.")
 @click.option("--preset", type=click.Choice(["medal"]), help="Optimiser conventions.")
-@click.option("--backend", type=click.Choice(["numpy", "cpu"]), help="Kernel backend.")
+@click.option("--backend", type=click.Choice(list(BACKENDS)), help="Kernel backend.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]))
 @data_dir_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,

@@ -294,3 +294,33 @@ def test_pass_and_sgd_on_device_match_numpy(dtype, normalise):
     for name in v0:
         np.testing.assert_allclose(v1[name], v0[name], **tol)
     np.testing.assert_array_equal(W1[0], W0[0])  # frozen: untouched on both
+
+
+@pytest.mark.parametrize("method", ["gradual", "stacked"])
+def test_trainer_runs_whole_schedules_on_the_device(method):
+    """The trainer keeps weights and data on the device for each phase and brings them back:
+    a short run on the simulated GPU equals the numpy backend's, and the network ends up in
+    host memory (NumPy arrays) as checkpoints need it."""
+    from medalpy.evaluation import reconstruction_metrics
+    from medalpy.network import Network
+    from medalpy.schedules import build_schedule
+    from medalpy.trainer import Hyper, Trainer
+
+    rng = np.random.default_rng(5)
+    X = (rng.uniform(size=(20, 8)) * 255).astype(np.uint8)
+    results = {}
+    for name in ("numpy", "cuda"):
+        k = get_backend(name)
+        net = Network(8, dtype="float64")
+        phases, _ = build_schedule(method, 2, 1, 1)
+        trainer = Trainer(k, net, phases, Hyper(lr=0.05, batch_size=8), X[:16], X[16:],
+                          [5, 3], seed=1)
+        trainer.run()
+        metrics = reconstruction_metrics(k, net, X[16:], 0.15)
+        assert all(type(a) is np.ndarray for a in net.parameters().values())
+        results[name] = (trainer.history, net.parameters(), metrics)
+    (h0, p0, m0), (h1, p1, m1) = results["numpy"], results["cuda"]
+    assert [r["val_loss"] for r in h0] == pytest.approx([r["val_loss"] for r in h1], rel=1e-9)
+    for key in p0:
+        np.testing.assert_allclose(p0[key], p1[key], rtol=1e-8, atol=1e-12)
+    assert m0["relative_ce"] == pytest.approx(m1["relative_ce"], rel=1e-9)
