@@ -141,3 +141,28 @@ def test_divergence_stops_the_run_with_a_clear_message():
 
     with pytest.raises(TrainingDiverged, match="phase 1:layer, epoch 2.*lower the learning"):
         _run("gradual", 2, callbacks=[Explode()])
+
+
+@pytest.mark.parametrize("method, eval_decoder, head", [("stacked", "direct", "decoder"),
+                                                        ("gradual", "mirror", "mirror")])
+def test_other_evaluation_decoder_is_fitted_on_frozen_encoders(method, eval_decoder, head):
+    trainer, snaps = _run(method, 2, eval_decoder=eval_decoder)
+    net = trainer.network
+    assert net.head == head and (head != "decoder" or net.decoder_target == 0)
+    before, after = snaps.phase_end[f"2:{method}"], snaps.phase_end["fit_decoder"]
+    for i in range(2):
+        assert np.array_equal(before[f"encoder.{i}.W"], after[f"encoder.{i}.W"])
+    assert trainer.units_spent == 3 + 2 * 2  # the decoder fit is not counted
+    from medalpy.evaluation import reconstruction_metrics
+
+    X = _data()
+    metrics = reconstruction_metrics(trainer.backend, net, X[200:], 0.15)
+    assert metrics["relative_ce"] > 0
+
+
+def test_finetune_trains_every_encoder_and_the_evaluation_decoder():
+    trainer, snaps = _run("stacked", 2, finetune_epochs=2)
+    before, after = snaps.phase_end["2:stacked"], snaps.phase_end["finetune"]
+    for name in ("encoder.0.W", "encoder.1.W", "mirror.0.W", "mirror.1.W"):
+        assert _moved(before, after, name), name
+    assert trainer.network.head == "mirror"
