@@ -193,3 +193,46 @@ def test_a_search_survives_a_killed_worker_and_resumes(tmp_path):
         untouched = [p for p in stamps if p.stat().st_mtime_ns == stamps[p]]
         assert len(untouched) == record["done"]
         assert sum("done in" in m for m in messages) == record["error"]
+
+
+def test_the_classifier_objective_is_the_held_out_fold_error(tmp_path, client):
+    space = {**TINY["space"], "lr": [0.1]}
+    spec = SearchSpec(**{**TINY, "space": space, "objective": "classify",
+                         "classifier_epochs": 10})
+    record = run_search(spec, tmp_path, client=client)
+    assert record["done"] == 2
+    cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-s0/fold0.json")
+                      .read_text())
+    assert cell["objective"] == cell["val_error"] and cell["val_error"] < 0.8  # chance: 0.9
+    assert "classification error" in (tmp_path / "trials.md").read_text()
+
+
+def test_without_a_client_trials_run_here_and_the_plot_is_optional(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    space = {**TINY["space"], "lr": [0.1]}
+    record = run_search(SearchSpec(**{**TINY, "space": space}), tmp_path)
+    assert record["done"] == 2 and record["plot"] is None
+    assert not (tmp_path / "search.png").exists() and (tmp_path / "best.toml").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path, client):
+    import subprocess
+
+    args = ["search", "mnist-sample", "--units", "64", "--lr", "0.1,0.05,0.01",
+            "--batch-size", "20", "--momentum", "0.9", "--weight-decay", "1e-3",
+            "--folds", "2", "--subset", "2000", "--epochs-layer1", "4", "--budget", "3",
+            "--out", str(tmp_path / "s")]
+    proc = subprocess.Popen([sys.executable, "-m", "medalpy", *args, "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not _cells(tmp_path / "s") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    finished = len(_cells(tmp_path / "s"))
+    assert 1 <= finished < 6
+    result = CliRunner().invoke(main, [*args, "--scheduler", client.scheduler.address])
+    assert result.exit_code == 0, result.output
+    assert f"{finished} of 6 cells already done; resuming" in result.output
+    assert result.output.count("done in") == 6 - finished

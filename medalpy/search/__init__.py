@@ -466,6 +466,8 @@ def plot(path, spec, table):
                     alpha=0.7, capsize=2)
         if name in ("lr", "weight_decay") and all(v > 0 for v in spec.space[name]):
             ax.set_xscale("log")
+        else:
+            ax.set_xticks(sorted(spec.space[name]))
         ax.set_xlabel(name)
     axes[0][0].set_ylabel("validation " + ("error" if spec.objective == "classify" else "CE"))
     fig.suptitle(f"{spec.dataset}: {spec.folds}-fold CV", fontsize=9)

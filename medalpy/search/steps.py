@@ -84,7 +84,7 @@ def fold(params, work_dir, out_dir):
             ds.n_classes, params["seed"], epochs=params["classifier_epochs"],
             patience=params.get("patience") or params["classifier_epochs"], lr=params["lr"],
             momentum=params["momentum"], weight_decay=params["weight_decay"],
-            batch_size=params["batch_size"])
+            batch_size=params["batch_size"], normalise_gradients=params["normalise_gradients"])
         result.update(val_error=clf["val_error"], classifier_epochs_run=clf["epochs_run"])
     result["objective"] = result["val_error" if params["objective"] == "classify" else "val_ce"]
     return result
