@@ -205,6 +205,7 @@ def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_d
         optimiser.step(k, named)
         return loss
 
+    step.layers = [layer for _, layer in chain]  # for tests: the parameters it trains
     return step
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -70,3 +71,39 @@ def test_bench_command_imports_neither_numba_nor_torch():
     code = ("import sys, medalpy.cli.bench; "
             "assert not {'numba', 'torch'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("phase", list(bench.PHASES))
+def test_cpu_step_computes_what_the_reference_step_computes(phase):
+    # The fast path (cpu kernels, cached views, scalar passing) against the NumPy oracle:
+    # the same corrupted batches, losses and updated parameters after a few full steps.
+    fast, slow = bench.medalpy_step("cpu", phase, 7), bench.medalpy_step("numpy", phase, 7)
+    for _ in range(3):
+        assert fast() == pytest.approx(slow(), rel=1e-5)
+    for a, b in zip(fast.layers, slow.layers):
+        np.testing.assert_allclose(a.W, b.W, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a.b, b.b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_pass_views_follow_the_batch_length(backend):
+    # A pass caches its row views per batch length: a short last batch, then a full one,
+    # must give what fresh passes give.
+    from medalpy.backprop import Pass
+    from medalpy.kernels import get_backend
+    from medalpy.network import Network
+
+    k = get_backend(backend)
+    rng = np.random.default_rng(3)
+    net = Network(12, "float64")
+    net.add_encoder(9, rng)
+    net.add_encoder(7, rng)
+    net.attach_decoder(rng, 0)
+    X = rng.random((5, 12))
+    shared = Pass(k, net.path(0), 5, net.head, net.dtype)
+    for n in (3, 5, 3):
+        fresh = Pass(k, net.path(0), n, net.head, net.dtype)
+        assert shared.backward(X[:n], X[:n]) == pytest.approx(fresh.backward(X[:n], X[:n]))
+        for i in fresh.grads:
+            np.testing.assert_array_equal(shared.grads[i][0], fresh.grads[i][0])
+            np.testing.assert_array_equal(shared.grads[i][1], fresh.grads[i][1])
