@@ -96,3 +96,23 @@ def test_experiment_list_measures_costs():
     result = CliRunner().invoke(main, ["experiment", "list", "--dataset", "mnist-sample"])
     assert result.exit_code == 0, result.output
     assert "fsweep" in result.output and "step times (ms, batch 20): layer1" in result.output
+
+
+@pytest.mark.slow
+def test_experiment_cells_on_a_local_dask_cluster_equal_the_serial_run(tmp_path):
+    pytest.importorskip("distributed")
+    args = ["experiment", "ablation", "--dataset", "mnist-sample", "--scale", "smoke",
+            "--splits", "1"]
+    serial = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "serial")])
+    assert serial.exit_code == 0, serial.output
+    dask = CliRunner().invoke(main, [*args, "--workers", "2", "--out", str(tmp_path / "dask")])
+    assert dask.exit_code == 0, dask.output
+    a = json.loads((tmp_path / "serial" / "results.json").read_text())["cells"]
+    b = json.loads((tmp_path / "dask" / "results.json").read_text())["cells"]
+    assert a.keys() == b.keys()
+    # Workers run BLAS on one thread, this process on two: GEMM sums in another order, so the
+    # results agree to rounding, not bit for bit.
+    for key in a:
+        for field in ("relative_ce", "test_error"):
+            if field in a[key]:
+                assert b[key][field] == pytest.approx(a[key][field], rel=1e-6), (key, field)

@@ -22,7 +22,7 @@ from medalpy.search import (  # noqa: E402
     rung_epochs,
     run_search,
 )
-from medalpy.search.cluster import local_cluster  # noqa: E402
+from medalpy.cluster import local_cluster  # noqa: E402
 
 TINY = dict(dataset="mnist-sample", folds=2, subset=200, epochs_layer1=1, budget=1,
             space={"units": [16], "lr": [0.1, 0.01], "batch_size": [20], "momentum": [0.9],

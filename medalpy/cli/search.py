@@ -69,7 +69,7 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, **opti
     `medalpy train --config`) and OUT/search.png (when matplotlib is installed).
     """
     from medalpy.search import SPACE, SearchSpec, read_grid, run_search
-    from medalpy.search.cluster import dask_client, require
+    from medalpy.cluster import dask_client, require
 
     require()
     space, fixed = read_grid(grid_file) if grid_file else ({}, {})
