@@ -119,7 +119,7 @@ def step_flops(phase, batch_size):
     return total
 
 
-def gemm_peak(n=GEMM_N, repeats=3, use_torch=False):
+def gemm_peak(n=GEMM_N, repeats=5, use_torch=False):
     """Best float32 GFLOP/s of an ``n x n x n`` matrix product (NumPy's BLAS or torch's)."""
     rng = np.random.default_rng(0)
     A = rng.random((n, n), dtype=np.float32)
@@ -476,7 +476,9 @@ def memory_run(data_dir=None, out_dir=None, epochs_layer1=1, budget=1, threads=2
             output.seek(0)
             text = output.read()
         if child.returncode != 0:
-            return {"command": " ".join(cmd), "error": text.strip()[-500:] or "failed"}
+            why = (f"killed by signal {-child.returncode}" if child.returncode < 0
+                   else f"exit status {child.returncode}")
+            return {"command": " ".join(cmd), "error": f"{why}: {text.strip()[-500:]}"}
         peak_kb = usage.ru_maxrss
         epochs = []
         log = os.path.join(out_dir, "log.jsonl")
@@ -496,7 +498,7 @@ def memory_run(data_dir=None, out_dir=None, epochs_layer1=1, budget=1, threads=2
 
 def format_memory(memory):
     if "error" in memory:
-        return f"peak memory: run failed ({memory['error'].splitlines()[-1]})"
+        return f"peak memory: run failed ({memory['error'].splitlines()[0]})"
     text = f"peak RSS of a full-MNIST `medalpy train mnist --gradual` run: " \
            f"{memory['peak_rss_mb']:.0f} MB"
     gradual = [e for e in memory["epochs"] if str(e["phase"]).endswith("gradual")]
