@@ -67,6 +67,9 @@ class TrainConfig:
     dtype: str = "float32"
     data_dir: str = None
     grayscale: bool = False
+    #: Per-phase settings, keyed by phase kind or name: ``{"finetune": {"lr": 0.01}}``; in
+    #: TOML a table such as ``[phase_settings.finetune]`` with ``lr = 0.01``.
+    phase_settings: dict = field(default_factory=dict)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -102,6 +105,14 @@ def _check(cfg):
     need(cfg.patience is None or cfg.patience >= 1, "patience must be at least 1")
     need(cfg.train_size is None or cfg.train_size >= 1, "train_size must be at least 1")
     need(cfg.val_size is None or cfg.val_size >= 1, "val_size must be at least 1")
+    from medalpy.trainer import Hyper
+
+    need(isinstance(cfg.phase_settings, dict), "phase_settings must be a table")
+    for key, values in cfg.phase_settings.items():
+        need(isinstance(values, dict), f"phase_settings.{key} must be a table of settings")
+        unknown = sorted(set(values) - set(Hyper.FIELDS))
+        need(not unknown, f"phase_settings.{key}: unknown setting(s) {', '.join(unknown)}; "
+                          f"per-phase settings are {', '.join(Hyper.FIELDS)}")
     if cfg.method == "hybrid":
         need(cfg.fraction is not None and 0.0 <= cfg.fraction <= 1.0,
              "the hybrid method needs a fraction in [0, 1]")
@@ -258,7 +269,8 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
         cfg.eval_decoder, cfg.fit_decoder_epochs, cfg.finetune_epochs)
     hyper = Hyper(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                   normalise_gradients=cfg.normalise_gradients, batch_size=cfg.batch_size,
-                  noise=cfg.noise, patience=cfg.patience, init=cfg.init)
+                  noise=cfg.noise, patience=cfg.patience, init=cfg.init,
+                  overrides=cfg.phase_settings)
     network = saved["network"] if saved else Network(ds.n_features, cfg.dtype)
     X_train, X_val = ds.train_images[train_rows], ds.train_images[val_rows]
     data_record = {**ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),

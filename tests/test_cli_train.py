@@ -204,3 +204,16 @@ def test_help_is_fast_and_lists_commands():
                             "if m in sys.modules))"], capture_output=True, text=True, check=True)
     assert probe.stdout.strip().endswith("[]"), probe.stdout
     del t0
+
+
+def test_per_phase_settings_from_toml(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[phase_settings.gradual]\nlr = 0.01\nmomentum = 0.5\n")
+    result = _train([*TINY, "--config", str(cfg)], tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
+    assert config["phase_settings"] == {"gradual": {"lr": 0.01, "momentum": 0.5}}
+    cfg.write_text("[phase_settings.gradual]\nlearning_rate = 0.01\n")
+    result = _train([*TINY, "--config", str(cfg)], tmp_path / "run2")
+    assert result.exit_code == 2
+    assert "phase_settings.gradual: unknown setting(s) learning_rate" in result.output

@@ -166,3 +166,15 @@ def test_finetune_trains_every_encoder_and_the_evaluation_decoder():
     for name in ("encoder.0.W", "encoder.1.W", "mirror.0.W", "mirror.1.W"):
         assert _moved(before, after, name), name
     assert trainer.network.head == "mirror"
+
+
+def test_per_phase_overrides_reach_the_optimiser_and_the_batches():
+    seen = {}
+
+    class Spy:
+        def on_epoch_end(self, trainer, record):
+            seen[record["phase"]] = (trainer.optimiser.lr, trainer.optimiser.momentum)
+
+    hyper = Hyper(lr=0.05, overrides={"gradual": {"lr": 0.01}, "1:layer": {"momentum": 0.5}})
+    _run("gradual", 2, hyper=hyper, callbacks=[Spy()])
+    assert seen == {"1:layer": (0.05, 0.5), "2:gradual": (0.01, 0.9)}
