@@ -5,7 +5,7 @@ import numpy as np
 from medalpy.backprop import Pass
 
 
-def check_gradients(backend, net, X, target, start_level=0, eps=1e-5):
+def check_gradients(backend, net, X, target, start_level=0, eps=1e-4):
     """Compare backprop gradients of a network's active path with central differences.
 
     Returns ``{param_name: error}`` for every trainable parameter, where error is
