@@ -2,7 +2,7 @@
 
 Runs the command in a child process (the paper's network, ``--scale medium``, shortened to
 ``--epochs-layer1 1 --budget 1`` by default) and reads the child's peak resident set size from
-``wait4``. The run's own log gives the seconds of each epoch, among them the gradual phase-2
+``/proc/PID/status`` (VmHWM, polled). The run's own log gives the seconds of each epoch, among them the gradual phase-2
 epoch at batch 20 that the performance targets name.
 
     python benchmarks/peak_memory.py --data-dir ../shared/data [--json PATH]

@@ -469,9 +469,13 @@ def memory_run(data_dir=None, out_dir=None, epochs_layer1=1, budget=1, threads=2
         t0 = time.perf_counter()
         with open(log_path, "w+") as output:
             child = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT)
-            # wait4 returns this child's own resource usage (peak RSS in KiB on Linux).
-            _, status, usage = os.wait4(child.pid, 0)
-            child.returncode = os.waitstatus_to_exitcode(status)
+            # The child's own peak: VmHWM of its address space after exec, polled until it
+            # exits. (wait4's ru_maxrss would not do: Linux carries the high-water mark of
+            # the forking parent, here this benchmark with torch loaded, across exec.)
+            peak_kb = 0
+            while child.poll() is None:
+                peak_kb = max(peak_kb, _vm_hwm_kb(child.pid))
+                time.sleep(0.02)
             wall = time.perf_counter() - t0
             output.seek(0)
             text = output.read()
@@ -479,7 +483,6 @@ def memory_run(data_dir=None, out_dir=None, epochs_layer1=1, budget=1, threads=2
             why = (f"killed by signal {-child.returncode}" if child.returncode < 0
                    else f"exit status {child.returncode}")
             return {"command": " ".join(cmd), "error": f"{why}: {text.strip()[-500:]}"}
-        peak_kb = usage.ru_maxrss
         epochs = []
         log = os.path.join(out_dir, "log.jsonl")
         if os.path.exists(log):
@@ -494,6 +497,18 @@ def memory_run(data_dir=None, out_dir=None, epochs_layer1=1, budget=1, threads=2
     finally:
         if own_tmp is not None:
             own_tmp.cleanup()
+
+
+def _vm_hwm_kb(pid):
+    """Peak resident set size (kB) of a live process's address space, 0 if unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def format_memory(memory):
