@@ -5,7 +5,7 @@ A *step* is exactly what the trainer does per minibatch (:meth:`medalpy.trainer.
     gather_masked(source, rows, ...)   corrupted input, from uint8 (or cached float codes)
     gather(source, rows, ...)          clean target (labels for the supervised phase)
     Pass.backward(X_in, X_target)      forward through the chain, objective, backward
-    SGD.step(backend, named)           gradient norm (MEDAL's normGrad), momentum + decay
+    SGD.update(backend, pass)          gradient norm (MEDAL's normGrad), momentum + decay
 
 timed with the real :class:`~medalpy.backprop.Pass`, :class:`~medalpy.optim.SGD` and kernels.
 PyTorch, when installed, runs the code a user would write: ``nn.Linear`` + ``nn.Sigmoid``,
@@ -186,7 +186,6 @@ def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_d
     chain = list(zip(names, [Layer(layer.W, layer.b, layer.trainable) for layer in layers]))
     train_pass = Pass(k, chain, batch_size, head, np.float32)
     optimiser = SGD(lr, momentum, weight_decay, normalise_gradients)
-    named = train_pass.named_gradients()
     X_in = k.empty((batch_size, widths[0]), np.float32)
     X_target = k.empty((batch_size, widths[0]), np.float32)
     batches = _batches(rng, batch_size)
@@ -202,7 +201,7 @@ def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_d
             target = X_target
             k.gather(source, rows, target)
         loss = train_pass.backward(X_in, target)
-        optimiser.step(k, named)
+        optimiser.update(k, train_pass)
         return loss
 
     step.layers = [layer for _, layer in chain]  # for tests: the parameters it trains

@@ -28,12 +28,24 @@ class SGD:
             v = self.velocity[name] = backend.zeros(like.shape, like.dtype)
         return v
 
-    def step(self, backend, named_gradients):
-        """Update every (name, layer, dW, db) in place."""
-        for name, layer, dW, db in named_gradients:
+    def update(self, backend, train_pass):
+        """Update the trainable layers of a :class:`medalpy.backprop.Pass` after its backward
+        (with the gradient norms the pass computes cheaply, when normalising)."""
+        norms = train_pass.gradient_sq_norms() if self.normalise_gradients else None
+        self.step(backend, train_pass.named_gradients(), norms)
+
+    def step(self, backend, named_gradients, sq_norms=None):
+        """Update every (name, layer, dW, db) in place.
+
+        ``sq_norms``: optional ``||dW||^2 + ||db||^2`` per entry, already known (see
+        :meth:`medalpy.backprop.Pass.gradient_sq_norms`); computed from the arrays otherwise.
+        """
+        for j, (name, layer, dW, db) in enumerate(named_gradients):
             scale = 1.0
             if self.normalise_gradients:
-                norm = math.sqrt(backend.sum_of_squares(dW) + backend.sum_of_squares(db))
+                sq = (backend.sum_of_squares(dW) + backend.sum_of_squares(db)
+                      if sq_norms is None else sq_norms[j])
+                norm = math.sqrt(sq)
                 scale = 1.0 / norm if norm > 0.0 else 1.0
             backend.sgd_update(layer.W, dW, self._velocity(backend, f"{name}.W", layer.W),
                                self.lr, self.momentum, self.weight_decay, scale)

@@ -196,7 +196,6 @@ class Trainer:
         X_in = k.empty((B, source.shape[1]), net.dtype)
         X_target = k.empty((B, source.shape[1]), net.dtype)
         rate, seed_p = settings["noise"], noise_seed(self.seed, p)
-        named = train_pass.named_gradients()
         supervised = phase.kind == "supervised"
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
@@ -216,7 +215,7 @@ class Trainer:
                     raise TrainingDiverged(
                         f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
                         "lower the learning rate (the last checkpoint is intact)")
-                self.optimiser.step(k, named)
+                self.optimiser.update(k, train_pass)
                 total += loss * n
             if supervised:
                 val = self._validation_error(val_pass, val_source)

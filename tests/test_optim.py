@@ -46,3 +46,25 @@ def test_zero_gradient_with_normalisation_does_not_divide_by_zero():
     opt = SGD(lr=0.1, momentum=0.0, normalise_gradients=True)
     opt.step(get_backend("numpy"), [("l", layer, np.zeros((2, 1)), np.zeros(1))])
     np.testing.assert_array_equal(layer.W, _layer().W)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("n", [3, 40])  # Gram route (n <= 32) and the direct sum of squares
+def test_gradient_norms_from_the_pass_equal_the_direct_ones(backend, n):
+    from medalpy.backprop import GRAM_MAX_BATCH, Pass
+    from medalpy.network import Network
+
+    assert 3 <= GRAM_MAX_BATCH < 40
+    k = get_backend(backend)
+    rng = np.random.default_rng(0)
+    net = Network(9, dtype="float64")
+    net.add_encoder(7, rng)
+    net.add_encoder(5, rng)
+    net.attach_decoder(rng)
+    net.freeze(0)
+    p = Pass(k, net.path(), 40, net.head, np.float64)
+    p.backward(rng.uniform(size=(n, 9)), rng.uniform(size=(n, 9)))
+    direct = [k.sum_of_squares(dW) + k.sum_of_squares(db) for _, _, dW, db in
+              p.named_gradients()]
+    assert len(direct) == 2
+    np.testing.assert_allclose(p.gradient_sq_norms(), direct, rtol=1e-12)

@@ -28,14 +28,13 @@ def step_seconds(widths_in_out, head="decoder", batch=20, steps=20, backend="cpu
     T = (rng.integers(0, widths_in_out[-1], batch) if head == "classifier"
          else rng.uniform(size=(batch, widths_in_out[-1])).astype(np.float32))
     opt = SGD(0.01, 0.9, 1e-3)
-    named = p.named_gradients()
     for _ in range(3):
         p.backward(X, T)
-        opt.step(k, named)
+        opt.update(k, p)
     t0 = time.perf_counter()
     for _ in range(steps):
         p.backward(X, T)
-        opt.step(k, named)
+        opt.update(k, p)
     return (time.perf_counter() - t0) / steps
 
 
