@@ -248,8 +248,9 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
         saved = checkpoint.load(ckpt_path)
         if saved["kind"] != "checkpoint" or "trainer" not in saved:
             raise ConfigError(f"{ckpt_path}: not a resumable checkpoint")
-        differ = sorted(k for k in FIELDS if saved["config"].get(k) != config.get(k)
-                        and k != "data_dir")
+        # A setting added to medalpy after the checkpoint was written has its default there.
+        before = {**TrainConfig().to_dict(), **saved["config"]}
+        differ = sorted(k for k in FIELDS if before.get(k) != config.get(k) and k != "data_dir")
         if differ:
             raise ConfigError(f"--resume: the options {', '.join(differ)} differ from the "
                               f"checkpoint's ({ckpt_path}); give the same options or none")
