@@ -116,7 +116,8 @@ def gather(X, rows, out):
     Parameters
     ----------
     X : (N, D) uint8 or float array, the dataset (or cached codes).
-    rows : (B,) int64, sample indices into ``X``.
+    rows : (B,) int64, sample indices into ``X``, each in [0, N) (negative indices are not
+        wrapped: the noise key of a sample is its index; the cpu backend raises on them).
     out : (B, D) float array, modified in place.
     """
     if X.dtype == np.uint8:
@@ -214,7 +215,8 @@ def softmax_cross_entropy(Z, labels, delta):
     Parameters
     ----------
     Z : (B, C) float, logits.
-    labels : (B,) integer class indices in [0, C).
+    labels : (B,) integer class indices, each in [0, C) (not wrapped; the cpu backend raises
+        on others).
     delta : (B, C) float, modified in place: ``(softmax(Z) - onehot(labels)) / B``.
 
     Returns
@@ -272,7 +274,8 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     P : float array, the parameter (weights or bias); modified in place.
     G : float array of P's shape, its gradient.
     V : float array of P's shape, the velocity; modified in place.
-    lr, momentum, decay : float; ``decay`` is 0 for biases (MEDAL decays weights only).
+    lr, momentum, decay : Python floats, applied in P's dtype; ``decay`` is 0 for biases
+        (MEDAL decays weights only).
     scale : float, multiplies the gradient: ``1 / ||[dW; db]||`` under MEDAL's normGrad, else 1.
     """
     V *= momentum
