@@ -211,15 +211,3 @@ class Network:
         CPU backends)."""
         for layer in self.layers().values():
             layer.W, layer.b = convert(layer.W), convert(layer.b)
-
-    def copy(self):
-        """A deep copy (arrays copied, flags and structure kept)."""
-        other = Network(self.n_inputs, self.dtype)
-        dup = lambda layer: Layer(layer.W.copy(), layer.b.copy(), layer.trainable)  # noqa: E731
-        other.encoders = [dup(layer) for layer in self.encoders]
-        other.decoder = dup(self.decoder) if self.decoder is not None else None
-        other.decoder_target = self.decoder_target
-        other.mirror = {i: dup(layer) for i, layer in self.mirror.items()}
-        other.classifier = dup(self.classifier) if self.classifier is not None else None
-        other.head = self.head
-        return other
