@@ -24,7 +24,7 @@ SCALES = {
               "pretrain_size": 300, "n_val": 100, "sizes": [100],
               "classifier": {"epochs": 3, "patience": 2}},
     "quick": {"layers": [250, 250], "epochs_layer1": 3, "budget": 4, "finetune_epochs": 3,
-              "pretrain_size": 10000, "n_val": 2000, "sizes": [1000, 3000],
+              "pretrain_size": 10000, "n_val": 2000, "sizes": [1000, 3000, 10000, None],
               "classifier": {"epochs": 30, "patience": 5}},
     "medium": {"layers": [1000, 1000], "epochs_layer1": 5, "budget": 8, "finetune_epochs": 8,
                "pretrain_size": 20000, "n_val": 10000, "sizes": [1000, 3000, 10000, None],
