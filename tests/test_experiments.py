@@ -116,3 +116,16 @@ def test_experiment_cells_on_a_local_dask_cluster_equal_the_serial_run(tmp_path)
         for field in ("relative_ce", "test_error"):
             if field in a[key]:
                 assert b[key][field] == pytest.approx(a[key][field], rel=1e-6), (key, field)
+
+
+def test_failed_cells_run_again_on_the_next_run(tmp_path):
+    run_experiment("ablation", "mnist-sample", tmp_path, scale="smoke", splits=1)
+    path = tmp_path / "cells" / "split0" / "gradual.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "status": "error", "error": "simulated"}))
+    lines = []
+    again = run_experiment("ablation", "mnist-sample", tmp_path, scale="smoke", splits=1,
+                           echo=lines.append)
+    assert "running again 1 cell(s) that failed or were skipped before" in lines
+    assert again["cells"]["split0/gradual"]["status"] == "done"
+    assert again["cells"]["split0/gradual"]["relative_ce"] == record["relative_ce"]

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from medalpy.errors import ConfigError
-from medalpy.experiments.cells import run_cells, write_json_atomic
+from medalpy.experiments.cells import forget_failed, run_cells, write_json_atomic
 from medalpy.experiments.definitions import (
     EXPERIMENTS,
     FRACTIONS,
@@ -53,6 +53,8 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
     build, _ = EXPERIMENTS[name]
     cells = build(params, splits, fractions=fractions, sizes=sizes)
     t0 = time.perf_counter()
+    if n := forget_failed(out, cells):
+        (echo or print)(f"running again {n} cell(s) that failed or were skipped before")
     results = run_cells(cells, out, client=client, echo=echo)
     summary = summarise(name, results, splits, fractions=fractions, sizes=sizes)
     failed = {k: r["error"] for k, r in results.items() if r.get("status") != "done"}

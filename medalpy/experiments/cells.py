@@ -65,6 +65,18 @@ def step_function(step):
     return getattr(steps, step)
 
 
+def forget_failed(out_dir, cells):
+    """Delete the records of ``cells`` that failed or were skipped, so that they run again;
+    returns how many."""
+    n = 0
+    for cell in cells:
+        result = read_result(out_dir, cell.key)
+        if result is not None and result.get("status") != "done":
+            result_path(out_dir, cell.key).unlink()
+            n += 1
+    return n
+
+
 def execute(step, params, key, out_dir):
     """Run one cell's step function; returns its result, or a record of its error."""
     t0 = time.perf_counter()

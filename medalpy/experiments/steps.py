@@ -137,8 +137,12 @@ def classify(params, work_dir, out_dir):
     size = params["train_size"]
     rows = pool if size >= len(pool) else pool[np.sort(
         balanced_subset(labels[pool], size, params["seed"]))]
+    # Validation: a fifth of the training size (at least 100), class-balanced, from the
+    # split's (stratified) validation part; all of it when that is not larger.
     n_val = min(max(size // 5, 100), len(val_rows))
-    vrows = val_rows[np.sort(balanced_subset(labels[val_rows], n_val, params["seed"]))]
+    per_class = np.bincount(labels[val_rows]).min() * ds.n_classes
+    vrows = val_rows if n_val >= len(val_rows) else val_rows[np.sort(balanced_subset(
+        labels[val_rows], min(n_val, per_class), params["seed"]))]
     if params.get("encoders"):
         enc = checkpoint.load(Path(out_dir) / "cells" / params["encoders"] / "model.h5")
         enc = enc["network"]

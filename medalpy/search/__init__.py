@@ -263,19 +263,6 @@ def _check_resume(out, spec):
         write_json_atomic(path, current)
 
 
-def _forget_errors(out, cells):
-    """Delete the error records of ``cells`` so that they run again."""
-    from medalpy.experiments.cells import read_result, result_path
-
-    n = 0
-    for cell in cells:
-        result = read_result(out, cell.key)
-        if result is not None and result.get("status") != "done":
-            result_path(out, cell.key).unlink()
-            n += 1
-    return n
-
-
 def run_search(spec, out_dir, client=None, retry_errors=False, echo=None):
     """Run (or resume) a search; writes every trial as it finishes, then the summaries.
 
@@ -292,7 +279,7 @@ def run_search(spec, out_dir, client=None, retry_errors=False, echo=None):
     dict, the record written to ``results.json`` (``best`` is None when no configuration
     finished every fold).
     """
-    from medalpy.experiments.cells import run_cells, write_json_atomic
+    from medalpy.experiments.cells import forget_failed, run_cells, write_json_atomic
 
     echo = echo or (lambda message: None)
     out = Path(out_dir)
@@ -306,7 +293,7 @@ def run_search(spec, out_dir, client=None, retry_errors=False, echo=None):
     for rung in range(n_rungs):
         cells = trial_cells(spec, configs, rung)
         if retry_errors:
-            if n := _forget_errors(out, cells):
+            if n := forget_failed(out, cells):
                 echo(f"retrying {n} trial(s) recorded with an error")
         e1, budget, _ = rung_epochs(spec, rung)
         echo(f"rung {rung + 1}/{n_rungs}: {len(configs)} configuration(s) x {spec.folds} folds"
