@@ -217,3 +217,14 @@ def test_per_phase_settings_from_toml(tmp_path):
     result = _train([*TINY, "--config", str(cfg)], tmp_path / "run2")
     assert result.exit_code == 2
     assert "phase_settings.gradual: unknown setting(s) learning_rate" in result.output
+
+
+def test_progress_lines_show_phase_epoch_losses_and_time_left(tmp_path):
+    args = [a for a in TINY if a != "--quiet"]
+    result = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    lines = [l for l in result.output.splitlines() if " epoch " in l]
+    assert len(lines) == 2 + 2
+    assert all(" loss " in l and " val " in l and " left ~" in l for l in lines)
+    assert "1:layer epoch   1/2" in lines[0] and "2:gradual epoch   2/2" in lines[-1]
+    assert "phase 2/2 2:gradual: 2 epochs, trains encoders [0, 1]" in result.output
