@@ -29,7 +29,7 @@ from medalpy.optim import SGD
 from medalpy.trainer import Position
 
 FORMAT = "medalpy"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: random streams keyed [seed, tag, ...] (resume needs the same)
 
 
 def _h5py():

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medalpy.atomic import write_json_atomic
 from medalpy.errors import ConfigError
 
 METHOD_FLAGS = ("stacked", "gradual", "hybrid", "frozen_lower")
@@ -78,14 +79,61 @@ class TrainConfig:
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+#: The type of every setting that is not a string ("?" marks those that may also be None).
+_INTS = {"epochs_layer1": "", "budget": "", "finetune_epochs": "", "fit_decoder_epochs": "?",
+         "batch_size": "", "patience": "?", "train_size": "?", "val_size": "?", "seed": ""}
+_FLOATS = {"fraction": "?", "noise": "", "lr": "", "momentum": "", "weight_decay": ""}
+_BOOLS = {"normalise_gradients": "", "grayscale": ""}
+
+#: Ranges of the settings a phase may also override (see ``phase_settings``).
+_RANGES = {
+    "lr": (lambda v: v > 0, "positive"),
+    "momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "weight_decay": (lambda v: v >= 0, "not negative"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "noise": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
+    "patience": (lambda v: v is None or v >= 1, "at least 1"),
+    "normalise_gradients": (lambda v: True, ""),
+}
+
+
+def _need(ok, message):
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_types(values, where=""):
+    """Integers must be integers (not bools), floats numbers, bools true or false."""
+    for name, value in values.items():
+        optional = (_INTS.get(name) or _FLOATS.get(name) or _BOOLS.get(name)) == "?"
+        if value is None and optional:
+            continue
+        if name in _INTS:
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif name in _FLOATS:
+            ok, kind = (isinstance(value, (int, float)) and not isinstance(value, bool),
+                        "a number")
+        elif name in _BOOLS:
+            ok, kind = isinstance(value, bool), "true or false"
+        else:
+            continue
+        _need(ok, f"{where}{name} must be {kind}, got {value!r}")
+
+
+def _check_ranges(values, where=""):
+    for name, (ok, rule) in _RANGES.items():
+        if name in values:
+            _need(ok(values[name]), f"{where}{name} must be {rule}, got {values[name]!r}")
+
+
 def _check(cfg):
     from medalpy.config import BACKENDS
-    from medalpy.schedules import EVAL_DECODERS, METHODS
+    from medalpy.schedules import EVAL_DECODERS, METHODS, build_schedule
+    from medalpy.trainer import Hyper
 
-    def need(ok, message):
-        if not ok:
-            raise ConfigError(message)
-
+    need = _need
+    values = cfg.to_dict()
+    _check_types(values)
     need(cfg.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     need(cfg.scale in SCALES, f"scale must be one of {', '.join(SCALES)}, got {cfg.scale!r}")
     need(cfg.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
@@ -93,31 +141,40 @@ def _check(cfg):
     need(cfg.dtype in ("float32", "float64"), "dtype must be float32 or float64")
     need(cfg.eval_decoder in EVAL_DECODERS, f"eval_decoder must be one of {EVAL_DECODERS}")
     need(isinstance(cfg.layers, (list, tuple)) and len(cfg.layers) >= 1
-         and all(isinstance(w, int) and w >= 1 for w in cfg.layers),
+         and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in cfg.layers),
          f"layers must be a list of positive integers, got {cfg.layers!r}")
-    need(0.0 <= cfg.noise < 1.0, f"noise must be in [0, 1), got {cfg.noise}")
-    need(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
-    need(0.0 <= cfg.momentum < 1.0, f"momentum must be in [0, 1), got {cfg.momentum}")
-    need(cfg.weight_decay >= 0, f"weight_decay must not be negative, got {cfg.weight_decay}")
-    need(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}")
+    _check_ranges(values)
     need(cfg.epochs_layer1 >= 1, f"epochs_layer1 must be at least 1, got {cfg.epochs_layer1}")
-    need(cfg.budget >= 0 and cfg.finetune_epochs >= 0, "budget and finetune_epochs must be >= 0")
-    need(cfg.patience is None or cfg.patience >= 1, "patience must be at least 1")
+    need(cfg.budget >= 1 or len(cfg.layers) == 1,
+         f"budget must be at least 1 to train {len(cfg.layers)} layers, got {cfg.budget}")
+    need(cfg.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {cfg.finetune_epochs}")
+    need(cfg.fit_decoder_epochs is None or cfg.fit_decoder_epochs >= 1,
+         f"fit_decoder_epochs must be at least 1, got {cfg.fit_decoder_epochs}")
     need(cfg.train_size is None or cfg.train_size >= 1, "train_size must be at least 1")
     need(cfg.val_size is None or cfg.val_size >= 1, "val_size must be at least 1")
-    from medalpy.trainer import Hyper
-
-    need(isinstance(cfg.phase_settings, dict), "phase_settings must be a table")
-    for key, values in cfg.phase_settings.items():
-        need(isinstance(values, dict), f"phase_settings.{key} must be a table of settings")
-        unknown = sorted(set(values) - set(Hyper.FIELDS))
-        need(not unknown, f"phase_settings.{key}: unknown setting(s) {', '.join(unknown)}; "
-                          f"per-phase settings are {', '.join(Hyper.FIELDS)}")
+    need(cfg.seed >= 0, f"seed must not be negative, got {cfg.seed}")
     if cfg.method == "hybrid":
         need(cfg.fraction is not None and 0.0 <= cfg.fraction <= 1.0,
              "the hybrid method needs a fraction in [0, 1]")
     else:
         need(cfg.fraction is None, f"a fraction is only for the hybrid method, not {cfg.method}")
+    # Per-phase settings: keys must name a phase (kind or name) of this very schedule, and
+    # values obey the same rules as the run-wide ones, so nothing fails hours into a run.
+    need(isinstance(cfg.phase_settings, dict), "phase_settings must be a table")
+    phases, _ = build_schedule(cfg.method, len(cfg.layers), cfg.epochs_layer1, cfg.budget,
+                               cfg.fraction, cfg.eval_decoder, cfg.fit_decoder_epochs,
+                               cfg.finetune_epochs)
+    known = sorted({p.kind for p in phases} | {p.name for p in phases})
+    for key, overrides in cfg.phase_settings.items():
+        where = f"phase_settings.{key}: "
+        need(key in known, f"{where}no such phase in this schedule; its phases are "
+                           f"{', '.join(known)}")
+        need(isinstance(overrides, dict), f"{where}must be a table of settings")
+        unknown = sorted(set(overrides) - set(Hyper.FIELDS))
+        need(not unknown, f"{where}unknown setting(s) {', '.join(unknown)}; per-phase "
+                          f"settings are {', '.join(Hyper.FIELDS)}")
+        _check_types(overrides, where)
+        _check_ranges(overrides, where)
 
 
 def read_toml(path):
@@ -209,12 +266,6 @@ def prepare_data(cfg):
     return ds, train_rows, val_rows, notes
 
 
-def _atomic_json(path, value):
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     """Run (or resume) one pretraining run and write ``model.h5`` and ``metrics.json``.
 
@@ -276,6 +327,16 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     X_train, X_val = ds.train_images[train_rows], ds.train_images[val_rows]
     data_record = {**ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
                    "n_test": int(ds.test_images.shape[0])}
+    if saved:  # the same data too, or the resumed run would silently train on other images
+        before = saved["extra"].get("data", {})
+        differ = [k for k in ("dataset", "kind", "files", "n_train", "n_val")
+                  if before.get(k) != data_record.get(k)]
+        if differ:
+            raise ConfigError(f"--resume: the data differs from the checkpoint's ({ckpt_path}) "
+                              f"in {', '.join(differ)}: {before.get('dataset')} "
+                              f"({before.get('kind')}) from {before.get('location')} before, "
+                              f"{data_record.get('dataset')} ({data_record.get('kind')}) from "
+                              f"{data_record.get('location')} now")
     history = saved["trainer"]["history"] if saved else []
     wall_before = saved["extra"].get("wall_seconds", 0.0) if saved else 0.0
     checkpointer = Checkpointer(ckpt_path, config, {"data": data_record}, wall_before)
@@ -307,5 +368,5 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     }
     checkpoint.save(out / "model.h5", network, config, extra={k: v for k, v in metrics.items()
                                                               if k != "history"})
-    _atomic_json(out / "metrics.json", metrics)
+    write_json_atomic(out / "metrics.json", metrics)
     return metrics

@@ -43,7 +43,8 @@ class Phase:
     Attributes
     ----------
     name : str, unique within the schedule, e.g. ``"2:gradual"``.
-    kind : ``stacked`` | ``gradual`` | ``frozen_lower`` | ``fit_decoder`` | ``finetune``.
+    kind : ``layer1`` | ``stacked`` | ``gradual`` | ``frozen_lower`` | ``fit_decoder`` |
+        ``finetune`` | ``supervised``.
     depth : int, number of encoder layers during the phase (a new one is added on top
         when the network has fewer).
     epochs : int.
@@ -135,7 +136,7 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
     natural = "mirror" if stacked_only else "direct"
     wanted = natural if eval_decoder == "auto" else eval_decoder
     keep = natural == "mirror" and wanted == "mirror"
-    phases = [Phase("1:layer", "stacked", 1, epochs_layer1, (0,), 0, "new", keep_decoder=keep)]
+    phases = [Phase("1:layer", "layer1", 1, epochs_layer1, (0,), 0, "new", keep_decoder=keep)]
     for k in range(2, n_layers + 1):
         if method == "frozen_lower":
             phases.append(Phase(f"{k}:frozen_lower", "frozen_lower", k, k * budget, (k - 1,), 0,

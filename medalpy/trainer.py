@@ -5,12 +5,15 @@ It never prints, plots or writes files: callbacks receive events (``on_phase_sta
 and checkpoints.
 
 Randomness is a pure function of the root seed and the position in the run, so a resumed run
-is bit-identical to an uninterrupted one without saving any generator state:
+is bit-identical to an uninterrupted one without saving any generator state. Every stream is
+keyed ``[seed, TAG, ...]`` with its own non-zero tag in second place, so no two streams share
+a seed sequence (NumPy pads keys with zeros: ``[s, p]`` and ``[s, p, 0]`` are the same):
 
-* the minibatch order of epoch e of phase p is ``default_rng([seed, p, e]).permutation(N)``;
-* the new layers of phase p are initialised from ``default_rng([seed, p, INIT_STREAM])``;
+* the minibatch order of epoch e of phase p: ``default_rng([seed, ORDER, p, e])``;
+* the new layers of phase p: ``default_rng([seed, INIT, p])``;
 * masking noise of training sample i in epoch e of phase p is keyed by
-  ``(noise_seed(seed, p), e, i)``; validation noise by ``(noise_seed(seed, VAL_STREAM), 0, i)``.
+  ``(noise_seed(seed, NOISE, p), e, i)``; validation noise by
+  ``(noise_seed(seed, VAL_NOISE), 0, i)``. (Data splits use ``default_rng(seed)``, tag 0.)
 
 Every phase keeps the parameters that scored best on the validation set (loss for
 reconstruction, classification error for a supervised phase) and restores them when it ends. With ``patience`` set, a phase also stops once the validation loss has not
@@ -29,14 +32,14 @@ from medalpy.errors import ConfigError, TrainingDiverged
 from medalpy.network import new_layer
 from medalpy.optim import SGD
 
-INIT_STREAM = 1
-VAL_STREAM = 1_000_003
+#: Stream tags (see the module docstring).
+ORDER, INIT, NOISE, VAL_NOISE = 1, 2, 3, 4
 EVAL_BATCH = 1000
 
 
-def noise_seed(seed, stream):
-    """A 63-bit noise seed for one stream (phase index or VAL_STREAM) of a root seed."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1, np.uint64)[0] >> 1)
+def noise_seed(seed, *key):
+    """A 63-bit seed for the noise hash, from the root seed and a stream key."""
+    return int(np.random.SeedSequence([seed, *key]).generate_state(1, np.uint64)[0] >> 1)
 
 
 @dataclass
@@ -150,7 +153,7 @@ class Trainer:
     def _build(self, p, phase):
         """Change the network's structure as the phase asks (fresh layers seeded by p)."""
         net = self.network
-        rng = np.random.default_rng([self.seed, p, INIT_STREAM])
+        rng = np.random.default_rng([self.seed, INIT, p])
         while net.depth < phase.depth:
             net.add_encoder(self.widths[net.depth], rng, self.hyper.init)
         if phase.decoder in ("new", "new_mirror", "classifier"):
@@ -195,11 +198,11 @@ class Trainer:
         B, N = settings["batch_size"], source.shape[0]
         X_in = k.empty((B, source.shape[1]), net.dtype)
         X_target = k.empty((B, source.shape[1]), net.dtype)
-        rate, seed_p = settings["noise"], noise_seed(self.seed, p)
+        rate, seed_p = settings["noise"], noise_seed(self.seed, NOISE, p)
         supervised = phase.kind == "supervised"
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
-            order = np.random.default_rng([self.seed, p, epoch]).permutation(N)
+            order = np.random.default_rng([self.seed, ORDER, p, epoch]).permutation(N)
             total = 0.0
             for start in range(0, N, B):
                 rows = order[start:start + B]
@@ -248,7 +251,7 @@ class Trainer:
         width = val_source.shape[1]
         X_in = k.empty((EVAL_BATCH, width), self.network.dtype)
         X_target = k.empty((EVAL_BATCH, width), self.network.dtype)
-        seed_v = noise_seed(self.seed, VAL_STREAM)
+        seed_v = noise_seed(self.seed, VAL_NOISE)
         total = 0.0
         for start in range(0, N, EVAL_BATCH):
             rows = np.arange(start, min(start + EVAL_BATCH, N))

@@ -5,8 +5,8 @@ import pytest
 from medalpy.errors import ConfigError
 from medalpy.schedules import Phase, budget_units, build_schedule
 
-LAYER1 = Phase("1:layer", "stacked", 1, 50, (0,), 0, "new")
-LAYER1_KEPT = Phase("1:layer", "stacked", 1, 50, (0,), 0, "new", keep_decoder=True)
+LAYER1 = Phase("1:layer", "layer1", 1, 50, (0,), 0, "new")
+LAYER1_KEPT = Phase("1:layer", "layer1", 1, 50, (0,), 0, "new", keep_decoder=True)
 
 
 def test_stacked_two_layers():

@@ -178,3 +178,17 @@ def test_per_phase_overrides_reach_the_optimiser_and_the_batches():
     hyper = Hyper(lr=0.05, overrides={"gradual": {"lr": 0.01}, "1:layer": {"momentum": 0.5}})
     _run("gradual", 2, hyper=hyper, callbacks=[Spy()])
     assert seen == {"1:layer": (0.05, 0.5), "2:gradual": (0.01, 0.9)}
+
+
+def test_random_streams_never_share_a_seed_sequence():
+    """Orders, initialisations and noise of phases 0-3 and epochs 0-3, validation noise and
+    the data splits' default_rng(seed) are all different generators (NumPy pads keys with
+    zeros, so [s, p] and [s, p, 0] would be the same one)."""
+    from medalpy.trainer import INIT, NOISE, ORDER, VAL_NOISE
+
+    seed = 0
+    keys = [[seed]] + [[seed, VAL_NOISE]]
+    keys += [[seed, ORDER, p, e] for p in range(4) for e in range(4)]
+    keys += [[seed, INIT, p] for p in range(4)] + [[seed, NOISE, p] for p in range(4)]
+    states = {tuple(np.random.SeedSequence(k).generate_state(4)) for k in keys}
+    assert len(states) == len(keys)

@@ -55,6 +55,7 @@ def bench(phases, batch_sizes, implementations, repeats, seconds, threads,
         result["memory"] = b.memory_run(data_dir=data_dir, threads=threads)
     text = json.dumps(result, indent=2)
     if output:
-        with open(output, "w") as f:
-            f.write(text + "\n")
+        from medalpy.atomic import write_text_atomic
+
+        write_text_atomic(output, text + "\n")
     click.echo(text if as_json else b.format_table(result))

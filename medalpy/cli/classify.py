@@ -1,6 +1,5 @@
 """``medalpy classify MODEL DATASET``: a classifier initialised from pretrained encoders."""
 
-import json
 from pathlib import Path
 
 import click
@@ -33,6 +32,7 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
              weight_decay, batch_size, seed, random_init, backend, data_dir, out_dir):
     """Fine-tune MODEL's encoders plus a new softmax layer on DATASET; report test error."""
     from medalpy import checkpoint
+    from medalpy.atomic import write_json_atomic
     from medalpy.data import load
     from medalpy.errors import ConfigError
     from medalpy.kernels import get_backend
@@ -69,7 +69,7 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
                            "batch_size": batch_size, "seed": seed}}
     checkpoint.save(out / "classifier.h5", result["network"], record["settings"],
                     extra={k: v for k, v in record.items() if k != "history"})
-    (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_json_atomic(out / "metrics.json", record)
     click.echo(f"{dataset} ({ds.source['kind']}): {len(train_rows)} training images, "
                f"{result['epochs_run']} epochs; validation error {result['val_error']:.4f}, "
                f"test error {result['test_error']:.4f}; outputs in {out}/")

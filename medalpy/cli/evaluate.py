@@ -12,7 +12,8 @@ from medalpy.config import BACKENDS
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("dataset", required=False)
 @data_dir_option
-@click.option("--noise", type=float, help="Masking-noise rate (default: the model's).")
+@click.option("--noise", type=click.FloatRange(0, 1, max_open=True),
+              help="Masking-noise rate (default: the model's).")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @reports_errors

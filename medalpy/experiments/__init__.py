@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from medalpy.atomic import write_text_atomic
 from medalpy.errors import ConfigError
 from medalpy.experiments.cells import forget_failed, run_cells, write_json_atomic
 from medalpy.experiments.definitions import (
@@ -71,6 +72,6 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
               f"Compute: {record['cell_seconds'] / 60:.1f} min summed over cells."]
     if failed:
         header.append(f"FAILED CELLS: {failed}")
-    (out / "report.md").write_text(markdown(name, summary, header))
+    write_text_atomic(out / "report.md", markdown(name, summary, header))
     record["figures"] = figures(name, summary, str(out))
     return record

@@ -20,6 +20,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medalpy.atomic import write_json_atomic  # noqa: F401  (re-exported for callers)
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -38,14 +40,6 @@ def work_dir(out_dir, key):
     path = Path(out_dir) / "cells" / key
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def write_json_atomic(path, value):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def read_result(out_dir, key):
