@@ -95,7 +95,9 @@ def test_other_experiment_in_the_same_directory_is_refused(tmp_path):
 def test_experiment_list_measures_costs():
     result = CliRunner().invoke(main, ["experiment", "list", "--dataset", "mnist-sample"])
     assert result.exit_code == 0, result.output
-    assert "fsweep" in result.output and "step times (ms, batch 20): layer1" in result.output
+    assert "fsweep" in result.output and "step times (ms, batch 20): layer1 784-250-784" in \
+        result.output
+    assert "gradual 784-1000-1000-784" in result.output  # medium and paper time their own net
 
 
 @pytest.mark.slow

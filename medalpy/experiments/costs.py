@@ -44,7 +44,8 @@ def estimate(name, scale, n_images, n_classes=10, splits=3, measured=None):
     D, (w1, w2) = 784, params["layers"][:2]
     measured = {} if measured is None else measured
 
-    def t(key, widths, head="decoder"):
+    def t(name, widths, head="decoder"):
+        key = f"{name} {'-'.join(map(str, widths))}"  # each scale has its own widths
         if key not in measured:
             measured[key] = step_seconds(widths, head)
         return measured[key]
