@@ -21,8 +21,8 @@ from medalpy.errors import ConfigError
 
 METHOD_FLAGS = ("stacked", "gradual", "hybrid", "frozen_lower")
 
-#: Sizes and epochs. ``quick`` finishes in about two minutes on the bundled sample on
-#: 2 cores; ``medium`` is the paper's network with a fifth of its epochs (a stacked-vs-gradual
+#: Sizes and epochs. ``quick`` trains in 17 s on the bundled sample on 2 quiet cores
+#: (66 s with another job beside it); ``medium`` is the paper's network with a fifth of its epochs (a stacked-vs-gradual
 #: comparison on full MNIST within the hour); ``paper`` is the paper's MNIST protocol
 #: (Kalmanovich & Chechik 2015, sec. 4).
 SCALES = {

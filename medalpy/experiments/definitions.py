@@ -16,7 +16,8 @@ from medalpy.experiments.cells import Cell
 
 #: Experiment scales. ``smoke`` runs the whole pipeline in seconds (its numbers mean
 #: nothing); ``quick`` takes minutes; ``medium`` is the paper's network on 20,000 images with
-#: a tenth of its epochs (about two hours an experiment here); ``paper`` is the paper's MNIST
+#: a tenth of its epochs (fsweep took 71 min of compute here; trainsize is estimated at
+#: up to 2.3 h by ``medalpy experiment list``); ``paper`` is the paper's MNIST
 #: protocol. In ``sizes``, None stands for the whole
 #: training part of a split.
 SCALES = {

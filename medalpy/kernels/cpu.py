@@ -60,25 +60,7 @@ _inline = numba.njit(error_model="numpy")
 # Arrays: host memory, as in the reference.
 # ----------------------------------------------------------------------------------------
 
-
-def empty(shape, dtype):
-    """A new uninitialised array of ``shape`` resident where this backend computes."""
-    return np.empty(shape, dtype=dtype)
-
-
-def zeros(shape, dtype):
-    """A new zero array of ``shape`` resident where this backend computes."""
-    return np.zeros(shape, dtype=dtype)
-
-
-def to_device(a):
-    """``a`` as an array this backend computes on (no copy when it already is one)."""
-    return np.ascontiguousarray(a)
-
-
-def to_host(a):
-    """``a`` as a NumPy array in host memory."""
-    return np.asarray(a)
+from medalpy.kernels.reference import empty, to_device, to_host, zeros  # noqa: E402,F401
 
 
 # ----------------------------------------------------------------------------------------
