@@ -202,3 +202,72 @@ def test_help_lists_commands_and_imports_nothing_heavy():
                             "print(sorted(m for m in ('numba', 'h5py', 'scipy', 'numpy') "
                             "if m in sys.modules))"], capture_output=True, text=True, check=True)
     assert probe.stdout.strip().endswith("[]"), probe.stdout
+
+
+def test_per_phase_settings_from_toml(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[phase_settings.gradual]\nlr = 0.01\nmomentum = 0.5\n")
+    result = _train([*TINY, "--config", str(cfg)], tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
+    assert config["phase_settings"] == {"gradual": {"lr": 0.01, "momentum": 0.5}}
+    cfg.write_text("[phase_settings.gradual]\nlearning_rate = 0.01\n")
+    result = _train([*TINY, "--config", str(cfg)], tmp_path / "run2")
+    assert result.exit_code == 2
+    assert "phase_settings.gradual: unknown setting(s) learning_rate" in result.output
+
+
+def test_progress_lines_show_phase_epoch_losses_and_time_left(tmp_path):
+    args = [a for a in TINY if a != "--quiet"]
+    result = CliRunner().invoke(main, ["train", *args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    lines = [l for l in result.output.splitlines() if " epoch " in l]
+    assert len(lines) == 2 + 2
+    assert all(" loss " in l and " val " in l and " left ~" in l for l in lines)
+    assert "1:layer epoch   1/2" in lines[0] and "2:gradual epoch   2/2" in lines[-1]
+    assert "phase 2/2 2:gradual: 2 epochs, trains encoders [0, 1]" in result.output
+
+
+def test_resume_on_other_data_is_refused(tmp_path):
+    """A checkpoint written on other data (here: its record says the full set) is not
+    resumed on the sample."""
+    from medalpy import run
+    from medalpy.errors import ConfigError
+
+    class Stop:
+        def on_epoch_end(self, trainer, record):
+            raise KeyboardInterrupt
+
+    cfg = run.make_config({"dataset": "mnist-sample", "layers": [20, 10], "epochs_layer1": 2,
+                           "budget": 1, "train_size": 200, "val_size": 50})
+    with pytest.raises(KeyboardInterrupt):
+        run.train(cfg, tmp_path, callbacks=[Stop()])
+    saved = checkpoint.load(tmp_path / "checkpoint.h5")
+    assert saved["extra"]["data"]["kind"] == "sample"
+    import h5py
+
+    with h5py.File(tmp_path / "checkpoint.h5", "r+") as f:
+        extra = json.loads(f["extra"][()])
+        extra["data"]["kind"] = "full"
+        del f["extra"]
+        f["extra"] = json.dumps(extra)
+    with pytest.raises(ConfigError, match="the data differs from the checkpoint's .* in kind"):
+        run.train(cfg, tmp_path, resume=True)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('momentum = "0.9"\n', "momentum must be a number, got '0.9'"),
+    ("finetune_epochs = 2.5\n", "finetune_epochs must be an integer"),
+    ('normalise_gradients = "false"\n', "normalise_gradients must be true or false"),
+    ("[phase_settings.fine_tune]\nlr = 0.1\n", "phase_settings.fine_tune: no such phase"),
+    ("[phase_settings.gradual]\nbatch_size = 0\n",
+     "phase_settings.gradual: batch_size must be at least 1"),
+    ("fit_decoder_epochs = 0\n", "fit_decoder_epochs must be at least 1"),
+    ("seed = -1\n", "seed must not be negative"),
+])
+def test_bad_values_in_a_config_file_fail_up_front(tmp_path, toml, message):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    result = _train([*TINY, "--config", str(cfg)], tmp_path / "run")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "run").exists()
