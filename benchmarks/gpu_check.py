@@ -16,15 +16,27 @@ One script for one GPU (about 5 minutes on an H100), in three parts:
    (2 x 1000 units, layer 1 50 epochs, layer-2 budget 80 gradual epochs), epochs scaled down
    to fit the time left (the scale is reported), no early stopping.
 
-Writes JSON (``--out``) and prints a table. Without a GPU it says so and exits with status 0.
-Usage on the GPU machine (MNIST's four .gz files copied beside the code)::
+Before part 1 a preflight launches a probe kernel and checks the cuBLAS and cupy.matmul paths
+against NumPy. When the probe fails because NVVM writes PTX newer than the driver (or
+nvJitLink) accepts, the PTX ``.version`` header is lowered to what they accept and the probe
+retried; the JSON says so (``preflight.ptx_clamp``).
 
-    pip install --no-deps -e . && python benchmarks/gpu_check.py --data-dir ../shared/data
+Writes JSON (``--out``, rewritten after each part, so a run cut short keeps what it measured)
+and prints a table. Without a GPU it says so and exits with status 0 (2 with
+``--require-gpu``). Usage on the GPU machine (MNIST's four .gz files in DIR/mnist/), from the
+repository root, nothing installed::
+
+    PYTHONPATH=$PWD python benchmarks/gpu_check.py --data-dir DIR --require-gpu
+
+``benchmarks/run_gpu_check.sh`` wraps that with version reports and time limits.
+``--tiny`` shrinks every part to a few units and samples, so that the whole script runs on
+numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``; PyTorch on the CPU) as a dry run.
 """
 
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -32,6 +44,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+# Sizes that --tiny shrinks: input width, hidden width, rows of each timing cell's source.
+SIZES = {"D": 784, "H": 1000, "n_source": 20000}
+# The medalpy GEMM path of the timed steps: "cublas"; main sets "host" on the simulator and
+# "cupy" where the preflight found cuBLAS broken and cupy.matmul working.
+GEMM = {"default": "cublas"}
 PHASES = {
     # name: (widths from input to output, source)
     "layer1": ([784, 1000, 784], "uint8"),
@@ -42,6 +59,12 @@ PHASES = {
 MEDAL = dict(lr=0.1, momentum=0.9, weight_decay=1e-3)
 NOISE = 0.15
 TEST_SEED = 20150101
+
+
+def phase_widths(phase):
+    """The layer widths of ``phase`` at the current SIZES (784 -> D, 1000 -> H)."""
+    widths, kind = PHASES[phase]
+    return [SIZES["D"] if w == 784 else SIZES["H"] for w in widths], kind
 
 
 def parse_args(argv=None):
@@ -55,6 +78,11 @@ def parse_args(argv=None):
                    help="time per repetition of one timing cell")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-mnist", action="store_true", help="skip part 3")
+    p.add_argument("--require-gpu", action="store_true",
+                   help="exit with status 2 (not 0) when no usable CUDA GPU is found")
+    p.add_argument("--tiny", action="store_true",
+                   help="a dry run at toy sizes, also on numba's CUDA simulator "
+                        "(NUMBA_ENABLE_CUDASIM=1), PyTorch on the CPU when it has no CUDA")
     return p.parse_args(argv)
 
 
@@ -124,9 +152,10 @@ def relative_ce(k, chain, X_test):
     """Mean over test images of CE(x, y) - CE(x, x), y reconstructed from a fixed corruption."""
     from medalpy.backprop import Pass
     from medalpy.objectives import entropy
-    B, N = 500, X_test.shape[0]
+    N, D = X_test.shape
+    B = min(500, N)
     p = Pass(k, chain, B, "decoder", np.float32, train=False)
-    X_in, T = k.empty((B, 784), np.float32), k.empty((B, 784), np.float32)
+    X_in, T = k.empty((B, D), np.float32), k.empty((B, D), np.float32)
     total = 0.0
     for start in range(0, N, B):
         rows = np.arange(start, min(start + B, N))
@@ -137,7 +166,8 @@ def relative_ce(k, chain, X_test):
     return total / N - float(np.mean(entropy(host.astype(np.float64) / 255.0)))
 
 
-def parity(train, test, n_train=5000, widths=(784, 500, 500), epochs=2, batch_size=20):
+def parity(train, test, n_train=5000, widths=(784, 500, 500), epochs=2, batch_size=20,
+           n_test=2000):
     """Part 1: the same short run on cpu and cuda; relative test CE and weight differences."""
     from medalpy.kernels import get_backend
     out = {}
@@ -145,7 +175,7 @@ def parity(train, test, n_train=5000, widths=(784, 500, 500), epochs=2, batch_si
     for name in ("cpu", "cuda"):
         k = get_backend(name)
         rng = np.random.default_rng(7)
-        X, Xt = k.to_device(train[:n_train]), k.to_device(test[:2000])
+        X, Xt = k.to_device(train[:n_train]), k.to_device(test[:n_test])
         enc1, dec1 = make_chain(k, [widths[0], widths[1], widths[0]], rng)
         train_epochs(k, [enc1, dec1], X, epochs, batch_size, 11, True)
         enc2, dec2 = make_chain(k, [widths[1], widths[2], widths[0]], rng)
@@ -162,19 +192,36 @@ def parity(train, test, n_train=5000, widths=(784, 500, 500), epochs=2, batch_si
     return out
 
 
-def medalpy_step(phase, batch_size, train, normalise=False, gemm="cublas"):
-    """A closure: one medalpy cuda training step of ``phase`` per call, everything on the GPU."""
+def _gemm_callable(k, kind):
+    """The backend's GEMM callable for path ``kind``, leaving the backend's current path alone.
+
+    ``set_gemm`` switches one module-wide path; a closure that must keep its own (cuBLAS or
+    cupy.matmul, timed side by side in one cell) installs its callable before each step.
+    """
+    previous = k.set_gemm(kind)
+    impl = k._gemm_impl
+    k._gemm_impl = previous
+    return impl
+
+
+def medalpy_step(phase, batch_size, train, normalise=False, gemm=None):
+    """A closure: one medalpy cuda training step of ``phase`` per call, everything on the GPU.
+
+    ``gemm``: the matrix-product path ("cublas", "cupy"; the simulator's "host"), installed
+    at every call; None: GEMM["default"].
+    """
     from medalpy.backprop import Pass
     from medalpy.kernels import get_backend
     from medalpy.optim import SGD
     k = get_backend("cuda")
-    k.set_gemm(gemm)
-    widths, kind = PHASES[phase]
+    impl = _gemm_callable(k, gemm or GEMM["default"])
+    widths, kind = phase_widths(phase)
     rng = np.random.default_rng(0)
+    n_source = SIZES["n_source"]
     if kind == "uint8":
-        source = k.to_device(train[:20000])
+        source = k.to_device(train[:n_source])
     else:
-        source = k.to_device(rng.random((20000, widths[0]), dtype=np.float32))
+        source = k.to_device(rng.random((n_source, widths[0]), dtype=np.float32))
     chain = make_chain(k, widths, rng)
     p = Pass(k, chain, batch_size, "decoder", np.float32)
     opt = SGD(normalise_gradients=normalise, **MEDAL)
@@ -185,6 +232,7 @@ def medalpy_step(phase, batch_size, train, normalise=False, gemm="cublas"):
     state = {"order": rng.permutation(N), "start": 0, "epoch": 0}
 
     def step():
+        k._gemm_impl = impl
         if state["start"] + batch_size > N:
             state.update(order=rng.permutation(N), start=0, epoch=state["epoch"] + 1)
         rows = state["order"][state["start"]:state["start"] + batch_size]
@@ -203,16 +251,17 @@ def medalpy_step(phase, batch_size, train, normalise=False, gemm="cublas"):
 # ----------------------------------------------------------------------------------------
 
 
-def torch_step(phase, batch_size, train, graph=False):
+def torch_step(phase, batch_size, train, graph=False, device="cuda"):
     import torch
     from torch import nn
-    dev = torch.device("cuda")
-    widths, kind = PHASES[phase]
+    dev = torch.device(device)
+    widths, kind = phase_widths(phase)
     torch.manual_seed(0)
+    n_source = SIZES["n_source"]
     if kind == "uint8":
-        data = torch.from_numpy(train[:20000]).to(dev)
+        data = torch.from_numpy(np.ascontiguousarray(train[:n_source])).to(dev)
     else:
-        data = torch.rand(20000, widths[0], device=dev)
+        data = torch.rand(n_source, widths[0], device=dev)
     modules = []
     for n_in, n_out in zip(widths, widths[1:]):
         modules += [nn.Linear(n_in, n_out), nn.Sigmoid()]
@@ -257,7 +306,10 @@ def torch_step(phase, batch_size, train, graph=False):
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     optimiser.zero_grad(set_to_none=True)
-    with torch.cuda.graph(g):
+    from numba import cuda as numba_cuda
+    # No cuMemFree from numba's deferred deallocations (a garbage collection of medalpy's
+    # arrays) while the stream captures: that would invalidate the capture.
+    with numba_cuda.defer_cleanup(), torch.cuda.graph(g):
         static_loss = bce(model(static_x * (torch.rand_like(static_x) > NOISE)),
                           static_x) / batch_size
         static_loss.backward()
@@ -276,14 +328,15 @@ def torch_step(phase, batch_size, train, graph=False):
 # ----------------------------------------------------------------------------------------
 
 
+_TORCH_CUDA = False  # set by main: PyTorch runs on the GPU, so timings synchronise it too
+
+
 def _sync():
     from numba import cuda
     cuda.synchronize()
-    try:
+    if _TORCH_CUDA:
         import torch
         torch.cuda.synchronize()
-    except ImportError:
-        pass
 
 
 def _rate(step, n):
@@ -295,13 +348,26 @@ def _rate(step, n):
     return n / (time.perf_counter() - t0)
 
 
-def time_cell(steps, repeats, seconds):
-    """Interleaved repetitions over ``steps`` ({impl: closure}): median steps/s per impl."""
+def _error(exc):
+    return f"{type(exc).__name__}: {exc}"[-600:]
+
+
+def time_cell(steps, repeats, seconds, errors=None):
+    """Interleaved repetitions over ``steps`` ({impl: closure}): median steps/s per impl.
+
+    An impl that raises while warming up is dropped, its error kept in ``errors``.
+    """
     counts = {}
-    for name, step in steps.items():
-        for _ in range(5):
-            step()  # JIT, cuBLAS handles, caching allocators
-        counts[name] = max(5, int(_rate(step, 10) * seconds))
+    for name, step in list(steps.items()):
+        try:
+            for _ in range(5):
+                step()  # JIT, cuBLAS handles, caching allocators
+            counts[name] = max(5, int(_rate(step, 10) * seconds))
+        except Exception as exc:  # noqa: BLE001
+            if errors is None:
+                raise
+            errors[name] = _error(exc)
+            del steps[name]
     rates = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
@@ -309,34 +375,55 @@ def time_cell(steps, repeats, seconds):
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
-def speed(train, batch_sizes, repeats, seconds, have_torch):
+def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy_ok=True):
+    """Part 2; ``torch_device``: "cuda", "cpu" (a --tiny dry run) or None (no PyTorch).
+
+    An implementation that fails is left out of its cell; the row's "errors" says why.
+    """
+    from medalpy.kernels import get_backend
+    k = get_backend("cuda")
     rows = []
     for phase in PHASES:
         for B in batch_sizes:
-            steps = {"medalpy_cuda": medalpy_step(phase, B, train)}
+            makers = {"medalpy_cuda": lambda: medalpy_step(phase, B, train)}
             if phase == "gradual":
-                steps["medalpy_cuda_normgrad"] = medalpy_step(phase, B, train, normalise=True)
-                steps["medalpy_cuda_cupy_matmul"] = medalpy_step(phase, B, train, gemm="cupy")
-            if have_torch:
-                steps["torch_eager"] = torch_step(phase, B, train)
-                if phase == "gradual":
-                    steps["torch_cuda_graph"] = torch_step(phase, B, train, graph=True)
-            rates = time_cell(steps, repeats, seconds)
-            from medalpy.kernels import get_backend
-            get_backend("cuda").set_gemm("cublas")
+                makers["medalpy_cuda_normgrad"] = lambda: medalpy_step(phase, B, train,
+                                                                       normalise=True)
+                if cupy_ok and not k.SIMULATOR and GEMM["default"] != "cupy":
+                    makers["medalpy_cuda_cupy_matmul"] = lambda: medalpy_step(phase, B, train,
+                                                                              gemm="cupy")
+            if torch_device:
+                makers["torch_eager"] = lambda: torch_step(phase, B, train, device=torch_device)
+                if phase == "gradual" and torch_device == "cuda":
+                    makers["torch_cuda_graph"] = lambda: torch_step(phase, B, train, graph=True)
+            steps, errors = {}, {}
+            for name, make in makers.items():
+                try:
+                    steps[name] = make()
+                except Exception as exc:  # noqa: BLE001
+                    errors[name] = _error(exc)
+            rates = time_cell(steps, repeats, seconds, errors)
+            k.set_gemm(GEMM["default"])
             row = {"phase": phase, "batch": B, **rates}
-            if "torch_eager" in rates:
+            if "torch_eager" in rates and "medalpy_cuda" in rates:
                 row["ratio_vs_torch"] = rates["medalpy_cuda"] / rates["torch_eager"]
+            if errors:
+                row["errors"] = errors
             rows.append(row)
             print(_fmt_row(row), flush=True)
+            if on_save:
+                on_save(rows)
     return rows
 
 
 def _fmt_row(row):
     cols = [f"{row['phase']:>9} B={row['batch']:<4}"]
     for key, value in row.items():
-        if key not in ("phase", "batch"):
-            cols.append(f"{key}={value:,.2f}" if key == "ratio_vs_torch" else f"{key}={value:,.0f}")
+        if key in ("phase", "batch", "errors"):
+            continue
+        cols.append(f"{key}={value:,.2f}" if key == "ratio_vs_torch" else f"{key}={value:,.0f}")
+    for key, value in row.get("errors", {}).items():
+        cols.append(f"\n    {key} FAILED: {value}")
     return "  ".join(cols)
 
 
@@ -361,19 +448,20 @@ def mnist_comparison(train, test, seconds_left, rates, batch_size=20,
     X, Xt = k.to_device(train), k.to_device(test)
     rng = np.random.default_rng(2015)
     t0 = time.perf_counter()
-    enc1, dec1 = make_chain(k, [784, 1000, 784], rng, ["encoder.0", "decoder.0"])
+    D, H = SIZES["D"], SIZES["H"]
+    enc1, dec1 = make_chain(k, [D, H, D], rng, ["encoder.0", "decoder.0"])
     train_epochs(k, [enc1, dec1], X, e1, batch_size, 1, True)
     W1, b1 = k.to_host(enc1[1].W), k.to_host(enc1[1].b)
     results = {"scale": scale, "epochs_layer1": e1, "budget_epochs": e2,
                "predicted_full_scale_s": full}
     # stacked: 2 e2 epochs of layer 2 on clean codes; evaluated through the mirror decoders
     codes = encode(k, [enc1[1]], X)
-    enc2, dec2 = make_chain(k, [1000, 1000, 1000], rng, ["encoder.1", "decoder.1"])
+    enc2, dec2 = make_chain(k, [H, H, H], rng, ["encoder.1", "decoder.1"])
     train_epochs(k, [enc2, dec2], codes, 2 * e2, batch_size, 2, True)
     results["stacked"] = relative_ce(k, [enc1, enc2, dec2, dec1], Xt)
     # gradual: the same layer 1, e2 epochs of both layers and a direct decoder
     enc1[1].W, enc1[1].b = k.to_device(W1), k.to_device(b1)
-    enc2g, dec2g = make_chain(k, [1000, 1000, 784], np.random.default_rng(2016),
+    enc2g, dec2g = make_chain(k, [H, H, D], np.random.default_rng(2016),
                               ["encoder.1", "decoder"])
     train_epochs(k, [enc1, enc2g, dec2g], X, e2, batch_size, 3, True)
     results["gradual"] = relative_ce(k, [enc1, enc2g, dec2g], Xt)
@@ -382,69 +470,313 @@ def mnist_comparison(train, test, seconds_left, rates, batch_size=20,
 
 
 # ----------------------------------------------------------------------------------------
+# Preflight: one probe kernel, the GEMM paths, and the PTX version fallback.
+# ----------------------------------------------------------------------------------------
+
+_PTX_VERSION = re.compile(r"^(\s*\.version\s+)(\d+)\.(\d+)", re.MULTILINE)
+_CLAMP = {}  # install_ptx_clamp's target and the versions it lowered
 
 
-def gpu_or_reason():
+def _ptx_isa(cuda_version):
+    """The newest PTX ISA that a CUDA (major, minor) driver or nvJitLink accepts."""
+    major, minor = cuda_version
+    if major >= 13:
+        return (9, minor)  # 13.0: 9.0, 13.1: 9.1, 13.2: 9.2
+    if major == 12:
+        return {0: (8, 0), 1: (8, 1), 2: (8, 2), 3: (8, 3), 4: (8, 4), 5: (8, 5),
+                6: (8, 5), 8: (8, 7), 9: (8, 8)}.get(minor, (8, min(minor, 8)))
+    return (7, minor)  # 11.x: 7.x
+
+
+_cuda = None  # numba.cuda once _make_probe ran: a global, as numba and its simulator want
+
+
+def _probe_template(a):
+    i = _cuda.grid(1)
+    if i < a.shape[0]:
+        a[i] = 2 * i + 1
+
+
+def _make_probe():
+    """A new Python function each call (so a new numba dispatcher): ``a[i] = 2 i + 1``."""
+    global _cuda
+    import types
+
+    from numba import cuda
+    _cuda = cuda
+    return types.FunctionType(_probe_template.__code__, globals(), "probe")
+
+
+def toolchain_versions():
+    """CUDA versions of the driver, NVVM (the PTX it writes) and nvJitLink, where found."""
+    out = {}
+    try:
+        from numba.cuda.cudadrv.driver import driver
+        out["driver_cuda"] = list(driver.get_version())
+    except Exception as exc:  # noqa: BLE001
+        out["driver_cuda"] = f"{type(exc).__name__}: {exc}"
+    try:  # NVVM's release and the PTX ISA it writes, from the probe's PTX for sm_90
+        from numba import cuda
+        from numba import types as nt
+        ptx, _ = cuda.compile_ptx(_make_probe(), (nt.float32[::1],), cc=(9, 0))
+        release = re.search(r"Cuda compilation tools, release ([\d.]+)", ptx)
+        version = _PTX_VERSION.search(ptx)
+        out["nvvm_release"] = release.group(1) if release else "?"
+        out["nvvm_ptx_isa"] = f"{version.group(2)}.{version.group(3)}" if version else "?"
+    except Exception as exc:  # noqa: BLE001
+        out["nvvm"] = f"{type(exc).__name__}: {exc}"[-600:]
+    try:
+        from cuda.bindings import nvjitlink
+        out["nvjitlink"] = list(nvjitlink.version())
+    except Exception as exc:  # noqa: BLE001
+        out["nvjitlink"] = f"not used ({type(exc).__name__}: {exc})"
+    return out
+
+
+def install_ptx_clamp(target):
+    """Lower the ``.version`` header of every PTX numba writes from now on to ``target``.
+
+    For an NVVM newer than the driver or nvJitLink that links its PTX (a CUDA 13.x toolkit
+    wheel on a 13.0 driver): the PTX of these kernels uses nothing newer than sm_90 needs, but
+    its header names the NVVM's own ISA version, which older linkers refuse
+    (CUDA_ERROR_UNSUPPORTED_PTX_VERSION). Returns a description of the change.
+    """
+    from numba.cuda import codegen
+    cls = codegen.CUDACodeLibrary
+    original = getattr(cls.get_asm_strs, "_medalpy_original", cls.get_asm_strs)
+    target = tuple(target)
+    _CLAMP.update(target=target)
+    seen = _CLAMP.setdefault("seen", set())
+
+    def clamp(ptx):
+        def sub(m):
+            version = (int(m.group(2)), int(m.group(3)))
+            if version <= _CLAMP["target"]:
+                return m.group(0)
+            seen.add(version)
+            return f"{m.group(1)}{_CLAMP['target'][0]}.{_CLAMP['target'][1]}"
+        return _PTX_VERSION.sub(sub, ptx, count=1)
+
+    def get_asm_strs(self, cc=None):
+        return [clamp(ptx) for ptx in original(self, cc=cc)]
+
+    get_asm_strs._medalpy_original = original
+    cls.get_asm_strs = get_asm_strs
+    return {"target": f"{target[0]}.{target[1]}", "seen": seen}
+
+
+def _probe_kernel_once():
+    """Compile and launch a fresh kernel (a new dispatcher each call) and check its result."""
+    from numba import cuda
+    probe = cuda.jit(_make_probe())
+    d = cuda.device_array(64, np.float32)
+    probe[2, 32](d)
+    got = d.copy_to_host()
+    want = 2 * np.arange(64, dtype=np.float32) + 1
+    if not np.array_equal(got, want):
+        raise RuntimeError(f"probe kernel wrote wrong values: {got[:8]} ...")
+
+
+def probe_kernels():
+    """Launch a probe kernel; if that fails, clamp the PTX version and try once more."""
+    result = {"toolchain": toolchain_versions()}
+    try:
+        _probe_kernel_once()
+        result["kernel"] = "ok"
+        return result
+    except Exception as exc:  # noqa: BLE001
+        first = f"{type(exc).__name__}: {exc}"
+        result["kernel_first_error"] = first[-2000:]
+        print(f"preflight: the probe kernel failed: {first[-2000:]}", flush=True)
+    versions = [v for key in ("driver_cuda", "nvjitlink")
+                if isinstance(v := result["toolchain"].get(key), list)]
+    m = re.search(r"current version is '(\d+)\.(\d+)'", first)
+    if m:
+        target = (int(m.group(1)), int(m.group(2)))
+    elif versions:
+        target = _ptx_isa(min(tuple(v) for v in versions))
+    else:
+        raise RuntimeError(f"the probe kernel failed and no CUDA version is known: {first}")
+    clamp = install_ptx_clamp(target)
+    print(f"preflight: retrying with PTX .version lowered to {clamp['target']}", flush=True)
+    try:
+        _probe_kernel_once()
+    except Exception as exc:  # noqa: BLE001
+        raise RuntimeError(f"the probe kernel failed, also with the PTX version lowered to "
+                           f"{clamp['target']}: {type(exc).__name__}: {exc}\n"
+                           f"first error: {first}") from exc
+    result["kernel"] = "ok after lowering the PTX version"
+    result["ptx_clamp"] = {"target": clamp["target"],
+                           "from": sorted(f"{a}.{b}" for a, b in clamp["seen"])}
+    return result
+
+
+def check_gemm_paths(k):
+    """Each GEMM path (and the backend's kernels) on a small problem against NumPy."""
+    kinds = ["host"] if k.SIMULATOR else ["cublas", "cupy"]
+    rng = np.random.default_rng(1)
+    out = {}
+    for kind in kinds:
+        try:
+            impl = _gemm_callable(k, kind)
+            saved, k._gemm_impl = k._gemm_impl, impl
+            try:
+                worst = 0.0
+                for dtype in (np.float32, np.float64):
+                    A = rng.normal(size=(33, 17)).astype(dtype)
+                    B = rng.normal(size=(17, 9)).astype(dtype)
+                    G = rng.normal(size=(33, 9)).astype(dtype)
+                    for fn, a, b, want in ((k.matmul, A, B, A @ B), (k.matmul_tn, A, G, A.T @ G),
+                                           (k.matmul_nt, G, B, G @ B.T)):
+                        res = k.empty(want.shape, dtype)
+                        fn(k.to_device(a), k.to_device(b), res)
+                        err = np.max(np.abs(k.to_host(res) - want)) / np.max(np.abs(want))
+                        worst = max(worst, float(err))
+                out[kind] = {"ok": worst < 1e-5, "max_relative_error": worst}
+            finally:
+                k._gemm_impl = saved
+        except Exception as exc:  # noqa: BLE001
+            out[kind] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[-1500:]}
+    # The backend's own kernels once: zeros, gather_masked, fused loss.
+    z = k.zeros((3, 5), np.float32)
+    X = k.to_device(rng.integers(0, 256, (6, 5), dtype=np.uint8))
+    k.gather_masked(X, np.array([1, 4, 2]), NOISE, 3, 0, z)
+    loss = k.sigmoid_cross_entropy(z, k.zeros((3, 5), np.float32), k.empty((3, 5), np.float32))
+    out["kernels"] = {"ok": bool(np.isfinite(loss)), "loss": float(loss)}
+    return out
+
+
+def gpu_or_reason(allow_simulator=False):
     """None when the cuda backend works here, else the reason it does not."""
     try:
         from medalpy.kernels import get_backend
         k = get_backend("cuda")
-        if k.SIMULATOR:
-            return "NUMBA_ENABLE_CUDASIM is set: this script measures a real GPU only"
+        if k.SIMULATOR and not allow_simulator:
+            return "NUMBA_ENABLE_CUDASIM is set: this script measures a real GPU only (or --tiny)"
     except Exception as exc:  # noqa: BLE001
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
+def _save(report, out):
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(out)
+
+
 def main(argv=None):
+    global _TORCH_CUDA
     args = parse_args(argv)
-    reason = gpu_or_reason()
+    reason = gpu_or_reason(allow_simulator=args.tiny)
     if reason:
         print(f"gpu_check: no usable CUDA GPU, nothing measured ({reason})")
-        return 0
+        return 2 if args.require_gpu else 0
     t_start = time.perf_counter()
     from numba import cuda
+
+    from medalpy.kernels import get_backend
+    k = get_backend("cuda")
     device = cuda.get_current_device()
-    name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
+    name = getattr(device, "name", "?")
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    if k.SIMULATOR:
+        name = "numba CUDA simulator"
     try:
         import torch
-        have_torch = torch.cuda.is_available()
         torch_version = torch.__version__
+        torch_device = ("cuda" if torch.cuda.is_available()
+                        else "cpu" if args.tiny else None)
     except ImportError:
-        have_torch, torch_version = False, None
+        torch_device, torch_version = None, None
+    _TORCH_CUDA = torch_device == "cuda"
     train, test, data_desc = load_data(args.data_dir)
-    report = {"gpu": name, "torch": torch_version, "data": data_desc}
-    print(f"GPU: {name}; torch {torch_version}; data: {data_desc}", flush=True)
+    report = {"gpu": name, "torch": torch_version, "torch_device": torch_device,
+              "data": data_desc, "tiny": args.tiny, "argv": sys.argv[1:]}
+    if args.tiny:
+        # A few units and samples: the simulator runs every GPU thread as a Python thread.
+        SIZES.update(D=16, H=8, n_source=100)
+        train = np.ascontiguousarray(train[:100, 400:416])
+        test = np.ascontiguousarray(test[:40, 400:416])
+    print(f"GPU: {name}; torch {torch_version} on {torch_device}; data: {data_desc}", flush=True)
 
-    report["parity"] = parity(train, test)
+    pre = report["preflight"] = {}
+    _save(report, args.out)
+    try:
+        if not k.SIMULATOR:
+            pre.update(probe_kernels())
+        pre["gemm"] = check_gemm_paths(k)
+    except Exception as exc:  # noqa: BLE001  (report it, with the versions, and stop)
+        import traceback
+        traceback.print_exc()
+        pre.setdefault("toolchain", toolchain_versions())
+        pre["error"] = f"{type(exc).__name__}: {exc}"[-4000:]
+        _save(report, args.out)
+        print(f"gpu_check: FAILED in the preflight: {pre['error']}", flush=True)
+        return 3
+    print(f"preflight: {json.dumps(pre, default=str)}", flush=True)
+    if k.SIMULATOR:
+        GEMM["default"] = "host"
+    elif not pre["gemm"]["cublas"]["ok"]:
+        if not pre["gemm"]["cupy"]["ok"]:
+            _save(report, args.out)
+            print("gpu_check: FAILED: neither cuBLAS nor cupy.matmul gives correct products")
+            return 3
+        GEMM["default"] = "cupy"
+        print("gpu_check: cuBLAS path broken; medalpy timings below use cupy.matmul", flush=True)
+    k.set_gemm(GEMM["default"])
+    report["gemm_default"] = GEMM["default"]
+    _save(report, args.out)
+
+    if args.tiny:
+        report["parity"] = parity(train, test, n_train=60, widths=(16, 8, 8), epochs=1,
+                                  batch_size=20, n_test=40)
+    else:
+        report["parity"] = parity(train, test)
     print(f"parity: relative CE cpu {report['parity']['cpu']:.4f}, cuda "
           f"{report['parity']['cuda']:.4f}, difference "
           f"{100 * report['parity']['relative_difference']:.3f}% "
-          f"({'PASS' if report['parity']['pass'] else 'FAIL'} at 1%)", flush=True)
+          f"({'PASS' if report['parity']['pass'] else 'FAIL'} at 1%); max |W_cpu - W_cuda| "
+          f"{report['parity']['max_abs_weight_difference']:.2e}", flush=True)
+    _save(report, args.out)
+
+    def save_speed(rows):
+        report["speed"] = rows
+        _save(report, args.out)
 
     report["speed"] = speed(train, args.batch_sizes, args.repeats, args.seconds_per_cell,
-                            have_torch)
+                            torch_device, on_save=save_speed,
+                            cupy_ok=pre["gemm"].get("cupy", {}).get("ok", False))
     left = args.budget_s - (time.perf_counter() - t_start)
-    if not args.skip_mnist and left > 30 and 20 in args.batch_sizes:
-        report["mnist"] = mnist_comparison(train, test, left - 10, report["speed"])
-        m = report["mnist"]
-        print(f"MNIST equal budget (scale {m['scale']:.2f}: layer 1 {m['epochs_layer1']} "
-              f"epochs, budget {m['budget_epochs']}): relative CE stacked {m['stacked']:.3f}, "
-              f"gradual {m['gradual']:.3f} ({m['seconds']:.0f} s)", flush=True)
+    mnist_batch = 20 if 20 in args.batch_sizes else (min(args.batch_sizes) if args.tiny
+                                                      else None)
+    if not args.skip_mnist and left > 30 and mnist_batch:
+        try:
+            report["mnist"] = mnist_comparison(train, test, left - 10, report["speed"],
+                                               batch_size=mnist_batch)
+            m = report["mnist"]
+            print(f"MNIST equal budget (scale {m['scale']:.2f}: layer 1 {m['epochs_layer1']} "
+                  f"epochs, budget {m['budget_epochs']}): relative CE stacked "
+                  f"{m['stacked']:.3f}, gradual {m['gradual']:.3f} ({m['seconds']:.0f} s)",
+                  flush=True)
+        except Exception as exc:  # noqa: BLE001  (keep parts 1 and 2)
+            import traceback
+            traceback.print_exc()
+            report["mnist"] = {"error": _error(exc)}
     else:
         report["mnist"] = {"skipped": f"{left:.0f} s left"}
     report["seconds"] = time.perf_counter() - t_start
 
     print("\n| phase | batch | medalpy cuda (steps/s) | PyTorch eager (steps/s) | ratio |")
     print("| --- | --- | --- | --- | --- |")
+    nan = float("nan")
     for row in report["speed"]:
-        print(f"| {row['phase']} | {row['batch']} | {row['medalpy_cuda']:,.0f} | "
-              f"{row.get('torch_eager', float('nan')):,.0f} | "
-              f"{row.get('ratio_vs_torch', float('nan')):.2f} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+        print(f"| {row['phase']} | {row['batch']} | {row.get('medalpy_cuda', nan):,.0f} | "
+              f"{row.get('torch_eager', nan):,.0f} | "
+              f"{row.get('ratio_vs_torch', nan):.2f} |")
+    _save(report, args.out)
+    print(f"wrote {args.out} ({report['seconds']:.0f} s)")
     return 0
 
 

@@ -47,7 +47,8 @@ from medalpy.kernels import BackendError
 NAME = "cuda"
 
 _HINT = ("the cuda backend needs the numba-cuda package and a CUDA GPU; install medalpy[cuda] "
-         "(numba-cuda and cupy-cuda12x) on a machine with an NVIDIA driver, or set "
+         "(numba-cuda and the CuPy wheel of the machine's CUDA major version: cupy-cuda12x, "
+         "cupy-cuda13x, ...) on a machine with an NVIDIA driver, or set "
          "NUMBA_ENABLE_CUDASIM=1 before starting Python to run its kernels on numba's CUDA "
          "simulator (slow; meant for tests)")
 
@@ -714,3 +715,17 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     p, g, v = _flat(P), _flat(G), _flat(V)
     if p.shape[0]:
         _sgd_kernel[_blocks(p.shape[0]), _TPB](p, g, v, t(lr), t(momentum), t(decay), t(scale))
+
+
+_product_scratch = {}
+
+
+def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
+    """:func:`sgd_update` with ``G = A.T @ delta`` (see the reference): cuBLAS into a device
+    scratch of P's shape (one per shape, kept), then the update kernel."""
+    key = (P.shape, np.dtype(P.dtype).str)
+    G = _product_scratch.get(key)
+    if G is None:
+        G = _product_scratch[key] = empty(P.shape, P.dtype)
+    matmul_tn(A, delta, G)
+    sgd_update(P, G, V, lr, momentum, decay, scale)
