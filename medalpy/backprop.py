@@ -30,6 +30,16 @@ GRAM_MAX_BATCH = 32
 class Pass:
     """Workspaces and passes for one chain at one batch size.
 
+    Two ways to train through it:
+
+    - :meth:`backward` leaves every trainable layer's gradient in its own buffer
+      (:attr:`grads`), for gradient checks and for optimisers that want them all at once;
+    - :meth:`train_step` hands each layer's gradient to an optimiser as soon as it is final
+      and reuses one weight-gradient buffer for every layer. The step's working set is then
+      the weights, the velocities and one layer's gradient: for gradual phase 2
+      (784-1000-1000-784, float32) 25 MB instead of 35 MB, which fits in this machine's
+      32 MB L3 cache (see :data:`medalpy.bench` and README's performance section).
+
     Parameters
     ----------
     backend : a kernel module from :func:`medalpy.kernels.get_backend`.
@@ -49,30 +59,55 @@ class Pass:
                 raise ValueError(f"{a} gives {la.n_out} units but {b} takes {lb.n_in}")
         self.objective = objective_for(head)
         self.batch_size = int(batch_size)
+        self.dtype = np.dtype(dtype)
         B = self.batch_size
         # acts[l]: A_l for hidden layers, Z_L for the output layer.
         self.acts = [backend.empty((B, layer.n_out), dtype) for layer in self.layers]
         self.output = backend.empty((B, self.layers[-1].n_out), dtype)  # sigma(Z_L)
-        trainable = [i for i, layer in enumerate(self.layers) if layer.trainable]
-        self.lowest = trainable[0] if (train and trainable) else None
+        self.trainable = [i for i, layer in enumerate(self.layers) if layer.trainable]
+        self.lowest = self.trainable[0] if (train and self.trainable) else None
         last = len(self.layers) - 1
         # The output delta is always there: evaluation computes the loss through it too.
         self.deltas = {last: backend.empty((B, self.layers[last].n_out), dtype)}
-        self.grads = {}
+        self.bias_grads = {}
         if self.lowest is not None:
             for i in range(self.lowest, last):
                 self.deltas[i] = backend.empty((B, self.layers[i].n_out), dtype)
-            for i in trainable:
-                layer = self.layers[i]
-                self.grads[i] = (backend.empty(layer.W.shape, dtype),
-                                 backend.empty(layer.b.shape, dtype))
+            for i in self.trainable:
+                self.bias_grads[i] = backend.empty(self.layers[i].b.shape, dtype)
+        # Weight-gradient buffers, made on first use: one per layer for backward(), one
+        # shared for train_step().
+        self._weight_grads = None
+        self._shared_weight_grads = None
         self._plans = {}
+
+    @property
+    def grads(self):
+        """``{layer index: (dW, db)}`` as left by :meth:`backward`."""
+        return {i: (dW, self.bias_grads[i]) for i, dW in self._own_weight_grads().items()}
+
+    def _own_weight_grads(self):
+        if self._weight_grads is None:
+            self._weight_grads = {i: self.backend.empty(self.layers[i].W.shape, self.dtype)
+                                  for i in (self.trainable if self.lowest is not None else [])}
+        return self._weight_grads
+
+    def _shared_weight_grads_views(self):
+        """Views of one flat buffer, shaped as each trainable layer's W (made once)."""
+        if self._shared_weight_grads is None:
+            shapes = {i: self.layers[i].W.shape for i in self.trainable}
+            flat = self.backend.empty((max(a * b for a, b in shapes.values()),), self.dtype)
+            self._shared_weight_grads = {i: flat[:a * b].reshape(a, b)
+                                         for i, (a, b) in shapes.items()}
+        return self._shared_weight_grads
 
     def _plan(self, n):
         """Row views ``[:n]`` of every workspace, built once per batch length ``n``.
 
         A step otherwise slices a dozen arrays (and looks up dicts) in Python; at the paper's
-        batch sizes that overhead is a visible part of a step.
+        batch sizes that overhead is a visible part of a step. The backward entries are
+        ``(layer index, delta, activations below or None for the input, (layer, delta below)
+        or None)`` from the output layer down to the lowest trainable one.
         """
         plan = self._plans.get(n)
         if plan is None:
@@ -84,18 +119,16 @@ class Pass:
             backward = []
             if self.lowest is not None:
                 for i in range(last, self.lowest - 1, -1):
-                    grad = self.grads.get(i)
                     down = (self.layers[i], deltas[i - 1]) if i > self.lowest else None
-                    backward.append((deltas[i], None if i == 0 else acts[i - 1], grad, down))
+                    backward.append((i, deltas[i], None if i == 0 else acts[i - 1], down))
             plan = self._plans[n] = (forward, acts[last], deltas[last], backward)
         return plan
 
     def _grams(self, n):
-        """Three (n, n) workspaces for :meth:`gradient_sq_norms`, made once per batch length."""
+        """Three (n, n) workspaces for the Gram-matrix norm, made once per batch length."""
         grams = self._plans.get(("gram", n))
         if grams is None:
-            dtype = self.acts[0].dtype
-            grams = self._plans[("gram", n)] = [self.backend.empty((n, n), dtype)
+            grams = self._plans[("gram", n)] = [self.backend.empty((n, n), self.dtype)
                                                 for _ in range(3)]
         return grams
 
@@ -117,6 +150,20 @@ class Pass:
         Z = self.forward(X)
         return self.objective.loss_and_delta(self.backend, Z, target, self._plan(len(X))[2])
 
+    def _layer_gradient(self, X, i, delta, below, dW):
+        """``dW = A_{l-1}^T delta_l`` and ``db = sum_rows delta_l`` of layer ``i``."""
+        k = self.backend
+        k.matmul_tn(X if below is None else below, delta, dW)
+        k.column_sum(delta, self.bias_grads[i])
+
+    def _delta_down(self, down, delta, below):
+        """``delta_{l-1} = (delta_l W_l^T) * A_{l-1} (1 - A_{l-1})``, with W_l not yet updated."""
+        if down is not None:
+            k = self.backend
+            layer, delta_below = down
+            k.matmul_nt(delta, layer.W, delta_below)
+            k.sigmoid_backward(delta_below, below, delta_below)
+
     def backward(self, X, target):
         """Loss and gradients for a batch: forward, objective, backward.
 
@@ -129,53 +176,99 @@ class Pass:
         -------
         float, the batch-mean loss. Gradients are left in :attr:`grads` (index -> (dW, db)).
         """
-        k = self.backend
         Z = self.forward(X)
         self._last_input = X
         _, _, delta_out, backward = self._plan(X.shape[0])
-        loss = self.objective.loss_and_delta(k, Z, target, delta_out)
-        for delta, below, grad, down in backward:
-            if below is None:
-                below = X
-            if grad is not None:
-                k.matmul_tn(below, delta, grad[0])
-                k.column_sum(delta, grad[1])
-            if down is not None:
-                layer, delta_below = down
-                k.matmul_nt(delta, layer.W, delta_below)
-                k.sigmoid_backward(delta_below, below, delta_below)
+        loss = self.objective.loss_and_delta(self.backend, Z, target, delta_out)
+        weight_grads = self._own_weight_grads()
+        for i, delta, below, down in backward:
+            if i in weight_grads:
+                self._layer_gradient(X, i, delta, below, weight_grads[i])
+            self._delta_down(down, delta, below)
         return loss
 
-    def gradient_sq_norms(self):
-        """``||dW||^2 + ||db||^2`` of each trainable layer after :meth:`backward`, in the order
-        of :meth:`named_gradients` (for MEDAL's gradient normalisation).
+    def train_step(self, X, target, optimiser):
+        """One SGD step on a batch: forward, objective, and a backward pass that updates each
+        trainable layer as soon as its gradient is final.
+
+        Layer ``l``'s gradient and the delta passed below it are computed from the weights
+        the forward pass used; only then does the optimiser change ``W_l`` and ``b_l``. The
+        result equals :meth:`backward` followed by an update of every layer (the tests check
+        this). When the gradient's norm is known without ``dW`` (no normGrad, or Gram
+        matrices for small batches), ``dW`` is not formed here at all: the optimiser's
+        ``apply_product`` hands ``A_{l-1}`` and ``delta_l`` to the backend, which forms and
+        applies it block by block. Otherwise one ``dW`` buffer serves every layer.
+
+        Parameters
+        ----------
+        X, target : as for :meth:`backward`.
+        optimiser : :class:`medalpy.optim.SGD` (``apply``, ``apply_product`` and
+            ``normalise_gradients``).
+
+        Returns
+        -------
+        float, the batch-mean loss before the update.
+        """
+        k = self.backend
+        Z = self.forward(X)
+        n = X.shape[0]
+        _, _, delta_out, backward = self._plan(n)
+        loss = self.objective.loss_and_delta(k, Z, target, delta_out)
+        normalise = optimiser.normalise_gradients
+        by_product = not normalise or n <= GRAM_MAX_BATCH
+        weight_grads = None if by_product else self._shared_weight_grads_views()
+        for i, delta, below, down in backward:
+            trainable = i in self.bias_grads
+            A = X if below is None else below
+            if trainable:
+                db = self.bias_grads[i]
+                k.column_sum(delta, db)
+                if by_product:
+                    sq = self._sq_norm(A, delta, None, db) if normalise else None
+                else:
+                    dW = weight_grads[i]
+                    k.matmul_tn(A, delta, dW)
+                    sq = self._sq_norm(A, delta, dW, db)
+            self._delta_down(down, delta, below)
+            if trainable:
+                name, layer = self.names[i], self.layers[i]
+                if by_product:
+                    optimiser.apply_product(k, name, layer, A, delta, db, sq)
+                else:
+                    optimiser.apply(k, name, layer, dW, db, sq)
+        return loss
+
+    def _sq_norm(self, below, delta, dW, db):
+        """``||dW||^2 + ||db||^2`` of one layer.
 
         For a batch of n <= GRAM_MAX_BATCH rows, ``||dW||^2 = ||A^T delta||_F^2 =
         trace((A A^T)(delta delta^T))`` comes from two (n, n) Gram matrices: a few small
-        GEMMs instead of another pass over the weight-sized ``dW`` (a memory-bound 0.25 ms per
-        1000 x 1000 layer here). Larger batches read ``dW`` itself, which is then cheaper.
+        GEMMs, and ``dW`` need not exist (``dW`` may be None). Larger batches read ``dW``.
         """
-        k, X = self.backend, self._last_input
-        n = X.shape[0]
-        _, _, _, backward = self._plan(n)
-        norms = {}
-        for delta, below, grad, _ in backward:
-            if grad is None:
-                continue
-            below = X if below is None else below
-            if n <= GRAM_MAX_BATCH:
-                G_a, G_d, M = self._grams(n)
-                k.matmul_nt(below, below, G_a)
-                k.matmul_nt(delta, delta, G_d)
-                k.matmul(G_a, G_d, M)
-                w = float(np.trace(k.to_host(M), dtype=np.float64))
-            else:
-                w = k.sum_of_squares(grad[0])
-            norms[id(grad[0])] = w + k.sum_of_squares(grad[1])
-        return [norms[id(dW)] for dW, _ in self.grads.values()]
+        k = self.backend
+        n = below.shape[0]
+        if n <= GRAM_MAX_BATCH:
+            G_a, G_d, M = self._grams(n)
+            k.matmul_nt(below, below, G_a)
+            k.matmul_nt(delta, delta, G_d)
+            k.matmul(G_a, G_d, M)
+            w = float(np.trace(k.to_host(M), dtype=np.float64))
+        else:
+            w = k.sum_of_squares(dW)
+        return w + k.sum_of_squares(db)
+
+    def gradient_sq_norms(self):
+        """``||dW||^2 + ||db||^2`` of each trainable layer after :meth:`backward`, in the order
+        of :meth:`named_gradients` (for MEDAL's gradient normalisation)."""
+        X = self._last_input
+        _, _, _, backward = self._plan(X.shape[0])
+        grads = self.grads
+        norms = {i: self._sq_norm(X if below is None else below, delta, *grads[i])
+                 for i, delta, below, _ in backward if i in grads}
+        return [norms[i] for i in grads]
 
     def named_gradients(self):
-        """``[(name, layer, dW, db)]`` for the trainable layers, for the optimiser."""
+        """``[(name, layer, dW, db)]`` for the trainable layers after :meth:`backward`."""
         return [(self.names[i], self.layers[i], dW, db) for i, (dW, db) in self.grads.items()]
 
 

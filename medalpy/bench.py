@@ -4,8 +4,10 @@ A *step* is exactly what the trainer does per minibatch (:meth:`medalpy.trainer.
 
     gather_masked(source, rows, ...)   corrupted input, from uint8 (or cached float codes)
     gather(source, rows, ...)          clean target (labels for the supervised phase)
-    Pass.backward(X_in, X_target)      forward through the chain, objective, backward
-    SGD.update(backend, pass)          gradient norm (MEDAL's normGrad), momentum + decay
+    Pass.train_step(X_in, X_target, optimiser)
+                                       forward through the chain, objective, backward; each
+                                       layer updated (normGrad, momentum, decay) as soon as
+                                       its gradient is final
 
 timed with the real :class:`~medalpy.backprop.Pass`, :class:`~medalpy.optim.SGD` and kernels.
 PyTorch, when installed, runs the code a user would write: ``nn.Linear`` + ``nn.Sigmoid``,
@@ -26,7 +28,6 @@ FLOP counts are those of the GEMMs only: ``2 B n_in n_out`` per forward product,
 gradient of a trainable layer and per back-propagated error above the lowest trainable layer.
 """
 
-import ctypes
 import os
 import platform
 import statistics
@@ -46,58 +47,6 @@ BATCH_SIZES = (10, 20, 128)
 IMPLEMENTATIONS = ("cpu", "numpy", "torch")
 N_SAMPLES = 6000  # synthetic dataset rows: enough that batches come from all over memory
 GEMM_N = 2048
-
-
-# ----------------------------------------------------------------------------------------
-# Threads.
-# ----------------------------------------------------------------------------------------
-
-_SETTERS = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-            "openblas_set_num_threads64_", "openblas_set_num_threads")
-
-
-def _loaded_openblas():
-    """Paths of the OpenBLAS libraries mapped into this process (NumPy's, SciPy's)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
-    except OSError:
-        return []
-    return sorted(p for p in paths if p.startswith("/"))
-
-
-def _blas_thread_functions():
-    """[(library name, set_num_threads, get_num_threads)] for every loaded OpenBLAS."""
-    found = []
-    for path in _loaded_openblas():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _SETTERS:
-            setter = getattr(lib, name, None)
-            getter = getattr(lib, name.replace("set_", "get_"), None)
-            if setter is not None and getter is not None:
-                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
-                found.append((os.path.basename(path), setter, getter))
-                break
-    return found
-
-
-def set_blas_threads(n):
-    """Set the thread count of every loaded OpenBLAS; returns {library: previous count}."""
-    previous = {}
-    for name, setter, getter in _blas_thread_functions():
-        previous[name] = getter()
-        setter(int(n))
-    return previous
-
-
-def restore_blas_threads(previous):
-    """Undo :func:`set_blas_threads`."""
-    for name, setter, _ in _blas_thread_functions():
-        if name in previous:
-            setter(previous[name])
 
 
 # ----------------------------------------------------------------------------------------
@@ -167,8 +116,13 @@ def _batches(rng, batch_size):
 
 
 def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_decay=1e-3,
-                 normalise_gradients=True, noise=0.15, seed=0):
-    """A closure running one medalpy training step (the trainer's composition) per call."""
+                 normalise_gradients=True, noise=0.15, seed=0, threads=None):
+    """A closure running one medalpy training step (the trainer's composition) per call.
+
+    ``step.enter()`` sets the threads it runs with (``threads``; default: as found): the
+    numpy backend gives them to NumPy's BLAS; the cpu backend runs that many lanes of a
+    single-threaded BLAS (:func:`medalpy.kernels.cpu.use_threads`).
+    """
     from medalpy.backprop import Pass
     from medalpy.kernels import get_backend
     from medalpy.network import Layer, new_layer
@@ -200,11 +154,17 @@ def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_d
         else:
             target = X_target
             k.gather(source, rows, target)
-        loss = train_pass.backward(X_in, target)
-        optimiser.update(k, train_pass)
+        loss = train_pass.train_step(X_in, target, optimiser)
         return loss
 
     step.layers = [layer for _, layer in chain]  # for tests: the parameters it trains
+    if threads is not None:
+        if backend_name == "cpu":
+            step.enter = lambda: k.use_threads(threads)
+        else:
+            from medalpy.kernels import blas
+
+            step.enter = lambda: blas.set_threads(threads)
     return step
 
 
@@ -262,6 +222,9 @@ def _have_torch():
 
 
 def _run_block(step, n):
+    enter = getattr(step, "enter", None)
+    if enter is not None:  # the thread settings this implementation runs with
+        enter()
     t0 = time.perf_counter()
     for _ in range(n):
         step()
@@ -326,23 +289,28 @@ def run_bench(phases=tuple(PHASES), batch_sizes=BATCH_SIZES, implementations=Non
         implementations = [name for name in IMPLEMENTATIONS
                            if name != "torch" or _have_torch()]
     implementations = list(implementations)
+    from medalpy.kernels import blas
+
     if "torch" in implementations:
         import torch
 
         torch.set_num_threads(int(threads))  # left as set: torch has no "previous" to keep
-    previous = set_blas_threads(threads)
+    previous = blas.get_threads()
     try:
         return _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
                           normalise_gradients, progress, sorted(previous))
     finally:
-        restore_blas_threads(previous)
+        blas.restore_threads(previous)
 
 
 def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
-               normalise_gradients, progress, blas):
+               normalise_gradients, progress, blas_libraries):
+    from medalpy.kernels import blas
+
+    blas.set_threads(threads)
     peak = gemm_peak()
     result = {
-        "machine": machine(), "threads": int(threads), "blas_libraries": blas,
+        "machine": machine(), "threads": int(threads), "blas_libraries": blas_libraries,
         "dtype": "float32", "repeats": int(repeats),
         "settings": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "noise": 0.15,
                      "normalise_gradients": bool(normalise_gradients)},
@@ -357,7 +325,7 @@ def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
                 if name == "torch":
                     steps[name] = torch_step(phase, B)
                 else:
-                    steps[name] = medalpy_step(name, phase, B,
+                    steps[name] = medalpy_step(name, phase, B, threads=threads,
                                                normalise_gradients=normalise_gradients)
             rates = bench_cell(steps, repeats, seconds)
             flops = step_flops(phase, B)

@@ -41,13 +41,38 @@ class SGD:
         :meth:`medalpy.backprop.Pass.gradient_sq_norms`); computed from the arrays otherwise.
         """
         for j, (name, layer, dW, db) in enumerate(named_gradients):
-            scale = 1.0
-            if self.normalise_gradients:
-                sq = (backend.sum_of_squares(dW) + backend.sum_of_squares(db)
-                      if sq_norms is None else sq_norms[j])
-                norm = math.sqrt(sq)
-                scale = 1.0 / norm if norm > 0.0 else 1.0
-            backend.sgd_update(layer.W, dW, self._velocity(backend, f"{name}.W", layer.W),
-                               self.lr, self.momentum, self.weight_decay, scale)
-            backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
-                               self.lr, self.momentum, 0.0, scale)
+            self.apply(backend, name, layer, dW, db, None if sq_norms is None else sq_norms[j])
+
+    def apply(self, backend, name, layer, dW, db, sq_norm=None):
+        """Update one layer in place from its gradient ``(dW, db)``.
+
+        ``sq_norm``: ``||dW||^2 + ||db||^2`` when already known (normGrad only); computed from
+        the arrays otherwise. :meth:`medalpy.backprop.Pass.train_step` calls this once per
+        layer, as soon as the layer's gradient is final.
+        """
+        scale = 1.0
+        if self.normalise_gradients:
+            sq = (backend.sum_of_squares(dW) + backend.sum_of_squares(db)
+                  if sq_norm is None else sq_norm)
+            norm = math.sqrt(sq)
+            scale = 1.0 / norm if norm > 0.0 else 1.0
+        backend.sgd_update(layer.W, dW, self._velocity(backend, f"{name}.W", layer.W),
+                           self.lr, self.momentum, self.weight_decay, scale)
+        backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
+                           self.lr, self.momentum, 0.0, scale)
+
+    def apply_product(self, backend, name, layer, A, delta, db, sq_norm):
+        """:meth:`apply` with ``dW = A.T @ delta`` left for the backend to form as it updates
+        (``sgd_update_product``: never stored whole on the cpu backend).
+
+        ``sq_norm`` must be given when normalising (the norm cannot come from ``dW``).
+        """
+        scale = 1.0
+        if self.normalise_gradients:
+            norm = math.sqrt(sq_norm)
+            scale = 1.0 / norm if norm > 0.0 else 1.0
+        backend.sgd_update_product(A, delta, layer.W,
+                                   self._velocity(backend, f"{name}.W", layer.W), self.lr,
+                                   self.momentum, self.weight_decay, scale)
+        backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
+                           self.lr, self.momentum, 0.0, scale)

@@ -213,12 +213,11 @@ class Trainer:
                 else:
                     target = X_target[:n]
                     k.gather(source, rows, target)
-                loss = train_pass.backward(X_in[:n], target)
+                loss = train_pass.train_step(X_in[:n], target, self.optimiser)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
                         "lower the learning rate (the last checkpoint is intact)")
-                self.optimiser.update(k, train_pass)
                 total += loss * n
             if supervised:
                 val = self._validation_error(val_pass, val_source)

@@ -68,3 +68,47 @@ def test_gradient_norms_from_the_pass_equal_the_direct_ones(backend, n):
               p.named_gradients()]
     assert len(direct) == 2
     np.testing.assert_allclose(p.gradient_sq_norms(), direct, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("normalise", [True, False])
+@pytest.mark.parametrize("n", [5, 40])  # the Gram-matrix norm and the direct one
+@pytest.mark.parametrize("frozen", [False, True])
+def test_train_step_equals_backward_then_update(backend, normalise, n, frozen):
+    """Pass.train_step updates each layer as soon as its gradient is final, through one
+    shared gradient buffer; three steps of it must equal backward() + SGD.update()."""
+    from medalpy.backprop import GRAM_MAX_BATCH, Pass
+    from medalpy.network import Network
+
+    assert (n <= GRAM_MAX_BATCH) != (n > GRAM_MAX_BATCH)
+    k = get_backend(backend)
+    rng = np.random.default_rng(1)
+    nets = []
+    for _ in range(2):
+        net = Network(9, dtype="float64")
+        net.add_encoder(7, np.random.default_rng(2))
+        net.add_encoder(6, np.random.default_rng(3))
+        net.attach_decoder(np.random.default_rng(4))
+        if frozen:
+            net.freeze(0)
+        nets.append(net)
+    passes = [Pass(k, net.path(), 40, net.head, np.float64) for net in nets]
+    optimisers = [SGD(0.1, 0.9, 1e-3, normalise) for _ in nets]
+    for _ in range(3):
+        X, T = rng.uniform(size=(n, 9)), rng.uniform(size=(n, 9))
+        loss_a = passes[0].backward(X, T)
+        optimisers[0].update(k, passes[0])
+        loss_b = passes[1].train_step(X, T, optimisers[1])
+        assert loss_b == pytest.approx(loss_a, rel=1e-12)
+    start = Network(9, dtype="float64")
+    start.add_encoder(7, np.random.default_rng(2))
+    params = [net.parameters() for net in nets]
+    for name, value in params[0].items():
+        np.testing.assert_allclose(params[1][name], value, rtol=1e-12, atol=1e-15)
+    # The frozen encoder did not move; a trainable one did.
+    assert np.array_equal(params[1]["encoder.0.W"], start.encoders[0].W) == frozen
+    assert optimisers[0].velocity.keys() == optimisers[1].velocity.keys()
+    assert len(optimisers[0].velocity) == (4 if frozen else 6)
+    for name, v in optimisers[0].velocity.items():
+        np.testing.assert_allclose(optimisers[1].velocity[name], v, rtol=1e-12, atol=1e-15)
+        assert np.any(v != 0)

@@ -29,12 +29,10 @@ def step_seconds(widths_in_out, head="decoder", batch=20, steps=20, backend="cpu
          else rng.uniform(size=(batch, widths_in_out[-1])).astype(np.float32))
     opt = SGD(0.01, 0.9, 1e-3)
     for _ in range(3):
-        p.backward(X, T)
-        opt.update(k, p)
+        p.train_step(X, T, opt)
     t0 = time.perf_counter()
     for _ in range(steps):
-        p.backward(X, T)
-        opt.update(k, p)
+        p.train_step(X, T, opt)
     return (time.perf_counter() - t0) / steps
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from numba.core import types
 from numba.extending import intrinsic, overload
 
+from medalpy.kernels import blas
 from medalpy.config import (
     NOISE_BITS,
     SPLITMIX_GAMMA,
@@ -330,19 +331,87 @@ def gather_masked(X, rows, rate, seed, epoch, out):
 # ----------------------------------------------------------------------------------------
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gemm_lanes(A, B, C, trans_a, trans_b, lanes):
+    # C = op(A) op(B), row-major, split by columns into ``lanes`` blocks (multiples of 16
+    # columns, 64 bytes), each one single-threaded BLAS call on its own thread. Leading
+    # dimensions come from the row strides, so row slices of workspaces need no copy.
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    size = C.itemsize
+    lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
+    ta = blas.TRANS if trans_a else blas.NO_TRANS
+    tb = blas.TRANS if trans_b else blas.NO_TRANS
+    width = ((n + lanes - 1) // lanes + 15) // 16 * 16
+    a = A.ctypes.data
+    for lane in numba.prange(lanes):
+        j0 = lane * width
+        if j0 < n:
+            cols = min(width, n - j0)
+            # Column j0 of op(B) starts at row j0 of B when B is transposed.
+            b = B.ctypes.data + size * (j0 * ldb if trans_b else j0)
+            c = C.ctypes.data + size * j0
+            if size == 4:
+                blas.sgemm(blas.ROW_MAJOR, ta, tb, m, cols, k, np.float32(1.0), a, lda, b,
+                           ldb, np.float32(0.0), c, ldc)
+            else:
+                blas.dgemm(blas.ROW_MAJOR, ta, tb, m, cols, k, 1.0, a, lda, b, ldb, 0.0, c,
+                           ldc)
+
+
+def _rows_contiguous(a):
+    """Row-major with unit column stride (a row slice of a C array is), non-empty."""
+    return a.strides[1] == a.itemsize and a.strides[0] >= a.shape[1] * a.itemsize > 0
+
+
+def _gemm(A, B, out, trans_a, trans_b):
+    # Narrow outputs (the n x n Gram matrices of gradient_sq_norms) are not worth a second
+    # thread: one call, on the caller's thread.
+    if (_LANES_READY and out.shape[1] >= _LANES_MIN_COLUMNS and out.dtype == A.dtype == B.dtype
+            and out.dtype in _GEMM_DTYPES and A.size and _rows_contiguous(A)
+            and _rows_contiguous(B) and _rows_contiguous(out)):
+        _gemm_lanes(A, B, out, trans_a, trans_b, _lanes())
+    else:
+        np.matmul(A.T if trans_a else A, B.T if trans_b else B, out=out)
+
+
+def use_threads(n):
+    """Run the cpu backend's products on ``n`` lanes (Numba threads), each calling a
+    single-threaded OpenBLAS. Called on import with Numba's thread count (the cores, or
+    ``NUMBA_NUM_THREADS``). Sets NumPy's OpenBLAS to one thread for the whole process: a
+    multi-threaded BLAS inside each lane would oversubscribe the cores."""
+    global _LANES_READY
+    numba.set_num_threads(int(n))
+    _LANES_READY = blas.AVAILABLE
+    if blas.AVAILABLE:
+        blas.set_threads(1)
+
+
+def _lanes():
+    """Threads for a parallel kernel: Numba's count when BLAS is single-threaded, else 1
+    (Numba threads beside a multi-threaded OpenBLAS's spinning ones were 10-15x slower)."""
+    return numba.get_num_threads() if _LANES_READY else 1
+
+
+_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_LANES_MIN_COLUMNS = 64
+_LANES_READY = False
+use_threads(numba.get_num_threads())
+
+
 def matmul(A, B, out):
     """``out = A @ B``: the forward product, (n, k) @ (k, m) -> (n, m)."""
-    np.matmul(A, B, out=out)
+    _gemm(A, B, out, False, False)
 
 
 def matmul_tn(A, B, out):
     """``out = A.T @ B``: the weight gradient ``H_{l-1}^T delta_l``, (n, k)^T (n, m) -> (k, m)."""
-    np.matmul(A.T, B, out=out)
+    _gemm(A, B, out, True, False)
 
 
 def matmul_nt(A, B, out):
     """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
-    np.matmul(A, B.T, out=out)
+    _gemm(A, B, out, False, True)
 
 
 @_inline
@@ -364,6 +433,18 @@ def _bias_sigmoid_kernel(Z, b, out):
             out[i, j] = _sigmoid(z, one)
 
 
+@_jit
+def _bias_sigmoid_inplace_kernel(Z, b):
+    # The same as _bias_sigmoid_kernel with out = Z, written with one array: given two, LLVM
+    # checks at run time whether they overlap and, when they do, runs its scalar loop
+    # (3x slower here than the vectorised one).
+    one = Z.dtype.type(1)
+    n, d = Z.shape
+    for i in range(n):
+        for j in range(d):
+            Z[i, j] = _sigmoid(Z[i, j] + b[j], one)
+
+
 def add_bias_sigmoid(Z, b, out):
     """Add the bias and squash: ``Z += b``; ``out = sigma(Z)``.
 
@@ -373,7 +454,10 @@ def add_bias_sigmoid(Z, b, out):
     b : (D,) float.
     out : (B, D) float, modified in place; may be ``Z`` itself.
     """
-    _bias_sigmoid_kernel(Z, b, out)
+    if out is Z:
+        _bias_sigmoid_inplace_kernel(Z, b)
+    else:
+        _bias_sigmoid_kernel(Z, b, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
@@ -517,9 +601,23 @@ def _sigmoid_backward_kernel(dH, H, out):
             out[i, j] = dH[i, j] * h * (one - h)
 
 
+@_jit
+def _sigmoid_backward_inplace_kernel(dH, H):
+    # out = dH with one array, for the reason given at _bias_sigmoid_inplace_kernel.
+    one = dH.dtype.type(1)
+    n, d = H.shape
+    for i in range(n):
+        for j in range(d):
+            h = H[i, j]
+            dH[i, j] = dH[i, j] * h * (one - h)
+
+
 def sigmoid_backward(dH, H, out):
     """Through the sigmoid: ``out = dH * H * (1 - H)`` (``out`` may be ``dH``)."""
-    _sigmoid_backward_kernel(dH, H, out)
+    if out is dH:
+        _sigmoid_backward_inplace_kernel(dH, H)
+    else:
+        _sigmoid_backward_kernel(dH, H, out)
 
 
 @_jit
@@ -577,7 +675,8 @@ def sum_of_squares(G):
 def _sgd_kernel(P, G, V, lr, momentum, decay, scale):
     # One pass over P, G, V, with the reference's operations in the reference's order. The
     # scalars arrive as Python floats (cheap to dispatch) and are rounded to the arrays'
-    # dtype here, as NumPy rounds a Python scalar operand.
+    # dtype here, as NumPy rounds a Python scalar operand. Serial: split over two threads
+    # it ran no faster (the pass is bound by memory bandwidth, which one core fills here).
     t = P.dtype.type
     lr, momentum, decay, scale = t(lr), t(momentum), t(decay), t(scale)
     p, g, v = P.reshape(-1), G.reshape(-1), V.reshape(-1)
@@ -608,3 +707,77 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     V *= t(momentum)
     V += t(lr) * (t(scale) * G + t(decay) * P)
     P -= V
+
+
+#: Rows of the weight gradient computed per block by :func:`sgd_update_product`: a block of
+#: (32, 1000) float32 is 128 KB, which stays in a core's 512 KB L2 cache while it is applied.
+PRODUCT_BLOCK_ROWS = 32
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _sgd_product_kernel(A, delta, P, V, lr, momentum, decay, scale, scratch, block, lanes):
+    # G = A^T delta, PRODUCT_BLOCK_ROWS rows at a time, each block written by a
+    # single-threaded BLAS call into this lane's scratch and applied to P and V at once:
+    # P and V are read and written once, and G never leaves the cache. Lanes take
+    # contiguous row ranges of P.
+    n, k = A.shape
+    m = delta.shape[1]
+    t = P.dtype.type
+    lr, momentum, decay, scale = t(lr), t(momentum), t(decay), t(scale)
+    size = P.itemsize
+    lda, ldd = A.strides[0] // size, delta.strides[0] // size
+    per_lane = (k + lanes - 1) // lanes
+    for lane in numba.prange(lanes):
+        g = scratch[lane]
+        stop = min(k, (lane + 1) * per_lane)
+        for r0 in range(lane * per_lane, stop, block):
+            rows = min(block, stop - r0)
+            a = A.ctypes.data + size * r0  # column r0 of A is row r0 of A^T
+            if size == 4:
+                blas.sgemm(blas.ROW_MAJOR, blas.TRANS, blas.NO_TRANS, rows, m, n,
+                           np.float32(1.0), a, lda, delta.ctypes.data, ldd, np.float32(0.0),
+                           g.ctypes.data, m)
+            else:
+                blas.dgemm(blas.ROW_MAJOR, blas.TRANS, blas.NO_TRANS, rows, m, n, 1.0, a, lda,
+                           delta.ctypes.data, ldd, 0.0, g.ctypes.data, m)
+            for i in range(rows):
+                p = P[r0 + i]
+                v = V[r0 + i]
+                for j in range(m):
+                    vj = momentum * v[j] + lr * (scale * g[i * m + j] + decay * p[j])
+                    v[j] = vj
+                    p[j] = p[j] - vj
+
+
+def _scratch_array(name, size, dtype):
+    """A per-thread scratch vector of at least ``size`` elements, by name, reused."""
+    name = f"{name}_{np.dtype(dtype).char}"
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype)
+        setattr(_scratch, name, buf)
+    return buf
+
+
+def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
+    """:func:`sgd_update` with the weight gradient ``G = A.T @ delta`` (see the reference).
+
+    With NumPy's OpenBLAS callable (:mod:`medalpy.kernels.blas`), ``G`` is computed
+    :data:`PRODUCT_BLOCK_ROWS` rows at a time on each lane and each block applied at once:
+    the weight-sized gradient is never written to memory, and the pass over ``P`` and ``V``
+    (memory-bound) overlaps the products. Otherwise ``matmul_tn`` into a scratch matrix,
+    then :func:`sgd_update`.
+    """
+    if (_LANES_READY and A.dtype == delta.dtype == P.dtype == V.dtype
+            and P.dtype in _GEMM_DTYPES and A.size and delta.size
+            and _rows_contiguous(A) and _rows_contiguous(delta)
+            and P.flags.c_contiguous and V.flags.c_contiguous):
+        lanes, size = _lanes(), PRODUCT_BLOCK_ROWS * P.shape[1]
+        scratch = _scratch_array("blocks", lanes * size, P.dtype)[:lanes * size]
+        _sgd_product_kernel(A, delta, P, V, float(lr), float(momentum), float(decay),
+                            float(scale), scratch.reshape(lanes, size), PRODUCT_BLOCK_ROWS,
+                            lanes)
+        return
+    G = _scratch_array("gradient", P.size, P.dtype)[:P.size].reshape(P.shape)
+    matmul_tn(A, delta, G)
+    sgd_update(P, G, V, lr, momentum, decay, scale)

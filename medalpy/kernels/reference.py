@@ -281,3 +281,19 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     V *= momentum
     V += lr * (scale * G + decay * P)
     P -= V
+
+
+def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
+    """:func:`sgd_update` of a weight matrix whose gradient is the product ``G = A.T @ delta``.
+
+    Parameters
+    ----------
+    A : (n, k) float, the activations below the layer (its input).
+    delta : (n, m) float, the layer's error.
+    P, V : (k, m) float, the weights and their velocity; modified in place.
+    lr, momentum, decay, scale : as for :func:`sgd_update`.
+
+    The result is that of ``matmul_tn`` followed by ``sgd_update``; the fast backends compute
+    ``G`` a few rows at a time and apply each block at once, so that it never reaches memory.
+    """
+    sgd_update(P, A.T @ delta, V, lr, momentum, decay, scale)

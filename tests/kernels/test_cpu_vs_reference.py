@@ -26,6 +26,7 @@ reductions. Hence:
 """
 
 import inspect
+import os
 
 import numpy as np
 import pytest
@@ -125,20 +126,29 @@ def test_gather_masked(dtype, rate):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_matmuls(dtype):
+@pytest.mark.parametrize("n, k, m", [(20, 78, 100), (3, 5, 7), (1, 1, 1), (33, 17, 1001)])
+def test_matmuls(dtype, n, k, m):
+    """The cpu backend's products (BLAS called per column block, see kernels/blas.py) against
+    the reference's ``np.matmul``. Sums in another order differ by rounding only: each
+    element within the standard bound ``k eps (|A| |B|)``. Outputs are row slices of larger
+    workspaces, as in a training step's last partial batch."""
     rng = np.random.default_rng(103)
-    H = rng.random((20, 78)).astype(dtype)
-    W = rng.normal(size=(78, 100)).astype(dtype)
-    delta = rng.normal(size=(20, 100)).astype(dtype)
-    for fn, A, Bm, shape in [
-        ("matmul", H, W, (20, 100)),
-        ("matmul_tn", H, delta, (78, 100)),
-        ("matmul_nt", delta, W, (20, 78)),
+    H = rng.random((n, k)).astype(dtype)
+    W = rng.normal(size=(k, m)).astype(dtype)
+    delta = rng.normal(size=(n, m)).astype(dtype)
+    eps = np.finfo(dtype).eps
+    for fn, A, Bm, shape, bound in [
+        ("matmul", H, W, (n, m), np.abs(H) @ np.abs(W)),
+        ("matmul_tn", H, delta, (k, m), np.abs(H).T @ np.abs(delta)),
+        ("matmul_nt", delta, W, (n, k), np.abs(delta) @ np.abs(W).T),
     ]:
-        got, want = np.empty(shape, dtype), np.empty(shape, dtype)
+        workspace = np.full((shape[0] + 2, shape[1]), np.nan, dtype)
+        got, want = workspace[:shape[0]], np.empty(shape, dtype)
         getattr(cpu, fn)(A, Bm, got)
         getattr(ref, fn)(A, Bm, want)
-        np.testing.assert_allclose(got, want, rtol=_rtol(dtype), atol=0, err_msg=fn)
+        inner = Bm.shape[0] if fn != "matmul_nt" else Bm.shape[1]
+        assert np.all(np.abs(got - want) <= inner * eps * bound), fn
+        assert np.isnan(workspace[shape[0]:]).all(), f"{fn} wrote outside its rows"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -270,7 +280,10 @@ def test_sum_of_squares(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
-    "shape, decay, scale", [((784, 100), 1e-3, 1.0), ((100,), 0.0, 0.37), ((30, 40), 1e-3, 2.5)]
+    "shape, decay, scale",
+    # (784, 100) and (257, 511) are split over two threads, the second in unequal blocks.
+    [((784, 100), 1e-3, 1.0), ((257, 511), 1e-3, 0.5), ((100,), 0.0, 0.37),
+     ((30, 40), 1e-3, 2.5)],
 )
 def test_sgd_update(dtype, shape, decay, scale):
     rng = np.random.default_rng(110)
@@ -343,3 +356,45 @@ def test_out_of_range_indices_raise():
     Z = np.zeros((2, 3), np.float32)
     with pytest.raises(IndexError):
         cpu.softmax_cross_entropy(Z, np.array([0, 3]), np.empty_like(Z))
+
+
+def test_products_call_numpys_openblas_on_lanes_unless_told_not_to():
+    """NumPy's wheels bundle an ILP64 OpenBLAS; the cpu backend must find it (else every
+    product silently takes the np.matmul path), and MEDALPY_CPU_GEMM=numpy must turn it off
+    with the same results."""
+    import subprocess
+    import sys
+
+    from medalpy.kernels import blas
+
+    assert blas.AVAILABLE and cpu._LANES_READY
+    assert all(n == 1 for name, n in blas.get_threads().items() if "scipy_openblas64" in name)
+    code = ("import numpy as np; from medalpy.kernels import blas, cpu; "
+            "A = np.arange(12.).reshape(3, 4); B = np.ones((4, 5)); C = np.empty((3, 5)); "
+            "cpu.matmul(A, B, C); assert (C == A @ B).all(); print(blas.AVAILABLE)")
+    env = dict(os.environ, MEDALPY_CPU_GEMM="numpy")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k, m", [(20, 784, 100), (3, 5, 7), (40, 70, 33), (1, 65, 130)])
+def test_sgd_update_product(dtype, n, k, m):
+    """The fused weight-gradient + SGD kernel (G = A^T delta formed block by block and never
+    stored) against the reference's matmul + sgd_update, over a few steps; row slices of
+    workspaces as inputs. float64 agrees to rounding; float32 within a few ulps of the
+    gradient's scale times lr (the blocks' products may sum in another order)."""
+    rng = np.random.default_rng(113)
+    A = rng.random((n + 2, k)).astype(dtype)[:n]
+    delta = rng.normal(size=(n + 1, m)).astype(dtype)[:n]
+    P, V = rng.normal(size=(k, m)).astype(dtype), 0.1 * rng.normal(size=(k, m)).astype(dtype)
+    Pc, Vc, Pr, Vr = P.copy(), V.copy(), P.copy(), V.copy()
+    for _ in range(3):
+        cpu.sgd_update_product(A, delta, Pc, Vc, 0.1, 0.9, 1e-3, 0.7)
+        ref.sgd_update_product(A, delta, Pr, Vr, 0.1, 0.9, 1e-3, 0.7)
+    bound = n * np.finfo(dtype).eps * float((np.abs(A).T @ np.abs(delta)).max()) * 0.1 * 0.7
+    tol = 3 * (bound + np.finfo(dtype).eps * max(np.abs(Pr).max(), 1.0))
+    assert np.abs(Pc - Pr).max() <= tol
+    assert np.abs(Vc - Vr).max() <= tol
+    assert not np.array_equal(Pc, P)
