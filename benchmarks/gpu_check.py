@@ -43,6 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+if not hasattr(np, "row_stack"):  # numba-cuda 0.30.4 on NumPy 2.5: see medalpy/kernels/cuda.py
+    np.row_stack = np.vstack
+
 ROOT = Path(__file__).resolve().parents[1]
 # Sizes that --tiny shrinks: input width, hidden width, rows of each timing cell's source.
 SIZES = {"D": 784, "H": 1000, "n_source": 20000}

@@ -52,6 +52,12 @@ _HINT = ("the cuda backend needs the numba-cuda package and a CUDA GPU; install 
          "NUMBA_ENABLE_CUDASIM=1 before starting Python to run its kernels on numba's CUDA "
          "simulator (slow; meant for tests)")
 
+# numba-cuda 0.30.4 registers an overload for np.row_stack when it first compiles a kernel;
+# NumPy 2.5 removed that alias of np.vstack, and every kernel compilation then fails with
+# AttributeError (seen on a GPU machine with numpy 2.5.2). Restore the alias for it.
+if not hasattr(np, "row_stack"):
+    np.row_stack = np.vstack
+
 try:
     from numba import cuda
 except ImportError as exc:  # numba-cuda missing, or a numba without its CUDA target
