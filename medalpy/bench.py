@@ -258,9 +258,24 @@ def machine():
             "cpus": os.cpu_count(), "numpy": np.__version__, "numba": numba.__version__}
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu"] = next((line.split(":", 1)[1].strip() for line in f
-                                if line.startswith("model name")), None)
+            fields = {}
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+        info["cpu"] = fields.get("model name")
+        info["cpu_family_model"] = f"{fields.get('cpu family')}/{fields.get('model')}"
+        flags = fields.get("flags", "").split()
+        # The widest vector units: what the BLAS kernels can use (AVX-512 or not matters).
+        info["simd"] = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags),
+                            None)
+        info["cache"] = fields.get("cache size")
     except OSError:
+        pass
+    try:
+        from medalpy.kernels import blas
+
+        info["openblas_core"] = blas.core_name()
+    except Exception:  # informational only
         pass
     try:
         info["load_average"] = list(os.getloadavg())
@@ -393,7 +408,12 @@ def format_table(result):
              f"NumPy's BLAS) {result['gemm_peak_gflops']:.0f} GFLOP/s"]
     if "torch_gemm_peak_gflops" in result:
         notes[0] += f", torch {result['torch_gemm_peak_gflops']:.0f} GFLOP/s"
-    load = result["machine"].get("load_average")
+    m = result["machine"]
+    if m.get("cpu"):
+        notes.append(f"CPU: {m['cpu']} (family/model {m.get('cpu_family_model')}, "
+                     f"{m.get('cpus')} cores, {m.get('simd')}, OpenBLAS kernel "
+                     f"{m.get('openblas_core')})")
+    load = m.get("load_average")
     if load:
         notes.append(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     memory = result.get("memory")

@@ -91,6 +91,18 @@ def _find():
 AVAILABLE = _find()
 
 
+def core_name():
+    """The CPU kernel NumPy's OpenBLAS chose at load time (e.g. ``Haswell``, ``SkylakeX``)."""
+    lib, _ = _numpy_openblas()
+    for name in ("scipy_openblas_get_corename64_", "openblas_get_corename64_",
+                 "openblas_get_corename"):
+        fn = getattr(lib, name, None) if lib is not None else None
+        if fn is not None:
+            fn.restype = ctypes.c_char_p
+            return fn().decode()
+    return None
+
+
 def _thread_functions():
     """[(library name, set_num_threads, get_num_threads)] for every loaded OpenBLAS."""
     found = []

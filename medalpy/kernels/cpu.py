@@ -1,25 +1,38 @@
-"""The ``cpu`` backend: BLAS for matrix products, fused serial Numba passes for the rest.
+"""The ``cpu`` backend: BLAS for matrix products, fused Numba passes for the rest.
 
 Every public function has the name, signature and semantics of its twin in
 :mod:`medalpy.kernels.reference` (the oracle; read it for the equations). What differs is how
 the work is done:
 
-- Matrix products go to BLAS through ``np.matmul(..., out=)``: no temporaries, no copies of
-  weight-sized arrays.
+- Matrix products call NumPy's own OpenBLAS directly from Numba (:mod:`medalpy.kernels.blas`)
+  on *lanes*: the output's columns are split into one block per Numba thread, and each
+  thread makes one single-threaded BLAS call on its block. At the paper's batch sizes the
+  products are skinny (10-20 rows), and a 2-threaded OpenBLAS splits them worse than this
+  (README, performance). OpenBLAS is set to one thread while the backend is loaded
+  (:func:`use_threads`); no temporaries, no copies of weight-sized arrays.
+- The weight gradient of a layer is never stored whole in a training step:
+  :func:`sgd_update_product` forms it a block of rows at a time into a small scratch on
+  each lane and applies the SGD step to that block at once, so the weights and velocities
+  are read and written once and the gradient stays in cache (a step's memory traffic, not
+  its arithmetic, was what the update cost).
 - Each element-wise step is one pass over memory in a module-level ``@njit(cache=True)``
   function: bias + sigmoid; cross-entropy loss and output delta together, from the
   pre-activations; softmax + NLL + delta; the hidden delta through the sigmoid; the column
   sum; the whole SGD step (momentum, decay, gradient scale) over ``P``, ``G``, ``V`` at once;
-  the gather of a uint8 batch with its 1/255 scaling and its masking noise.
-- The kernels are serial. On these 2-core machines Numba's ``parallel=True`` beside a
-  multi-threaded OpenBLAS was 10-15x slower (see ``shared/PERF-NOTES.md``).
+  the gather of a uint8 batch with its 1/255 scaling and its masking noise. These are
+  serial: they are short, or bound by memory bandwidth that one core fills here.
+- Without a usable OpenBLAS (a NumPy built on another BLAS), products go to ``np.matmul``
+  with NumPy's own threads and nothing runs in parallel in Numba: Numba threads beside a
+  multi-threaded OpenBLAS's spinning ones were 10-15x slower (see ``shared/PERF-NOTES.md``).
 - Arithmetic is done in the dtype of the output array, with the same operations in the same
   order as the reference, so float64 results agree to a few ulps and float32 results to the
-  difference between NumPy's and libm's ``exp``/``log1p`` (about 1 ulp each).
+  difference between NumPy's and libm's ``exp``/``log1p`` (about 1 ulp each) and, in
+  products, to the order of the sums (within the usual ``k eps |A||B|`` bound).
 - Masking noise is the reference's counter-based splitmix64 hash, evaluated inline:
   a unit's mask bit depends only on (seed, epoch, sample index, feature index).
 
-No kernel allocates an array; the caller allocates workspaces once per phase.
+No kernel allocates an array in a training step; the caller allocates workspaces once per
+phase, and the few scratch buffers here are made once per thread and reused.
 """
 
 import math
@@ -380,22 +393,23 @@ def use_threads(n):
     single-threaded OpenBLAS. Called on import with Numba's thread count (the cores, or
     ``NUMBA_NUM_THREADS``). Sets NumPy's OpenBLAS to one thread for the whole process: a
     multi-threaded BLAS inside each lane would oversubscribe the cores."""
-    global _LANES_READY
+    global _LANES, _LANES_READY
     numba.set_num_threads(int(n))
-    _LANES_READY = blas.AVAILABLE
+    _LANES, _LANES_READY = int(n), blas.AVAILABLE
     if blas.AVAILABLE:
         blas.set_threads(1)
 
 
 def _lanes():
-    """Threads for a parallel kernel: Numba's count when BLAS is single-threaded, else 1
-    (Numba threads beside a multi-threaded OpenBLAS's spinning ones were 10-15x slower)."""
-    return numba.get_num_threads() if _LANES_READY else 1
+    """Threads for a parallel kernel: :func:`use_threads`'s count when BLAS is
+    single-threaded, else 1 (Numba threads beside a multi-threaded OpenBLAS's spinning ones
+    were 10-15x slower). Kept in a global: ``numba.get_num_threads()`` costs ~1% of a step."""
+    return _LANES if _LANES_READY else 1
 
 
 _GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _LANES_MIN_COLUMNS = 64
-_LANES_READY = False
+_LANES, _LANES_READY = 1, False
 use_threads(numba.get_num_threads())
 
 
