@@ -36,11 +36,10 @@ class Pass:
 
     - :meth:`backward` leaves every trainable layer's gradient in its own buffer
       (:attr:`grads`), for gradient checks and for optimisers that want them all at once;
-    - :meth:`train_step` hands each layer's gradient to an optimiser as soon as it is final
-      and reuses one weight-gradient buffer for every layer. The step's working set is then
-      the weights, the velocities and one layer's gradient: for gradual phase 2
-      (784-1000-1000-784, float32) 25 MB instead of 35 MB, which fits in this machine's
-      32 MB L3 cache (see :data:`medalpy.bench` and README's performance section).
+    - :meth:`train_step` (what the trainer runs) updates each layer through the optimiser as
+      soon as its gradient is final; where the gradient's norm is known without ``dW``, the
+      backend forms ``dW`` inside the update and never stores it (README, performance), and
+      otherwise one weight-gradient buffer serves every layer.
 
     Parameters
     ----------
