@@ -20,7 +20,7 @@ the work is done:
   pre-activations; softmax + NLL + delta; the hidden delta through the sigmoid; the column
   sum; the whole SGD step (momentum, decay, gradient scale) over ``P``, ``G``, ``V`` at once;
   the gather of a uint8 batch with its 1/255 scaling and its masking noise. These are
-  serial: they are short, or bound by memory bandwidth that one core fills here.
+  serial: they are short, and the one long one (the SGD pass) ran no faster on two threads.
 - Without a usable OpenBLAS (a NumPy built on another BLAS), products go to ``np.matmul``
   with NumPy's own threads and nothing runs in parallel in Numba: Numba threads beside a
   multi-threaded OpenBLAS's spinning ones were 10-15x slower (see ``shared/PERF-NOTES.md``).
@@ -690,7 +690,7 @@ def _sgd_kernel(P, G, V, lr, momentum, decay, scale):
     # One pass over P, G, V, with the reference's operations in the reference's order. The
     # scalars arrive as Python floats (cheap to dispatch) and are rounded to the arrays'
     # dtype here, as NumPy rounds a Python scalar operand. Serial: split over two threads
-    # it ran no faster (the pass is bound by memory bandwidth, which one core fills here).
+    # it ran no faster here (README, performance).
     t = P.dtype.type
     lr, momentum, decay, scale = t(lr), t(momentum), t(decay), t(scale)
     p, g, v = P.reshape(-1), G.reshape(-1), V.reshape(-1)
