@@ -112,3 +112,39 @@ def test_train_step_equals_backward_then_update(backend, normalise, n, frozen):
     for name, v in optimisers[0].velocity.items():
         np.testing.assert_allclose(optimisers[1].velocity[name], v, rtol=1e-12, atol=1e-15)
         assert np.any(v != 0)
+
+
+@pytest.mark.parametrize("n", [1, 20, 33])
+@pytest.mark.parametrize("head", ["decoder", "classifier"])
+def test_train_step_float32_wide_layers_on_the_cpu_lanes(head, n):
+    """The same equality in float32 with layers wide enough (>= 64 columns) that the cpu
+    backend's products run on lanes, for both heads and a one-row batch: the two forms may
+    differ only by float32 rounding of sums taken in another order."""
+    from medalpy.backprop import Pass
+    from medalpy.network import Network
+
+    k = get_backend("cpu")
+    rng = np.random.default_rng(5)
+    nets = []
+    for _ in range(2):
+        net = Network(90, dtype="float32")
+        net.add_encoder(80, np.random.default_rng(6))
+        net.add_encoder(70, np.random.default_rng(7))
+        if head == "decoder":
+            net.attach_decoder(np.random.default_rng(8))
+        else:
+            net.attach_classifier(10, np.random.default_rng(8))
+        nets.append(net)
+    passes = [Pass(k, net.path(), 40, net.head, np.float32) for net in nets]
+    optimisers = [SGD(0.1, 0.9, 1e-3, True) for _ in nets]
+    for _ in range(3):
+        X = rng.uniform(size=(n, 90)).astype(np.float32)
+        T = (rng.integers(0, 10, size=n) if head == "classifier"
+             else rng.uniform(size=(n, 90)).astype(np.float32))
+        loss_a = passes[0].backward(X, T)
+        optimisers[0].update(k, passes[0])
+        loss_b = passes[1].train_step(X, T, optimisers[1])
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    params = [net.parameters() for net in nets]
+    for name, value in params[0].items():
+        np.testing.assert_allclose(params[1][name], value, rtol=0, atol=1e-5, err_msg=name)
