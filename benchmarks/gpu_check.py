@@ -137,7 +137,6 @@ def train_epochs(k, chain, source, epochs, batch_size, seed, normalise, first_ep
     D = source.shape[1]
     p = Pass(k, chain, batch_size, "decoder", np.float32)
     opt = SGD(normalise_gradients=normalise, **MEDAL)
-    named = p.named_gradients()
     X_in, T = k.empty((batch_size, D), np.float32), k.empty((batch_size, D), np.float32)
     N = source.shape[0]
     for epoch in range(first_epoch, first_epoch + epochs):
@@ -147,8 +146,7 @@ def train_epochs(k, chain, source, epochs, batch_size, seed, normalise, first_ep
             n = len(rows)
             k.gather_masked(source, rows, NOISE, seed, epoch, X_in[:n])
             k.gather(source, rows, T[:n])
-            p.backward(X_in[:n], T[:n])
-            opt.step(k, named)
+            p.train_step(X_in[:n], T[:n], opt)  # what the trainer runs
 
 
 def relative_ce(k, chain, X_test):
@@ -179,9 +177,12 @@ def parity(train, test, n_train=5000, widths=(784, 500, 500), epochs=2, batch_si
         k = get_backend(name)
         rng = np.random.default_rng(7)
         X, Xt = k.to_device(train[:n_train]), k.to_device(test[:n_test])
-        enc1, dec1 = make_chain(k, [widths[0], widths[1], widths[0]], rng)
+        # Distinct names: the optimiser keys velocities by name.
+        enc1, dec1 = make_chain(k, [widths[0], widths[1], widths[0]], rng,
+                                ["encoder.0", "decoder.1"])
         train_epochs(k, [enc1, dec1], X, epochs, batch_size, 11, True)
-        enc2, dec2 = make_chain(k, [widths[1], widths[2], widths[0]], rng)
+        enc2, dec2 = make_chain(k, [widths[1], widths[2], widths[0]], rng,
+                                ["encoder.1", "decoder.2"])
         gradual = [enc1, enc2, dec2]
         train_epochs(k, gradual, X, epochs, batch_size, 12, True)
         t0 = time.perf_counter()
@@ -228,7 +229,6 @@ def medalpy_step(phase, batch_size, train, normalise=False, gemm=None):
     chain = make_chain(k, widths, rng)
     p = Pass(k, chain, batch_size, "decoder", np.float32)
     opt = SGD(normalise_gradients=normalise, **MEDAL)
-    named = p.named_gradients()
     X_in = k.empty((batch_size, widths[0]), np.float32)
     T = k.empty((batch_size, widths[0]), np.float32)
     N = source.shape[0]
@@ -242,9 +242,7 @@ def medalpy_step(phase, batch_size, train, normalise=False, gemm=None):
         state["start"] += batch_size
         k.gather_masked(source, rows, NOISE, 1, state["epoch"], X_in)
         k.gather(source, rows, T)
-        loss = p.backward(X_in, T)
-        opt.step(k, named)
-        return loss
+        return p.train_step(X_in, T, opt)  # what the trainer runs
 
     return step
 

@@ -26,6 +26,11 @@ class SGD:
         v = self.velocity.get(name)
         if v is None:
             v = self.velocity[name] = backend.zeros(like.shape, like.dtype)
+        elif v.shape != like.shape or v.dtype != like.dtype:
+            # The kernels trust shapes: a mismatch would write past the end of V.
+            raise ValueError(
+                f"velocity {name!r} is {v.shape} {v.dtype} but the parameter is {like.shape} "
+                f"{like.dtype}: do two layers share the name {name.rsplit('.', 1)[0]!r}?")
         return v
 
     def update(self, backend, train_pass):
@@ -50,6 +55,12 @@ class SGD:
         the arrays otherwise. :meth:`medalpy.backprop.Pass.train_step` calls this once per
         layer, as soon as the layer's gradient is final.
         """
+        if self.normalise_gradients and sq_norm is None and backend.NORMS_ON_DEVICE:
+            backend.sgd_update_normalised(
+                layer.W, dW, self._velocity(backend, f"{name}.W", layer.W), layer.b, db,
+                self._velocity(backend, f"{name}.b", layer.b), self.lr, self.momentum,
+                self.weight_decay)
+            return
         scale = 1.0
         if self.normalise_gradients:
             sq = (backend.sum_of_squares(dW) + backend.sum_of_squares(db)

@@ -148,3 +148,16 @@ def test_train_step_float32_wide_layers_on_the_cpu_lanes(head, n):
     params = [net.parameters() for net in nets]
     for name, value in params[0].items():
         np.testing.assert_allclose(params[1][name], value, rtol=0, atol=1e-5, err_msg=name)
+
+
+def test_two_layers_sharing_a_name_are_refused_not_updated_past_the_velocity():
+    """Velocities are keyed by name and the kernels trust shapes: a second, larger layer of
+    the same name must raise, not write past the end of the first layer's velocity."""
+    k = get_backend("cpu")
+    opt = SGD(0.1, 0.9, 1e-3)
+    small = Layer(np.ones((2, 3)), np.zeros(3))
+    large = Layer(np.ones((4, 3)), np.zeros(3))
+    opt.apply(k, "layer", small, np.ones((2, 3)), np.ones(3))
+    with pytest.raises(ValueError, match="share the name 'layer'"):
+        opt.apply(k, "layer", large, np.ones((4, 3)), np.ones(3))
+    assert np.array_equal(large.W, np.ones((4, 3)))

@@ -256,6 +256,37 @@ def test_sum_of_squares_and_sgd_update(dtype):
                                      4 * eps * (np.abs(P) + np.abs(Vr)) + 1e-300)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sgd_update_normalised_on_the_device(dtype):
+    """normGrad without a host synchronisation: the norm of [dW; db] and the update of W and
+    b on the device, against the host computation SGD.apply does for the other backends."""
+    import math
+
+    rng = np.random.default_rng(9)
+    eps = np.finfo(dtype).eps
+    for shape, zero in (((5, 7), False), ((300, 3), False), ((4, 6), True)):
+        W, dW, VW = (rng.normal(size=shape).astype(dtype) for _ in range(3))
+        b, db, Vb = (rng.normal(size=shape[1]).astype(dtype) for _ in range(3))
+        if zero:
+            dW[...] = 0
+            db[...] = 0
+        sq = ref.sum_of_squares(dW) + ref.sum_of_squares(db)
+        scale = 1.0 / math.sqrt(sq) if sq > 0 else 1.0
+        want = [a.copy() for a in (W, VW, b, Vb)]
+        t = np.dtype(dtype).type
+        ref.sgd_update(want[0], dW, want[1], t(0.1), t(0.9), t(1e-3), t(scale))
+        ref.sgd_update(want[2], db, want[3], t(0.1), t(0.9), t(0.0), t(scale))
+        got = [K.to_device(a) for a in (W, VW, b, Vb)]
+        K.sgd_update_normalised(got[0], K.to_device(dW), got[1], got[2], K.to_device(db),
+                                got[3], 0.1, 0.9, 1e-3)
+        # Each step changes a value by at most lr (|scale * g| <= 1 under normGrad): a few ulps
+        # of that, of the value before and of the value after.
+        for g, w, start in zip(got, want, (W, VW, b, Vb)):
+            bound = 8 * eps * (np.abs(start) + np.abs(w) + 1.0)
+            np.testing.assert_array_less(np.abs(K.to_host(g) - w), bound)
+        assert not np.array_equal(K.to_host(got[0]), W)
+
+
 def _chain(rng, sizes, dtype, backend):
     layers = []
     for n_in, n_out in zip(sizes, sizes[1:]):
@@ -267,8 +298,11 @@ def _chain(rng, sizes, dtype, backend):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("normalise", [False, True])
-def test_pass_and_sgd_on_device_match_numpy(dtype, normalise):
-    """Two SGD steps of a 6-4-3-6 chain (lowest layer frozen): device arrays end to end."""
+@pytest.mark.parametrize("form", ["backward", "train_step"])
+def test_pass_and_sgd_on_device_match_numpy(dtype, normalise, form):
+    """Two SGD steps of a 6-4-3-6 chain (lowest layer frozen): device arrays end to end, as
+    backward() + SGD.step and as the trainer's train_step (on the device, normGrad's norms
+    never reach the host)."""
     sizes, B = [6, 4, 3, 6], 3
     results = {}
     for name in ("numpy", "cuda"):
@@ -285,8 +319,11 @@ def test_pass_and_sgd_on_device_match_numpy(dtype, normalise):
             n = len(rows)
             k.gather_masked(X, rows, 0.25, 3, step, X_in[:n])
             k.gather(X, rows, T[:n])
-            losses.append(p.backward(X_in[:n], T[:n]))
-            opt.step(k, p.named_gradients())
+            if form == "train_step":
+                losses.append(p.train_step(X_in[:n], T[:n], opt))
+            else:
+                losses.append(p.backward(X_in[:n], T[:n]))
+                opt.step(k, p.named_gradients())
         codes = encode(k, [layer for _, layer in chain[:2]], X, batch_size=3)
         results[name] = (losses, [k.to_host(l.W) for _, l in chain],
                          [k.to_host(l.b) for _, l in chain], k.to_host(codes),
