@@ -216,9 +216,7 @@ class Pass:
         _, _, delta_out, backward = self._plan(n)
         loss = self.objective.loss_and_delta(k, Z, target, delta_out)
         normalise = optimiser.normalise_gradients
-        # A backend that takes norms on the device stores dW and lets the optimiser norm it
-        # there (no host synchronisation); otherwise small batches take the Gram norm.
-        by_product = not normalise or (n <= GRAM_MAX_BATCH and not k.NORMS_ON_DEVICE)
+        by_product = not normalise or n <= GRAM_MAX_BATCH
         weight_grads = None if by_product else self._shared_weight_grads_views()
         for i, delta, below, down in backward:
             trainable = i in self.bias_grads
@@ -231,7 +229,7 @@ class Pass:
                 else:
                     dW = weight_grads[i]
                     k.matmul_tn(A, delta, dW)
-                    sq = None if k.NORMS_ON_DEVICE else self._sq_norm(A, delta, dW, db)
+                    sq = self._sq_norm(A, delta, dW, db)
             self._delta_down(down, delta, below)
             if trainable:
                 name, layer = self.names[i], self.layers[i]

@@ -55,12 +55,6 @@ class SGD:
         the arrays otherwise. :meth:`medalpy.backprop.Pass.train_step` calls this once per
         layer, as soon as the layer's gradient is final.
         """
-        if self.normalise_gradients and sq_norm is None and backend.NORMS_ON_DEVICE:
-            backend.sgd_update_normalised(
-                layer.W, dW, self._velocity(backend, f"{name}.W", layer.W), layer.b, db,
-                self._velocity(backend, f"{name}.b", layer.b), self.lr, self.momentum,
-                self.weight_decay)
-            return
         scale = 1.0
         if self.normalise_gradients:
             sq = (backend.sum_of_squares(dW) + backend.sum_of_squares(db)

@@ -53,8 +53,6 @@ from medalpy.config import (
 )
 
 NAME = "cpu"
-#: Gradient norms are host floats here; see the cuda backend's sgd_update_normalised.
-NORMS_ON_DEVICE = False
 
 # Numba types a bare Python int above 2**63 unpredictably and promotes int64 (op) uint64 to
 # float64, so every constant of the hash is a typed np.uint64 global.

@@ -45,9 +45,6 @@ from medalpy.config import (
 from medalpy.kernels import BackendError
 
 NAME = "cuda"
-#: MEDAL's gradient norm is taken on the device (:func:`sgd_update_normalised`): bringing it
-#: to the host cost a synchronisation per layer and step (327 against 551 steps/s on an H200).
-NORMS_ON_DEVICE = True
 
 _HINT = ("the cuda backend needs the numba-cuda package and a CUDA GPU; install medalpy[cuda] "
          "(numba-cuda and the CuPy wheel of the machine's CUDA major version: cupy-cuda12x, "
@@ -724,52 +721,6 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     p, g, v = _flat(P), _flat(G), _flat(V)
     if p.shape[0]:
         _sgd_kernel[_blocks(p.shape[0]), _TPB](p, g, v, t(lr), t(momentum), t(decay), t(scale))
-
-
-@cuda.jit
-def _sgd_scaled_kernel(p, g, v, lr, momentum, decay, scale):
-    # _sgd_kernel with the gradient scale read from device memory (scale[0], P's dtype).
-    i = cuda.grid(1)
-    if i < p.shape[0]:
-        vi = momentum * v[i] + lr * (scale[0] * g[i] + decay * p[i])
-        v[i] = vi
-        p[i] = p[i] - vi
-
-
-@cuda.jit
-def _norm_scale_kernel(partial, scale):
-    # One block: add the partial sums of squares (float64) and store 1 / sqrt(sum), or 1 when
-    # the gradient is zero, rounded to scale's dtype as the host rounds a Python float.
-    tid = cuda.threadIdx.x
-    acc = cuda.shared.array(_RB, float64)
-    s = 0.0
-    for i in range(tid, partial.shape[0], _RB):
-        s += partial[i]
-    acc[tid] = s
-    _block_sum_f64(acc, tid)
-    if tid == 0:
-        total = acc[0]
-        scale[0] = 1.0 / math.sqrt(total) if total > 0.0 else 1.0
-
-
-def sgd_update_normalised(W, dW, VW, b, db, Vb, lr, momentum, decay):
-    """One layer's MEDAL step with normGrad, without leaving the device: ``s = 1 /
-    ||[dW; db]||`` (1 when zero), then :func:`sgd_update` of ``W`` (with ``decay``) and of
-    ``b`` (without), both scaled by ``s``. The same as the host computation in
-    :meth:`medalpy.optim.SGD.apply` up to the order of the float64 sums."""
-    t = W.dtype.type
-    w, g = _flat(dW), _flat(db)
-    blocks = [max(1, min(_SS_BLOCKS, (a.shape[0] + _RB - 1) // _RB)) for a in (w, g)]
-    partial = _device_scratch("normalised", blocks[0] + blocks[1], np.float64)
-    _sum_of_squares_kernel[blocks[0], _RB](w, partial[:blocks[0]])
-    _sum_of_squares_kernel[blocks[1], _RB](g, partial[blocks[0]:])
-    scale = _device_scratch("normalised_scale", 1, W.dtype)
-    _norm_scale_kernel[1, _RB](partial, scale)
-    for P, G, V, d in ((W, dW, VW, decay), (b, db, Vb, 0.0)):
-        p, gg, v = _flat(P), _flat(G), _flat(V)
-        if p.shape[0]:
-            _sgd_scaled_kernel[_blocks(p.shape[0]), _TPB](p, gg, v, t(lr), t(momentum), t(d),
-                                                         scale)
 
 
 _product_scratch = {}

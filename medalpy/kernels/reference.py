@@ -35,8 +35,6 @@ from medalpy.config import (
 )
 
 NAME = "numpy"
-#: Gradient norms are host floats here; see the cuda backend's sgd_update_normalised.
-NORMS_ON_DEVICE = False
 
 # ----------------------------------------------------------------------------------------
 # Arrays: a device backend allocates and copies here; on the CPU these are trivial.
