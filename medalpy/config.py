@@ -38,3 +38,22 @@ def noise_threshold(rate):
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"corruption rate must be in [0, 1), got {rate}")
     return int(rate * (1 << NOISE_BITS))
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64_int(z):
+    """splitmix64 on a Python int (wrapping at 64 bits); no NumPy scalar arithmetic."""
+    z = (z + SPLITMIX_GAMMA) & _MASK64
+    z = ((z ^ (z >> 30)) * SPLITMIX_M1) & _MASK64
+    z = ((z ^ (z >> 27)) * SPLITMIX_M2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def noise_epoch_key(seed, epoch):
+    """``mix(mix(seed) ^ epoch)`` as np.uint64: the part of every row's noise key shared by
+    a batch (the reference's ``row_keys``, computed once per call by the fast backends)."""
+    # np.uint64(...) as the reference: a negative or too large Python int raises there too.
+    seed, epoch = int(np.uint64(seed)), int(np.uint64(epoch))
+    return np.uint64(_splitmix64_int(_splitmix64_int(seed) ^ epoch))

@@ -40,6 +40,7 @@ from medalpy.config import (
     SPLITMIX_GAMMA,
     SPLITMIX_M1,
     SPLITMIX_M2,
+    noise_epoch_key,
     noise_threshold,
 )
 from medalpy.kernels import BackendError
@@ -99,7 +100,6 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 _SHIFT = np.uint64(64 - NOISE_BITS)
-_MASK64 = (1 << 64) - 1
 
 # ----------------------------------------------------------------------------------------
 # Arrays: device memory.
@@ -227,21 +227,6 @@ def _mix(z):
     return z ^ (z >> _S31)
 
 
-def _mix_int(z):
-    """splitmix64 on a Python int, for the per-call part of the key."""
-    z = (z + SPLITMIX_GAMMA) & _MASK64
-    z = ((z ^ (z >> 30)) * SPLITMIX_M1) & _MASK64
-    z = ((z ^ (z >> 27)) * SPLITMIX_M2) & _MASK64
-    return z ^ (z >> 31)
-
-
-def _epoch_key(seed, epoch):
-    """``mix(mix(seed) ^ epoch)`` as np.uint64: the part of every row key shared by a batch."""
-    # np.uint64(...) as the reference: a negative or too large Python int raises there too.
-    seed, epoch = int(np.uint64(seed)), int(np.uint64(epoch))
-    return np.uint64(_mix_int(_mix_int(seed) ^ epoch))
-
-
 # ----------------------------------------------------------------------------------------
 # Batch formation.
 # ----------------------------------------------------------------------------------------
@@ -311,7 +296,7 @@ def gather_masked(X, rows, rate, seed, epoch, out):
     computed on the device. Masked units are set to 0 without rescaling the survivors.
     """
     threshold = np.uint64(noise_threshold(rate))
-    _gather(X, rows, out, True, _epoch_key(seed, epoch), threshold)
+    _gather(X, rows, out, True, noise_epoch_key(seed, epoch), threshold)
 
 
 # ----------------------------------------------------------------------------------------
