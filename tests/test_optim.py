@@ -70,6 +70,21 @@ def test_gradient_norms_from_the_pass_equal_the_direct_ones(backend, n):
     np.testing.assert_allclose(p.gradient_sq_norms(), direct, rtol=1e-12)
 
 
+def _both_forms(k, nets, dtype, normalise, batches, rel):
+    """Train nets[0] with backward() + SGD.update() and nets[1] with Pass.train_step on the
+    same batches, checking the losses agree to ``rel``; returns the two optimisers."""
+    from medalpy.backprop import Pass
+
+    passes = [Pass(k, net.path(), 40, net.head, dtype) for net in nets]
+    optimisers = [SGD(0.1, 0.9, 1e-3, normalise) for _ in nets]
+    for X, T in batches:
+        loss_a = passes[0].backward(X, T)
+        optimisers[0].update(k, passes[0])
+        loss_b = passes[1].train_step(X, T, optimisers[1])
+        assert loss_b == pytest.approx(loss_a, rel=rel)
+    return optimisers
+
+
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 @pytest.mark.parametrize("normalise", [True, False])
 @pytest.mark.parametrize("n", [5, 40])  # the Gram-matrix norm and the direct one
@@ -77,10 +92,10 @@ def test_gradient_norms_from_the_pass_equal_the_direct_ones(backend, n):
 def test_train_step_equals_backward_then_update(backend, normalise, n, frozen):
     """Pass.train_step updates each layer as soon as its gradient is final, through one
     shared gradient buffer; three steps of it must equal backward() + SGD.update()."""
-    from medalpy.backprop import GRAM_MAX_BATCH, Pass
+    from medalpy.backprop import GRAM_MAX_BATCH
     from medalpy.network import Network
 
-    assert (n <= GRAM_MAX_BATCH) != (n > GRAM_MAX_BATCH)
+    assert 5 <= GRAM_MAX_BATCH < 40  # so the two batch sizes take the two norm paths
     k = get_backend(backend)
     rng = np.random.default_rng(1)
     nets = []
@@ -92,14 +107,8 @@ def test_train_step_equals_backward_then_update(backend, normalise, n, frozen):
         if frozen:
             net.freeze(0)
         nets.append(net)
-    passes = [Pass(k, net.path(), 40, net.head, np.float64) for net in nets]
-    optimisers = [SGD(0.1, 0.9, 1e-3, normalise) for _ in nets]
-    for _ in range(3):
-        X, T = rng.uniform(size=(n, 9)), rng.uniform(size=(n, 9))
-        loss_a = passes[0].backward(X, T)
-        optimisers[0].update(k, passes[0])
-        loss_b = passes[1].train_step(X, T, optimisers[1])
-        assert loss_b == pytest.approx(loss_a, rel=1e-12)
+    batches = [(rng.uniform(size=(n, 9)), rng.uniform(size=(n, 9))) for _ in range(3)]
+    optimisers = _both_forms(k, nets, np.float64, normalise, batches, rel=1e-12)
     start = Network(9, dtype="float64")
     start.add_encoder(7, np.random.default_rng(2))
     params = [net.parameters() for net in nets]
@@ -120,7 +129,6 @@ def test_train_step_float32_wide_layers_on_the_cpu_lanes(head, n):
     """The same equality in float32 with layers wide enough (>= 64 columns) that the cpu
     backend's products run on lanes, for both heads and a one-row batch: the two forms may
     differ only by float32 rounding of sums taken in another order."""
-    from medalpy.backprop import Pass
     from medalpy.network import Network
 
     k = get_backend("cpu")
@@ -135,16 +143,10 @@ def test_train_step_float32_wide_layers_on_the_cpu_lanes(head, n):
         else:
             net.attach_classifier(10, np.random.default_rng(8))
         nets.append(net)
-    passes = [Pass(k, net.path(), 40, net.head, np.float32) for net in nets]
-    optimisers = [SGD(0.1, 0.9, 1e-3, True) for _ in nets]
-    for _ in range(3):
-        X = rng.uniform(size=(n, 90)).astype(np.float32)
-        T = (rng.integers(0, 10, size=n) if head == "classifier"
-             else rng.uniform(size=(n, 90)).astype(np.float32))
-        loss_a = passes[0].backward(X, T)
-        optimisers[0].update(k, passes[0])
-        loss_b = passes[1].train_step(X, T, optimisers[1])
-        assert loss_b == pytest.approx(loss_a, rel=1e-5)
+    batches = [(rng.uniform(size=(n, 90)).astype(np.float32),
+                rng.integers(0, 10, size=n) if head == "classifier"
+                else rng.uniform(size=(n, 90)).astype(np.float32)) for _ in range(3)]
+    _both_forms(k, nets, np.float32, True, batches, rel=1e-5)
     params = [net.parameters() for net in nets]
     for name, value in params[0].items():
         np.testing.assert_allclose(params[1][name], value, rtol=0, atol=1e-5, err_msg=name)
