@@ -1,0 +1,177 @@
+"""The measurements behind the cpu backend's design choices, A/B in one process.
+
+Each row times two or three ways of doing the same work of gradual phase 2 (784-1000-1000-784,
+float32) at batch 20, interleaved, and reports the median milliseconds per call:
+
+1. ``products``: the 8 matrix products of one step, on lanes (single-threaded OpenBLAS per
+   Numba thread, the cpu backend's way) against ``np.matmul`` with OpenBLAS's own threads
+   (2, and 1).
+2. ``gradient+update``: the three layers' ``dW = A^T delta`` and SGD update, fused
+   (``sgd_update_product``) against ``matmul_tn`` into a stored ``dW`` then ``sgd_update``.
+3. ``bias+sigmoid in place``: the one-array kernel the backend calls when ``out is Z``,
+   against the two-array kernel given ``out = Z``.
+4. ``step``: one whole training step (gather, forward, loss, backward, normGrad update) as the
+   trainer runs it now (``Pass.train_step`` on lanes) against the earlier design
+   (``Pass.backward`` + ``SGD.update``, ``np.matmul`` on OpenBLAS's 2 threads).
+
+    python benchmarks/cpu_choices.py [--json PATH] [--repeat 7]
+
+The machine is shared and noisy: compare the columns of one run.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import numpy as np
+
+from medalpy.backprop import Pass
+from medalpy.bench import machine
+from medalpy.kernels import blas, cpu
+from medalpy.network import Network
+from medalpy.optim import SGD
+
+B, WIDTHS = 20, (784, 1000, 1000, 784)
+
+
+def lanes():
+    cpu.use_threads(2)
+
+
+def openblas(threads):
+    def enter():
+        cpu._LANES_READY = False  # np.matmul, nothing parallel in Numba
+        blas.set_threads(threads)
+    return enter
+
+
+def timed(cases, repeat, calls):
+    """{name: median ms per call} over ``repeat`` interleaved rounds of ``calls`` calls."""
+    rounds = {name: [] for name in cases}
+    for enter, fn in cases.values():
+        enter()
+        fn()
+    for _ in range(repeat):
+        for name, (enter, fn) in cases.items():
+            enter()
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            rounds[name].append((time.perf_counter() - t0) / calls * 1e3)
+    return {name: statistics.median(r) for name, r in rounds.items()}
+
+
+def products(rng):
+    f = np.float32
+    X, A, D = (rng.random((B, n), dtype=f) for n in (784, 1000, 1000))
+    D3 = rng.random((B, 784), dtype=f)
+    W0, W1, Wd = (rng.random(s, dtype=f) for s in ((784, 1000), (1000, 1000), (1000, 784)))
+    Z1, Z3 = np.empty((B, 1000), f), np.empty((B, 784), f)
+    G0, G1, Gd = np.empty((784, 1000), f), np.empty((1000, 1000), f), np.empty((1000, 784), f)
+
+    def step():
+        cpu.matmul(X, W0, Z1)
+        cpu.matmul(A, W1, Z1)
+        cpu.matmul(A, Wd, Z3)
+        cpu.matmul_nt(D3, Wd, Z1)
+        cpu.matmul_nt(D, W1, Z1)
+        cpu.matmul_tn(A, D3, Gd)
+        cpu.matmul_tn(A, D, G1)
+        cpu.matmul_tn(X, D, G0)
+    return step
+
+
+def gradient_update(rng, fused):
+    f = np.float32
+    shapes = ((784, 1000), (1000, 1000), (1000, 784))
+    A = [rng.random((B, a), dtype=f) for a, _ in shapes]
+    D = [rng.normal(size=(B, b)).astype(f) for _, b in shapes]
+    P = [rng.normal(size=s).astype(f) for s in shapes]
+    V = [0.01 * rng.normal(size=s).astype(f) for s in shapes]
+    G = np.empty(1000 * 1000, f)
+
+    def step():
+        for a, d, p, v in zip(A, D, P, V):
+            if fused:
+                cpu.sgd_update_product(a, d, p, v, 0.1, 0.9, 1e-3, 0.5)
+            else:
+                g = G[:p.size].reshape(p.shape)
+                cpu.matmul_tn(a, d, g)
+                cpu.sgd_update(p, g, v, 0.1, 0.9, 1e-3, 0.5)
+    return step
+
+
+def bias_sigmoid(rng, one_array):
+    Z = rng.normal(size=(B, 1000)).astype(np.float32)
+    b = rng.normal(size=1000).astype(np.float32)
+    if one_array:
+        return lambda: cpu._bias_sigmoid_inplace_kernel(Z, b)
+    return lambda: cpu._bias_sigmoid_kernel(Z, b, Z)
+
+
+def training_step(rng, fused):
+    net = Network(WIDTHS[0])
+    for width in WIDTHS[1:-1]:
+        net.add_encoder(width, rng)
+    net.attach_decoder(rng)
+    p = Pass(cpu, net.path(), B, net.head, np.float32)
+    opt = SGD(0.1, 0.9, 1e-3, True)
+    data = rng.integers(0, 256, size=(60000, WIDTHS[0]), dtype=np.uint8)
+    X_in, X_target = np.empty((B, WIDTHS[0]), np.float32), np.empty((B, WIDTHS[0]), np.float32)
+    order = rng.permutation(len(data))
+    state = {"start": 0}
+
+    def step():
+        rows = order[state["start"]:state["start"] + B]
+        state["start"] = (state["start"] + B) % (len(data) - B)
+        cpu.gather_masked(data, rows, 0.15, 1, 0, X_in)
+        cpu.gather(data, rows, X_target)
+        if fused:
+            p.train_step(X_in, X_target, opt)
+        else:
+            p.backward(X_in, X_target)
+            opt.update(cpu, p)
+    return step
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", default="benchmarks/results/cpu_choices.json")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    rows = {
+        "products": timed({"lanes": (lanes, products(rng)),
+                           "np.matmul, OpenBLAS 2 threads": (openblas(2), products(rng)),
+                           "np.matmul, OpenBLAS 1 thread": (openblas(1), products(rng))},
+                          args.repeat, 100),
+        "gradient+update": timed({"fused": (lanes, gradient_update(rng, True)),
+                                  "stored dW": (lanes, gradient_update(rng, False))},
+                                 args.repeat, 50),
+        "bias+sigmoid in place": timed({"one array": (lanes, bias_sigmoid(rng, True)),
+                                        "two arrays": (lanes, bias_sigmoid(rng, False))},
+                                       args.repeat, 2000),
+        "step": timed({"train_step on lanes": (lanes, training_step(rng, True)),
+                       "backward + update, np.matmul 2 threads":
+                           (openblas(2), training_step(rng, False))},
+                      args.repeat, 100),
+    }
+    lanes()
+    print("| work (gradual phase 2, B = 20, float32) | way | ms per call (median) |")
+    print("| --- | --- | --- |")
+    for work, result in rows.items():
+        for way, ms in result.items():
+            print(f"| {work} | {way} | {ms:.3f} |")
+    info = machine()
+    print(f"\nCPU: {info.get('cpu')} ({info.get('cpu_family_model')}, {info.get('simd')}), "
+          f"load average {info.get('load_average')}")
+    with open(args.json, "w") as f:
+        json.dump({"machine": info, "batch": B, "widths": WIDTHS, "repeat": args.repeat,
+                   "ms_per_call": rows}, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
