@@ -125,14 +125,6 @@ class Pass:
             plan = self._plans[n] = (forward, acts[last], deltas[last], backward)
         return plan
 
-    def _grams(self, n):
-        """Three (n, n) workspaces for the Gram-matrix norm, made once per batch length."""
-        grams = self._plans.get(("gram", n))
-        if grams is None:
-            grams = self._plans[("gram", n)] = [self.backend.empty((n, n), self.dtype)
-                                                for _ in range(3)]
-        return grams
-
     def forward(self, X):
         """Run the chain on ``X`` (n, D_0); returns the output pre-activation view (n, D_L)."""
         k = self.backend
@@ -243,17 +235,13 @@ class Pass:
         """``||dW||^2 + ||db||^2`` of one layer.
 
         For a batch of n <= GRAM_MAX_BATCH rows, ``||dW||^2 = ||A^T delta||_F^2 =
-        trace((A A^T)(delta delta^T))`` comes from two (n, n) Gram matrices: a few small
-        GEMMs, and ``dW`` need not exist (``dW`` may be None). Larger batches read ``dW``.
+        trace((A A^T)(delta delta^T))`` comes from the batch's Gram matrices
+        (``product_sq_norm``), and ``dW`` need not exist (``dW`` may be None). Larger batches
+        read ``dW``.
         """
         k = self.backend
-        n = below.shape[0]
-        if n <= GRAM_MAX_BATCH:
-            G_a, G_d, M = self._grams(n)
-            k.matmul_nt(below, below, G_a)
-            k.matmul_nt(delta, delta, G_d)
-            k.matmul(G_a, G_d, M)
-            w = float(np.trace(k.to_host(M), dtype=np.float64))
+        if below.shape[0] <= GRAM_MAX_BATCH:
+            w = k.product_sq_norm(below, delta)
         else:
             w = k.sum_of_squares(dW)
         return w + k.sum_of_squares(db)

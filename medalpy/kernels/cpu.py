@@ -658,6 +658,30 @@ def _sum_of_squares_kernel(G):
     return s
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+def _product_sq_norm_kernel(A, D):
+    # sum_ij (a_i . a_j)(d_i . d_j) over the rows of A and D, each pair once (the Grams are
+    # symmetric); float64 dot products, which reassociation lets LLVM vectorise.
+    n = A.shape[0]
+    s = 0.0
+    for i in range(n):
+        for j in range(i + 1):
+            ga = 0.0
+            for c in range(A.shape[1]):
+                ga += np.float64(A[i, c]) * np.float64(A[j, c])
+            gd = 0.0
+            for c in range(D.shape[1]):
+                gd += np.float64(D[i, c]) * np.float64(D[j, c])
+            s += ga * gd if i == j else 2.0 * (ga * gd)
+    return s
+
+
+def product_sq_norm(A, delta):
+    """``||A.T @ delta||_F^2`` from the batch's Gram matrices (see the reference), accumulated
+    in float64 without storing them: n (n + 1) / 2 pairs of dot products."""
+    return float(_product_sq_norm_kernel(A, delta))
+
+
 def _contiguous(*arrays):
     for a in arrays:
         if not a.flags.c_contiguous:

@@ -679,6 +679,18 @@ def sum_of_squares(G):
     return _row_sums_to_float(partial, blocks)
 
 
+def product_sq_norm(A, delta):
+    """``||A.T @ delta||_F^2`` from the batch's two (n, n) Gram matrices (see the reference):
+    cuBLAS products into device scratch, summed on the host in float64 (synchronises)."""
+    n = A.shape[0]
+    grams = []
+    for label, X in (("gram_a", A), ("gram_d", delta)):
+        G = _device_scratch(label, n * n, X.dtype).reshape(n, n)
+        matmul_nt(X, X, G)
+        grams.append(to_host(G).astype(np.float64))
+    return float(np.sum(grams[0] * grams[1]))
+
+
 @cuda.jit
 def _sgd_kernel(p, g, v, lr, momentum, decay, scale):
     # One pass over P, G, V, with the reference's operations in the reference's order.

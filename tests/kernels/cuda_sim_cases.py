@@ -234,6 +234,22 @@ def test_sigmoid_backward_column_sum(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_product_sq_norm(dtype):
+    rng = np.random.default_rng(12)
+    for n, k, m in ((6, 40, 30), (1, 5, 3)):
+        A = rng.random((n, k)).astype(dtype)
+        delta = rng.normal(size=(n, m)).astype(dtype)
+        got = K.product_sq_norm(K.to_device(A), K.to_device(delta))
+        # The Gram matrices are computed in the arrays' dtype: each term within a few ulps
+        # of the magnitudes summed.
+        A64, d64 = A.astype(np.float64), delta.astype(np.float64)
+        magnitude = float(np.sum(np.abs(A64 @ A64.T) * np.abs(d64 @ d64.T)))
+        bound = 4 * (k + m) * np.finfo(dtype).eps * magnitude
+        assert isinstance(got, float)
+        assert abs(got - ref.product_sq_norm(A, delta)) <= bound
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_sum_of_squares_and_sgd_update(dtype):
     rng = np.random.default_rng(8)
     for shape in ((5, 7), (7,), (300,)):

@@ -278,6 +278,29 @@ def test_sum_of_squares(dtype):
         assert abs(got - want) <= 1e-13 * want
 
 
+def _gram_magnitude(A, delta):
+    """sum_ij |(A A^T)_ij (delta delta^T)_ij|: the scale of the terms product_sq_norm adds."""
+    A64, d64 = A.astype(np.float64), delta.astype(np.float64)
+    return float(np.sum(np.abs(A64 @ A64.T) * np.abs(d64 @ d64.T)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, k, m", [(20, 1000, 1000), (1, 5, 3), (32, 784, 10), (7, 13, 1)])
+def test_product_sq_norm(dtype, n, k, m):
+    """||A^T delta||^2 from Gram matrices equals the norm of the formed gradient; the cpu
+    kernel's float64 dot products differ from the reference's only in summation order."""
+    rng = np.random.default_rng(n * k + m)
+    A = rng.random((n + 3, k)).astype(dtype)[:n]  # a row slice, as workspaces are
+    delta = rng.normal(size=(n, m)).astype(dtype)
+    exact = float(np.sum((A.astype(np.float64).T @ delta.astype(np.float64)) ** 2))
+    bound = 1e-12 * _gram_magnitude(A, delta)
+    want = ref.product_sq_norm(A, delta)
+    got = cpu.product_sq_norm(A, delta)
+    assert isinstance(got, float)
+    assert abs(want - exact) <= bound
+    assert abs(got - want) <= bound
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "shape, decay, scale",
