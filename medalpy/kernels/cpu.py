@@ -51,7 +51,7 @@ from medalpy.config import (
     noise_epoch_key,
     noise_threshold,
 )
-from medalpy.kernels import blas
+from medalpy.kernels import blas, simd
 
 NAME = "cpu"
 
@@ -357,14 +357,61 @@ def _gemm_lanes(A, B, C, trans_a, trans_b, lanes):
                            ldc)
 
 
+@numba.njit(error_model="numpy", inline="always")
+def _dots_4x3(D, W, C, i, j, M, N, K):
+    # C[i:i+4, j:j+3] = D[i:i+4] . W[j:j+3]: 12 dot products along the rows, 8 columns per
+    # step, in 12 vector accumulators (with the 3 + 1 loaded vectors, 16 AVX registers; LLVM
+    # spills none). K is a multiple of 8. Rows past M or N are clamped to the last one: the
+    # tile computes and stores that row's results again, bit for bit the same, instead of
+    # branching (conditional stores here made the kernel 30% slower).
+    i1, i2, i3 = min(i + 1, M - 1), min(i + 2, M - 1), min(i + 3, M - 1)
+    j1, j2 = min(j + 1, N - 1), min(j + 2, N - 1)
+    d0, d1, d2, d3 = D[i], D[i1], D[i2], D[i3]
+    w0, w1, w2 = W[j], W[j1], W[j2]
+    a0, a1, a2 = simd.zeros(), simd.zeros(), simd.zeros()
+    b0, b1, b2 = simd.zeros(), simd.zeros(), simd.zeros()
+    c0, c1, c2 = simd.zeros(), simd.zeros(), simd.zeros()
+    e0, e1, e2 = simd.zeros(), simd.zeros(), simd.zeros()
+    for k in range(0, K, simd.WIDTH):
+        x0, x1, x2 = simd.load(w0, k), simd.load(w1, k), simd.load(w2, k)
+        y = simd.load(d0, k)
+        a0, a1, a2 = simd.muladd(y, x0, a0), simd.muladd(y, x1, a1), simd.muladd(y, x2, a2)
+        y = simd.load(d1, k)
+        b0, b1, b2 = simd.muladd(y, x0, b0), simd.muladd(y, x1, b1), simd.muladd(y, x2, b2)
+        y = simd.load(d2, k)
+        c0, c1, c2 = simd.muladd(y, x0, c0), simd.muladd(y, x1, c1), simd.muladd(y, x2, c2)
+        y = simd.load(d3, k)
+        e0, e1, e2 = simd.muladd(y, x0, e0), simd.muladd(y, x1, e1), simd.muladd(y, x2, e2)
+    C[i, j], C[i, j1], C[i, j2] = simd.hsum(a0), simd.hsum(a1), simd.hsum(a2)
+    C[i1, j], C[i1, j1], C[i1, j2] = simd.hsum(b0), simd.hsum(b1), simd.hsum(b2)
+    C[i2, j], C[i2, j1], C[i2, j2] = simd.hsum(c0), simd.hsum(c1), simd.hsum(c2)
+    C[i3, j], C[i3, j1], C[i3, j2] = simd.hsum(e0), simd.hsum(e1), simd.hsum(e2)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _matmul_nt_f32_lanes(D, W, C, lanes):
+    # C = D @ W.T, float32: each lane takes a range of W's rows (C's columns) in tiles of 3,
+    # and every tile all of D's rows in tiles of 4; W's rows are read whole and in order
+    # (streamed from memory once, then from L1 for D's other row tiles). OpenBLAS first
+    # packs W transposed, which made this product slower than the forward one.
+    M, K = D.shape
+    N = W.shape[0]
+    per_lane = ((N + lanes - 1) // lanes + 2) // 3 * 3
+    for lane in numba.prange(lanes):
+        stop = min(N, (lane + 1) * per_lane)
+        for j in range(lane * per_lane, stop, 3):
+            for i in range(0, M, 4):
+                _dots_4x3(D, W, C, i, j, M, stop, K)
+
+
 def _rows_contiguous(a):
     """Row-major with unit column stride (a row slice of a C array is), non-empty."""
     return a.strides[1] == a.itemsize and a.strides[0] >= a.shape[1] * a.itemsize > 0
 
 
 def _gemm(A, B, out, trans_a, trans_b):
-    # Narrow outputs (the n x n Gram matrices of gradient_sq_norms) are not worth a second
-    # thread: one call, on the caller's thread.
+    # Narrow outputs (a 10-class classifier's) are not worth a second thread: one call, on
+    # the caller's thread.
     if (_LANES_READY and out.shape[1] >= _LANES_MIN_COLUMNS and out.dtype == A.dtype == B.dtype
             and out.dtype in _GEMM_DTYPES and A.size and _rows_contiguous(A)
             and _rows_contiguous(B) and _rows_contiguous(out)):
@@ -409,8 +456,20 @@ def matmul_tn(A, B, out):
     _gemm(A, B, out, True, False)
 
 
+#: Most rows of ``A`` (the batch) for which :func:`matmul_nt` computes float32 products as
+#: dot products along the rows (:func:`_matmul_nt_f32_lanes`) instead of calling OpenBLAS.
+#: At 20 rows it took 0.36 ms against OpenBLAS's 0.56 for a 1000 x 1000 ``B`` in cache, 0.52
+#: against 0.69 from memory; at 128 rows OpenBLAS was faster (3.3 against 4.2 ms).
+NT_DOTS_MAX_ROWS = 32
+
+
 def matmul_nt(A, B, out):
     """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
+    if (A.dtype == B.dtype == out.dtype == np.float32 and 0 < A.shape[0] <= NT_DOTS_MAX_ROWS
+            and A.shape[1] % simd.WIDTH == 0 and B.shape[0] and _rows_contiguous(A)
+            and _rows_contiguous(B) and _rows_contiguous(out)):
+        _matmul_nt_f32_lanes(A, B, out, _lanes())
+        return
     _gemm(A, B, out, False, True)
 
 

@@ -126,7 +126,8 @@ def test_gather_masked(dtype, rate):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, k, m", [(20, 78, 100), (3, 5, 7), (1, 1, 1), (33, 17, 1001)])
+@pytest.mark.parametrize("n, k, m", [(20, 78, 100), (3, 5, 7), (1, 1, 1), (33, 17, 1001),
+                                     (20, 1000, 784), (10, 13, 64), (1, 2, 8), (32, 100, 16)])
 def test_matmuls(dtype, n, k, m):
     """The cpu backend's products (BLAS called per column block, see kernels/blas.py) against
     the reference's ``np.matmul``. Sums in another order differ by rounding only: each
@@ -149,6 +150,31 @@ def test_matmuls(dtype, n, k, m):
         inner = Bm.shape[0] if fn != "matmul_nt" else Bm.shape[1]
         assert np.all(np.abs(got - want) <= inner * eps * bound), fn
         assert np.isnan(workspace[shape[0]:]).all(), f"{fn} wrote outside its rows"
+
+
+@pytest.mark.parametrize("lanes", [1, 2, 3])
+@pytest.mark.parametrize("n, k, m", [(20, 1000, 784), (10, 13, 64), (1, 1, 8), (7, 5, 24),
+                                     (32, 100, 16)])
+def test_matmul_nt_dot_products(lanes, n, k, m):
+    """The float32 back-propagated error as dot products along rows (the kernel matmul_nt
+    takes for batches up to NT_DOTS_MAX_ROWS when m is a multiple of 8): whichever rows and
+    columns end a tile or a lane, within ``m eps (|A| |B|^T)`` of the reference, nothing
+    written outside the output, and the dispatch really takes it."""
+    rng = np.random.default_rng(n * k + m)
+    delta = rng.normal(size=(n + 1, m)).astype(np.float32)[:n]
+    W = rng.normal(size=(k, m)).astype(np.float32)
+    want = np.empty((n, k), np.float32)
+    ref.matmul_nt(delta, W, want)
+    bound = m * np.finfo(np.float32).eps * (np.abs(delta) @ np.abs(W).T)
+    workspace = np.full((n + 2, k), np.nan, np.float32)
+    cpu._matmul_nt_f32_lanes(delta, W, workspace[:n], lanes)
+    assert np.all(np.abs(workspace[:n] - want) <= bound)
+    assert np.isnan(workspace[n:]).all()
+    assert n <= cpu.NT_DOTS_MAX_ROWS and m % 8 == 0
+    got = np.empty((n, k), np.float32)
+    cpu.matmul_nt(delta, W, got)
+    if lanes == cpu._lanes():  # the same kernel on the same lanes: the same sums
+        np.testing.assert_array_equal(got, workspace[:n])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
