@@ -10,7 +10,13 @@ float32) at batch 20, interleaved, and reports the median milliseconds per call:
    (``sgd_update_product``) against ``matmul_tn`` into a stored ``dW`` then ``sgd_update``.
 3. ``bias+sigmoid in place``: the one-array kernel the backend calls when ``out is Z``,
    against the two-array kernel given ``out = Z``.
-4. ``step``: one whole training step (gather, forward, loss, backward, normGrad update) as the
+4. ``back-propagated errors``: the step's two ``delta W^T`` products as dot products along
+   rows (``_matmul_nt_f32_lanes``, what ``matmul_nt`` does for batches up to 32) against
+   OpenBLAS on lanes.
+5. ``gradient norms``: ``||A^T delta||^2`` of the three layers from the batch's Gram matrices,
+   by ``product_sq_norm`` (float64 dot products of row pairs) against three narrow OpenBLAS
+   products and a trace (the earlier way).
+6. ``step``: one whole training step (gather, forward, loss, backward, normGrad update) as the
    trainer runs it now (``Pass.train_step`` on lanes) against the earlier design
    (``Pass.backward`` + ``SGD.update``, ``np.matmul`` on OpenBLAS's 2 threads).
 
@@ -35,13 +41,23 @@ from medalpy.optim import SGD
 B, WIDTHS = 20, (784, 1000, 1000, 784)
 
 
+NT_DOTS_MAX_ROWS = cpu.NT_DOTS_MAX_ROWS
+
+
 def lanes():
     cpu.use_threads(2)
+    cpu.NT_DOTS_MAX_ROWS = NT_DOTS_MAX_ROWS
+
+
+def lanes_without_dots():
+    lanes()
+    cpu.NT_DOTS_MAX_ROWS = 0  # every matmul_nt through OpenBLAS
 
 
 def openblas(threads):
     def enter():
         cpu._LANES_READY = False  # np.matmul, nothing parallel in Numba
+        cpu.NT_DOTS_MAX_ROWS = 0
         blas.set_threads(threads)
     return enter
 
@@ -80,6 +96,36 @@ def products(rng):
         cpu.matmul_tn(A, D3, Gd)
         cpu.matmul_tn(A, D, G1)
         cpu.matmul_tn(X, D, G0)
+    return step
+
+
+def back_errors(rng):
+    f = np.float32
+    D3, D = rng.normal(size=(B, 784)).astype(f), rng.normal(size=(B, 1000)).astype(f)
+    W1, Wd = rng.random((1000, 1000), dtype=f), rng.random((1000, 784), dtype=f)
+    out = np.empty((B, 1000), f)
+
+    def step():
+        cpu.matmul_nt(D3, Wd, out)
+        cpu.matmul_nt(D, W1, out)
+    return step
+
+
+def gradient_norms(rng, grams):
+    f = np.float32
+    A = [rng.random((B, a), dtype=f) for a in (784, 1000, 1000)]
+    D = [rng.normal(size=(B, b)).astype(f) for b in (1000, 1000, 784)]
+    G_a, G_d, M = (np.empty((B, B), f) for _ in range(3))
+
+    def step():
+        for a, d in zip(A, D):
+            if grams:
+                cpu.matmul_nt(a, a, G_a)
+                cpu.matmul_nt(d, d, G_d)
+                cpu.matmul(G_a, G_d, M)
+                float(np.trace(M, dtype=np.float64))
+            else:
+                cpu.product_sq_norm(a, d)
     return step
 
 
@@ -153,6 +199,14 @@ def main(argv=None):
         "bias+sigmoid in place": timed({"one array": (lanes, bias_sigmoid(rng, True)),
                                         "two arrays": (lanes, bias_sigmoid(rng, False))},
                                        args.repeat, 2000),
+        "back-propagated errors": timed({"dot products": (lanes, back_errors(rng)),
+                                         "OpenBLAS on lanes":
+                                             (lanes_without_dots, back_errors(rng))},
+                                        args.repeat, 100),
+        "gradient norms": timed({"product_sq_norm": (lanes, gradient_norms(rng, False)),
+                                 "Gram products + trace":
+                                     (lanes_without_dots, gradient_norms(rng, True))},
+                                args.repeat, 200),
         "step": timed({"train_step on lanes": (lanes, training_step(rng, True)),
                        "backward + update, np.matmul 2 threads":
                            (openblas(2), training_step(rng, False))},
