@@ -10,6 +10,10 @@ the work is done:
   products are skinny (10-20 rows), and a 2-threaded OpenBLAS splits them worse than this
   (README, performance). OpenBLAS is set to one thread while the backend is loaded
   (:func:`use_threads`); no temporaries, no copies of weight-sized arrays.
+- The back-propagated error ``delta W^T`` of a small float32 batch is computed as dot products
+  between rows (:func:`matmul_nt`, :func:`_matmul_nt_f32_lanes`), with explicit 8-lane vectors
+  (:mod:`medalpy.kernels.simd`): each weight row is streamed once, where OpenBLAS first packs
+  the weights transposed.
 - The weight gradient of a layer is never stored whole in a training step:
   :func:`sgd_update_product` forms it a block of rows at a time into a small scratch on
   each lane and applies the SGD step to that block at once, so the weights and velocities
@@ -19,6 +23,7 @@ the work is done:
   function: bias + sigmoid; cross-entropy loss and output delta together, from the
   pre-activations; softmax + NLL + delta; the hidden delta through the sigmoid; the column
   sum; the whole SGD step (momentum, decay, gradient scale) over ``P``, ``G``, ``V`` at once;
+  the gradient's squared norm from the batch's Gram matrices (:func:`product_sq_norm`);
   the gather of a uint8 batch with its 1/255 scaling and its masking noise. These are
   serial: they are short, and the one long one (the SGD pass) ran no faster on two threads.
 - Without a usable OpenBLAS (a NumPy built on another BLAS), products go to ``np.matmul``
