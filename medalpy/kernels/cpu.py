@@ -371,22 +371,22 @@ def _dots_4x3(D, W, C, i, j, M, N, K):
     # branching (conditional stores here made the kernel 30% slower).
     i1, i2, i3 = min(i + 1, M - 1), min(i + 2, M - 1), min(i + 3, M - 1)
     j1, j2 = min(j + 1, N - 1), min(j + 2, N - 1)
-    d0, d1, d2, d3 = D[i], D[i1], D[i2], D[i3]
-    w0, w1, w2 = W[j], W[j1], W[j2]
+    drow0, drow1, drow2, drow3 = D[i], D[i1], D[i2], D[i3]
+    wrow0, wrow1, wrow2 = W[j], W[j1], W[j2]
     a0, a1, a2 = simd.zeros(), simd.zeros(), simd.zeros()
     b0, b1, b2 = simd.zeros(), simd.zeros(), simd.zeros()
     c0, c1, c2 = simd.zeros(), simd.zeros(), simd.zeros()
     e0, e1, e2 = simd.zeros(), simd.zeros(), simd.zeros()
     for k in range(0, K, simd.WIDTH):
-        x0, x1, x2 = simd.load(w0, k), simd.load(w1, k), simd.load(w2, k)
-        y = simd.load(d0, k)
-        a0, a1, a2 = simd.muladd(y, x0, a0), simd.muladd(y, x1, a1), simd.muladd(y, x2, a2)
-        y = simd.load(d1, k)
-        b0, b1, b2 = simd.muladd(y, x0, b0), simd.muladd(y, x1, b1), simd.muladd(y, x2, b2)
-        y = simd.load(d2, k)
-        c0, c1, c2 = simd.muladd(y, x0, c0), simd.muladd(y, x1, c1), simd.muladd(y, x2, c2)
-        y = simd.load(d3, k)
-        e0, e1, e2 = simd.muladd(y, x0, e0), simd.muladd(y, x1, e1), simd.muladd(y, x2, e2)
+        w0, w1, w2 = simd.load(wrow0, k), simd.load(wrow1, k), simd.load(wrow2, k)
+        d = simd.load(drow0, k)
+        a0, a1, a2 = simd.muladd(d, w0, a0), simd.muladd(d, w1, a1), simd.muladd(d, w2, a2)
+        d = simd.load(drow1, k)
+        b0, b1, b2 = simd.muladd(d, w0, b0), simd.muladd(d, w1, b1), simd.muladd(d, w2, b2)
+        d = simd.load(drow2, k)
+        c0, c1, c2 = simd.muladd(d, w0, c0), simd.muladd(d, w1, c1), simd.muladd(d, w2, c2)
+        d = simd.load(drow3, k)
+        e0, e1, e2 = simd.muladd(d, w0, e0), simd.muladd(d, w1, e1), simd.muladd(d, w2, e2)
     C[i, j], C[i, j1], C[i, j2] = simd.hsum(a0), simd.hsum(a1), simd.hsum(a2)
     C[i1, j], C[i1, j1], C[i1, j2] = simd.hsum(b0), simd.hsum(b1), simd.hsum(b2)
     C[i2, j], C[i2, j1], C[i2, j2] = simd.hsum(c0), simd.hsum(c1), simd.hsum(c2)
