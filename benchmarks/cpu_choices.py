@@ -4,21 +4,24 @@ Each row times two or three ways of doing the same work of gradual phase 2 (784-
 float32) at batch 20, interleaved, and reports the median milliseconds per call:
 
 1. ``products``: the 8 matrix products of one step, on lanes (single-threaded OpenBLAS per
-   Numba thread, the cpu backend's way) against ``np.matmul`` with OpenBLAS's own threads
-   (2, and 1).
+   Numba thread, the cpu backend's way; here without the dot-product kernel of row 4) against
+   ``np.matmul`` with OpenBLAS's own threads (2, and 1).
 2. ``gradient+update``: the three layers' ``dW = A^T delta`` and SGD update, fused
    (``sgd_update_product``) against ``matmul_tn`` into a stored ``dW`` then ``sgd_update``.
 3. ``bias+sigmoid in place``: the one-array kernel the backend calls when ``out is Z``,
    against the two-array kernel given ``out = Z``.
 4. ``back-propagated errors``: the step's two ``delta W^T`` products as dot products along
-   rows (``_matmul_nt_f32_lanes``, what ``matmul_nt`` does for batches up to 32) against
-   OpenBLAS on lanes.
+   rows (``_matmul_nt_f32_lanes``, what ``matmul_nt`` does for batches up to
+   ``NT_DOTS_MAX_ROWS``) against OpenBLAS on lanes; then one ``delta W^T`` of a 1000 x 1000
+   layer whose weights come from memory (8 layers taken in turn), at 10 to 64 rows, for the
+   cut-off.
 5. ``gradient norms``: ``||A^T delta||^2`` of the three layers from the batch's Gram matrices,
    by ``product_sq_norm`` (float64 dot products of row pairs) against three narrow OpenBLAS
    products and a trace (the earlier way).
 6. ``step``: one whole training step (gather, forward, loss, backward, normGrad update) as the
    trainer runs it now (``Pass.train_step`` on lanes) against the earlier design
-   (``Pass.backward`` + ``SGD.update``, ``np.matmul`` on OpenBLAS's 2 threads).
+   (``Pass.backward`` + ``SGD.update``, ``np.matmul`` on OpenBLAS's 2 threads; its norms
+   by ``product_sq_norm`` too).
 
     python benchmarks/cpu_choices.py [--json PATH] [--repeat 7]
 
@@ -111,6 +114,23 @@ def back_errors(rng):
     return step
 
 
+def back_error_from_memory(rng, rows, dots):
+    f = np.float32
+    D = rng.normal(size=(rows, 1000)).astype(f)
+    Ws = [rng.random((1000, 1000), dtype=f) for _ in range(8)]
+    out = np.empty((rows, 1000), f)
+    state = {"i": 0}
+
+    def step():
+        W = Ws[state["i"]]
+        state["i"] = (state["i"] + 1) % len(Ws)
+        if dots:
+            cpu._matmul_nt_f32_lanes(D, W, out, 2)
+        else:
+            cpu._gemm_lanes(D, W, out, False, True, 2)
+    return step
+
+
 def gradient_norms(rng, grams):
     f = np.float32
     A = [rng.random((B, a), dtype=f) for a in (784, 1000, 1000)]
@@ -189,7 +209,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = {
-        "products": timed({"lanes": (lanes, products(rng)),
+        "products": timed({"lanes": (lanes_without_dots, products(rng)),
                            "np.matmul, OpenBLAS 2 threads": (openblas(2), products(rng)),
                            "np.matmul, OpenBLAS 1 thread": (openblas(1), products(rng))},
                           args.repeat, 100),
@@ -203,6 +223,10 @@ def main(argv=None):
                                          "OpenBLAS on lanes":
                                              (lanes_without_dots, back_errors(rng))},
                                         args.repeat, 100),
+        **{f"delta W^T, {rows} rows, weights from memory": timed(
+            {"dot products": (lanes, back_error_from_memory(rng, rows, True)),
+             "OpenBLAS on lanes": (lanes, back_error_from_memory(rng, rows, False))},
+            args.repeat, 40) for rows in (10, 20, 32, 48, 64)},
         "gradient norms": timed({"product_sq_norm": (lanes, gradient_norms(rng, False)),
                                  "Gram products + trace":
                                      (lanes_without_dots, gradient_norms(rng, True))},

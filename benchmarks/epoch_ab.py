@@ -1,10 +1,11 @@
 """The gradual phase-2 epoch on full MNIST (batch 20) of two git revisions, in alternating runs.
 
-One epoch's time on this shared 2-core machine drifts by 20% between runs minutes apart, so a
-before/after comparison of separate runs says little. This script checks out each revision
-into a temporary git worktree and runs the same shortened ``medalpy train mnist --gradual``
-as ``benchmarks/peak_memory.py`` (``--scale medium --epochs-layer1 1 --budget 1``) from
-each tree in turn, ``--rounds`` times, reading the epoch's seconds from the run's log.
+One epoch's time on this shared 2-core machine drifts by 20% or more between runs minutes
+apart, so a before/after comparison of separate runs says little. This script checks out
+each revision into a temporary git worktree and runs the same shortened ``medalpy train mnist
+--gradual`` as ``benchmarks/peak_memory.py`` (``--scale medium --epochs-layer1 1 --budget
+1``) from each tree in turn, ``--rounds`` times (before-after, then after-before), reading the
+epoch's seconds from the run's log.
 
     python benchmarks/epoch_ab.py BEFORE AFTER --data-dir ../shared/data [--rounds 3]
 
@@ -73,7 +74,9 @@ def main(argv=None):
         try:
             seconds = {label: [] for label in trees}
             for r in range(args.rounds):
-                for label, tree in trees.items():
+                # before, after; then after, before: a drift within a round favours neither.
+                order = list(trees.items()) if r % 2 == 0 else list(trees.items())[::-1]
+                for label, tree in order:
                     s = epoch_seconds(tree, args.data_dir, Path(tmp) / f"run-{label}-{r}")
                     seconds[label].append(s)
                     print(f"round {r + 1}: {label} ({commits[label]}) {s:.1f} s", flush=True)

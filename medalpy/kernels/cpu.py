@@ -363,14 +363,15 @@ def _gemm_lanes(A, B, C, trans_a, trans_b, lanes):
 
 
 @numba.njit(error_model="numpy", inline="always")
-def _dots_4x3(D, W, C, i, j, M, N, K):
+def _dots_4x3(D, W, C, i, j, M, j_stop, K):
     # C[i:i+4, j:j+3] = D[i:i+4] . W[j:j+3]: 12 dot products along the rows, 8 columns per
     # step, in 12 vector accumulators (with the 3 + 1 loaded vectors, 16 AVX registers; LLVM
-    # spills none). K is a multiple of 8. Rows past M or N are clamped to the last one: the
-    # tile computes and stores that row's results again, bit for bit the same, instead of
-    # branching (conditional stores here made the kernel 30% slower).
+    # spills none). K is a multiple of 8. Rows of D from M on, and of W from j_stop on (the
+    # end of the caller's range), are clamped to the last one before them: the tile computes
+    # and stores that row's results again, bit for bit the same, instead of branching
+    # (conditional stores here made the kernel 30% slower).
     i1, i2, i3 = min(i + 1, M - 1), min(i + 2, M - 1), min(i + 3, M - 1)
-    j1, j2 = min(j + 1, N - 1), min(j + 2, N - 1)
+    j1, j2 = min(j + 1, j_stop - 1), min(j + 2, j_stop - 1)
     drow0, drow1, drow2, drow3 = D[i], D[i1], D[i2], D[i3]
     wrow0, wrow1, wrow2 = W[j], W[j1], W[j2]
     a0, a1, a2 = simd.zeros(), simd.zeros(), simd.zeros()
@@ -393,25 +394,41 @@ def _dots_4x3(D, W, C, i, j, M, N, K):
     C[i3, j], C[i3, j1], C[i3, j2] = simd.hsum(e0), simd.hsum(e1), simd.hsum(e2)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def _matmul_nt_f32_lanes(D, W, C, lanes):
-    # C = D @ W.T, float32: each lane takes a range of W's rows (C's columns) in tiles of 3,
-    # and every tile all of D's rows in tiles of 4; W's rows are read whole and in order
-    # (streamed from memory once, then from L1 for D's other row tiles). OpenBLAS first
+@_jit
+def _matmul_nt_f32_columns(D, W, C, j_start, j_stop):
+    # C[:, j_start:j_stop] = D @ W[j_start:j_stop].T, float32: W's rows (C's columns) in
+    # tiles of 3, and for each all of D's rows in tiles of 4. W's rows are read whole and in
+    # order (streamed from memory once, then from L1 for D's other row tiles); OpenBLAS first
     # packs W transposed, which made this product slower than the forward one.
     M, K = D.shape
+    for j in range(j_start, j_stop, 3):
+        for i in range(0, M, 4):
+            _dots_4x3(D, W, C, i, j, M, j_stop, K)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _matmul_nt_f32_lanes(D, W, C, lanes):
+    # C = D @ W.T, each lane a range of C's columns (a multiple of 3 wide).
     N = W.shape[0]
     per_lane = ((N + lanes - 1) // lanes + 2) // 3 * 3
     for lane in numba.prange(lanes):
-        stop = min(N, (lane + 1) * per_lane)
-        for j in range(lane * per_lane, stop, 3):
-            for i in range(0, M, 4):
-                _dots_4x3(D, W, C, i, j, M, stop, K)
+        _matmul_nt_f32_columns(D, W, C, lane * per_lane, min(N, (lane + 1) * per_lane))
 
 
 def _rows_contiguous(a):
     """Row-major with unit column stride (a row slice of a C array is), non-empty."""
     return a.strides[1] == a.itemsize and a.strides[0] >= a.shape[1] * a.itemsize > 0
+
+
+def _check_shapes(name, A, B, out, trans_a, trans_b):
+    # The compiled paths index by these shapes without bounds checks: a mismatch must stop
+    # here, as np.matmul would stop it, not read or write past an array.
+    n, k = (A.shape[1], A.shape[0]) if trans_a else A.shape
+    k_b, m = (B.shape[1], B.shape[0]) if trans_b else B.shape
+    if k != k_b or out.shape != (n, m):
+        a = f"{A.shape}{'^T' if trans_a else ''}"
+        b = f"{B.shape}{'^T' if trans_b else ''}"
+        raise ValueError(f"{name}: cannot multiply {a} by {b} into {out.shape}")
 
 
 def _gemm(A, B, out, trans_a, trans_b):
@@ -453,27 +470,34 @@ use_threads(numba.get_num_threads())
 
 def matmul(A, B, out):
     """``out = A @ B``: the forward product, (n, k) @ (k, m) -> (n, m)."""
+    _check_shapes("matmul", A, B, out, False, False)
     _gemm(A, B, out, False, False)
 
 
 def matmul_tn(A, B, out):
     """``out = A.T @ B``: the weight gradient ``H_{l-1}^T delta_l``, (n, k)^T (n, m) -> (k, m)."""
+    _check_shapes("matmul_tn", A, B, out, True, False)
     _gemm(A, B, out, True, False)
 
 
 #: Most rows of ``A`` (the batch) for which :func:`matmul_nt` computes float32 products as
 #: dot products along the rows (:func:`_matmul_nt_f32_lanes`) instead of calling OpenBLAS.
-#: At 20 rows it took 0.36 ms against OpenBLAS's 0.56 for a 1000 x 1000 ``B`` in cache, 0.52
-#: against 0.69 from memory; at 128 rows OpenBLAS was faster (3.3 against 4.2 ms).
+#: For a 1000 x 1000 ``B`` from memory (``benchmarks/cpu_choices.py``): 0.37 ms against
+#: OpenBLAS's 0.58 at 10 rows, 0.48 / 0.68 at 20, 0.69 / 0.80 at 32, a tie at 48 and 64; at
+#: 128 rows 4.2 ms against OpenBLAS's 3.3.
 NT_DOTS_MAX_ROWS = 32
 
 
 def matmul_nt(A, B, out):
     """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
+    _check_shapes("matmul_nt", A, B, out, False, True)
     if (A.dtype == B.dtype == out.dtype == np.float32 and 0 < A.shape[0] <= NT_DOTS_MAX_ROWS
-            and A.shape[1] % simd.WIDTH == 0 and B.shape[0] and _rows_contiguous(A)
-            and _rows_contiguous(B) and _rows_contiguous(out)):
-        _matmul_nt_f32_lanes(A, B, out, _lanes())
+            and A.shape[1] % simd.WIDTH == 0 and _rows_contiguous(A) and _rows_contiguous(B)
+            and _rows_contiguous(out)):
+        if _LANES_READY:
+            _matmul_nt_f32_lanes(A, B, out, _LANES)
+        else:  # no parallel region beside a BLAS that runs its own threads
+            _matmul_nt_f32_columns(A, B, out, 0, B.shape[0])
         return
     _gemm(A, B, out, False, True)
 
@@ -743,6 +767,8 @@ def _product_sq_norm_kernel(A, D):
 def product_sq_norm(A, delta):
     """``||A.T @ delta||_F^2`` from the batch's Gram matrices (see the reference), accumulated
     in float64 without storing them: n (n + 1) / 2 pairs of dot products."""
+    if A.shape[0] != delta.shape[0]:
+        raise ValueError(f"product_sq_norm: A has {A.shape[0]} rows but delta {delta.shape[0]}")
     return float(_product_sq_norm_kernel(A, delta))
 
 

@@ -279,6 +279,8 @@ def product_sq_norm(A, delta):
     A : (n, k) float, the activations below the layer.
     delta : (n, m) float, the layer's error.
     """
+    if A.shape[0] != delta.shape[0]:
+        raise ValueError(f"product_sq_norm: A has {A.shape[0]} rows but delta {delta.shape[0]}")
     A64, d64 = A.astype(np.float64), delta.astype(np.float64)
     return float(np.sum((A64 @ A64.T) * (d64 @ d64.T)))
 

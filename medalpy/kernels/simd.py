@@ -16,8 +16,10 @@ The operations, just those the kernels use (all take and give :data:`f32x8` unle
     hsum(v)             the float32 sum of the eight lanes: (v0 + v4) + (v2 + v6) and
                         (v1 + v5) + (v3 + v7), then the two added
 
-``load`` does no bounds check: the caller's loop bounds are the check (every kernel using it
-is tested against the reference on shapes that end in every remainder).
+``load`` does no bounds check and ignores strides: it reads eight consecutive floats from the
+array's first element on, so kernels give it rows (1-D contiguous views), and their loop
+bounds are the check (every kernel using it is tested against the reference on shapes that
+end in every remainder).
 
 Numba's on-disk cache (``cache=True``) of a kernel using these is keyed on the kernel's own
 source file: after changing this module, delete ``medalpy/kernels/__pycache__``.

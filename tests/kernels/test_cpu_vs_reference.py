@@ -129,52 +129,77 @@ def test_gather_masked(dtype, rate):
 @pytest.mark.parametrize("n, k, m", [(20, 78, 100), (3, 5, 7), (1, 1, 1), (33, 17, 1001),
                                      (20, 1000, 784), (10, 13, 64), (1, 2, 8), (32, 100, 16)])
 def test_matmuls(dtype, n, k, m):
-    """The cpu backend's products (BLAS called per column block, see kernels/blas.py) against
-    the reference's ``np.matmul``. Sums in another order differ by rounding only: each
-    element within the standard bound ``k eps (|A| |B|)``. Outputs are row slices of larger
-    workspaces, as in a training step's last partial batch."""
+    """The cpu backend's products (BLAS called per column block, see kernels/blas.py, or dot
+    products for matmul_nt) against the reference's ``np.matmul``. Sums in another order
+    differ by rounding only: each element within the standard bound ``k eps (|A| |B|)``.
+    Outputs are the top-left corners of larger workspaces, and the inputs have padded rows,
+    so every leading dimension differs from the width; nothing may be written outside."""
     rng = np.random.default_rng(103)
-    H = rng.random((n, k)).astype(dtype)
-    W = rng.normal(size=(k, m)).astype(dtype)
-    delta = rng.normal(size=(n, m)).astype(dtype)
+    H = rng.random((n, k + 3)).astype(dtype)[:, :k]
+    W = rng.normal(size=(k, m + 1)).astype(dtype)[:, :m]
+    delta = rng.normal(size=(n, m + 2)).astype(dtype)[:, :m]
     eps = np.finfo(dtype).eps
     for fn, A, Bm, shape, bound in [
         ("matmul", H, W, (n, m), np.abs(H) @ np.abs(W)),
         ("matmul_tn", H, delta, (k, m), np.abs(H).T @ np.abs(delta)),
         ("matmul_nt", delta, W, (n, k), np.abs(delta) @ np.abs(W).T),
     ]:
-        workspace = np.full((shape[0] + 2, shape[1]), np.nan, dtype)
-        got, want = workspace[:shape[0]], np.empty(shape, dtype)
+        workspace = np.full((shape[0] + 2, shape[1] + 3), np.nan, dtype)
+        got, want = workspace[:shape[0], :shape[1]], np.empty(shape, dtype)
         getattr(cpu, fn)(A, Bm, got)
         getattr(ref, fn)(A, Bm, want)
         inner = Bm.shape[0] if fn != "matmul_nt" else Bm.shape[1]
         assert np.all(np.abs(got - want) <= inner * eps * bound), fn
-        assert np.isnan(workspace[shape[0]:]).all(), f"{fn} wrote outside its rows"
+        assert np.isnan(workspace[shape[0]:]).all(), f"{fn} wrote below its rows"
+        assert np.isnan(workspace[:, shape[1]:]).all(), f"{fn} wrote past its columns"
 
 
 @pytest.mark.parametrize("lanes", [1, 2, 3])
 @pytest.mark.parametrize("n, k, m", [(20, 1000, 784), (10, 13, 64), (1, 1, 8), (7, 5, 24),
                                      (32, 100, 16)])
-def test_matmul_nt_dot_products(lanes, n, k, m):
+def test_matmul_nt_dot_products(lanes, n, k, m, monkeypatch):
     """The float32 back-propagated error as dot products along rows (the kernel matmul_nt
     takes for batches up to NT_DOTS_MAX_ROWS when m is a multiple of 8): whichever rows and
-    columns end a tile or a lane, within ``m eps (|A| |B|^T)`` of the reference, nothing
-    written outside the output, and the dispatch really takes it."""
+    columns end a tile or a lane, within ``m eps (|A| |B|^T)`` of the reference, on inputs
+    and an output with padded rows, nothing written outside the output; matmul_nt takes it
+    on lanes and, without lanes, on the caller's thread (each element's sums are the same
+    whatever the lanes, so the results are identical)."""
     rng = np.random.default_rng(n * k + m)
-    delta = rng.normal(size=(n + 1, m)).astype(np.float32)[:n]
-    W = rng.normal(size=(k, m)).astype(np.float32)
+    delta = rng.normal(size=(n + 1, m + 5)).astype(np.float32)[:n, :m]
+    W = rng.normal(size=(k, m + 3)).astype(np.float32)[:, :m]
     want = np.empty((n, k), np.float32)
     ref.matmul_nt(delta, W, want)
     bound = m * np.finfo(np.float32).eps * (np.abs(delta) @ np.abs(W).T)
-    workspace = np.full((n + 2, k), np.nan, np.float32)
-    cpu._matmul_nt_f32_lanes(delta, W, workspace[:n], lanes)
-    assert np.all(np.abs(workspace[:n] - want) <= bound)
-    assert np.isnan(workspace[n:]).all()
+    workspace = np.full((n + 2, k + 5), np.nan, np.float32)
+    cpu._matmul_nt_f32_lanes(delta, W, workspace[:n, :k], lanes)
+    assert np.all(np.abs(workspace[:n, :k] - want) <= bound)
+    assert np.isnan(workspace[n:]).all() and np.isnan(workspace[:, k:]).all()
     assert n <= cpu.NT_DOTS_MAX_ROWS and m % 8 == 0
-    got = np.empty((n, k), np.float32)
+    got = np.full((n, k), np.nan, np.float32)
     cpu.matmul_nt(delta, W, got)
-    if lanes == cpu._lanes():  # the same kernel on the same lanes: the same sums
-        np.testing.assert_array_equal(got, workspace[:n])
+    np.testing.assert_array_equal(got, workspace[:n, :k])
+    monkeypatch.setattr(cpu, "_LANES_READY", False)
+    got[...] = np.nan
+    cpu.matmul_nt(delta, W, got)
+    np.testing.assert_array_equal(got, workspace[:n, :k])
+
+
+@pytest.mark.parametrize("backend", [ref, cpu], ids=["reference", "cpu"])
+def test_mismatched_shapes_raise(backend):
+    """The compiled paths index without bounds checks: shapes that do not fit must raise,
+    as np.matmul does, before anything is read or written past an array."""
+    f = np.float32
+    D, W, out = np.ones((4, 16), f), np.ones((3, 8), f), np.empty((4, 3), f)
+    with pytest.raises(ValueError):
+        backend.matmul_nt(D, W, out)  # inner dimensions 16 and 8
+    with pytest.raises(ValueError):
+        backend.matmul_nt(D, np.ones((3, 16), f), np.empty((2, 3), f))  # 4 rows into 2
+    with pytest.raises(ValueError):
+        backend.matmul(np.ones((20, 64), f), np.ones((65, 100), f), np.empty((20, 100), f))
+    with pytest.raises(ValueError):
+        backend.matmul_tn(np.ones((20, 64), f), np.ones((21, 100), f), np.empty((64, 100), f))
+    with pytest.raises(ValueError):
+        backend.product_sq_norm(np.ones((1, 8), f), np.ones((3, 8), f))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -316,7 +341,7 @@ def test_product_sq_norm(dtype, n, k, m):
     """||A^T delta||^2 from Gram matrices equals the norm of the formed gradient; the cpu
     kernel's float64 dot products differ from the reference's only in summation order."""
     rng = np.random.default_rng(n * k + m)
-    A = rng.random((n + 3, k)).astype(dtype)[:n]  # a row slice, as workspaces are
+    A = rng.random((n, k + 3)).astype(dtype)[:, :k]  # padded rows
     delta = rng.normal(size=(n, m)).astype(dtype)
     exact = float(np.sum((A.astype(np.float64).T @ delta.astype(np.float64)) ** 2))
     bound = 1e-12 * _gram_magnitude(A, delta)

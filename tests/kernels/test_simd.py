@@ -19,7 +19,7 @@ def _lane_sum(a, offset):
     return simd.hsum(simd.load(a, offset))
 
 
-def test_hsum_adds_the_lanes_in_the_documented_order():
+def test_hsum_adds_lanes_0_and_4_first():
     # (v0 + v4) + (v2 + v6) and (v1 + v5) + (v3 + v7): with 1e8 in lane 0 and -1e8 in lane 4
     # the 1s survive only if those two meet first.
     v = np.array([1e8, 1, 1, 1, -1e8, 1, 1, 1], np.float32)
