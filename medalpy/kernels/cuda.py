@@ -681,14 +681,17 @@ def sum_of_squares(G):
 
 def product_sq_norm(A, delta):
     """``||A.T @ delta||_F^2`` from the batch's two (n, n) Gram matrices (see the reference):
-    cuBLAS products into device scratch, summed on the host in float64 (synchronises)."""
+    cuBLAS products into one device scratch, copied back at once (one synchronisation) and
+    summed on the host in float64."""
+    if A.shape[0] != delta.shape[0]:
+        raise ValueError(f"product_sq_norm: A has {A.shape[0]} rows but delta {delta.shape[0]}")
     n = A.shape[0]
-    grams = []
-    for label, X in (("gram_a", A), ("gram_d", delta)):
-        G = _device_scratch(label, n * n, X.dtype).reshape(n, n)
-        matmul_nt(X, X, G)
-        grams.append(to_host(G).astype(np.float64))
-    return float(np.sum(grams[0] * grams[1]))
+    grams = _device_scratch("grams", 2 * n * n, A.dtype)
+    G_a, G_d = grams[:n * n].reshape(n, n), grams[n * n:].reshape(n, n)
+    matmul_nt(A, A, G_a)
+    matmul_nt(delta, delta, G_d)
+    host = to_host(grams).astype(np.float64)
+    return float(np.sum(host[:n * n] * host[n * n:]))
 
 
 @cuda.jit
