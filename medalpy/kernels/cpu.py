@@ -17,8 +17,8 @@ the work is done:
 - The weight gradient of a layer is never stored whole in a training step:
   :func:`sgd_update_product` forms it a block of rows at a time into a small scratch on
   each lane and applies the SGD step to that block at once, so the weights and velocities
-  are read and written once and the gradient is used right after it is formed
-  (``benchmarks/cpu_choices.py``: 2.3 ms against 3.2-3.4 ms for gradual phase 2's layers).
+  are read and written once and the gradient is used right after it is formed (about a
+  third less time than storing it first: ``benchmarks/cpu_choices.py``, README).
 - Each element-wise step is one pass over memory in a module-level ``@njit(cache=True)``
   function: bias + sigmoid; cross-entropy loss and output delta together, from the
   pre-activations; softmax + NLL + delta; the hidden delta through the sigmoid; the column
@@ -437,7 +437,7 @@ def _gemm(A, B, out, trans_a, trans_b):
     if (_LANES_READY and out.shape[1] >= _LANES_MIN_COLUMNS and out.dtype == A.dtype == B.dtype
             and out.dtype in _GEMM_DTYPES and A.size and _rows_contiguous(A)
             and _rows_contiguous(B) and _rows_contiguous(out)):
-        _gemm_lanes(A, B, out, trans_a, trans_b, _lanes())
+        _gemm_lanes(A, B, out, trans_a, trans_b, _LANES)
     else:
         np.matmul(A.T if trans_a else A, B.T if trans_b else B, out=out)
 
@@ -454,16 +454,12 @@ def use_threads(n):
         blas.set_threads(1)
 
 
-def _lanes():
-    """Threads for a parallel kernel: :func:`use_threads`'s count when BLAS is
-    single-threaded, else 1 (Numba threads beside a multi-threaded OpenBLAS's spinning ones
-    were 10-15x slower). Kept in a global: ``numba.get_num_threads()`` took 1.4% of the
-    samples in a py-spy profile of ``medalpy train``."""
-    return _LANES if _LANES_READY else 1
-
-
 _GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _LANES_MIN_COLUMNS = 64
+# _LANES: use_threads's count, kept in a global (numba.get_num_threads() took 1.4% of the
+# samples in a py-spy profile of medalpy train). _LANES_READY: OpenBLAS is single-threaded,
+# so parallel kernels may run; every parallel path checks it first (Numba threads beside a
+# multi-threaded OpenBLAS's spinning ones were 10-15x slower).
 _LANES, _LANES_READY = 1, False
 use_threads(numba.get_num_threads())
 
@@ -874,11 +870,14 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
     (memory-bound) overlaps the products. Otherwise ``matmul_tn`` into a scratch matrix,
     then :func:`sgd_update`.
     """
+    _check_shapes("sgd_update_product", A, delta, P, True, False)
+    if V.shape != P.shape:
+        raise ValueError(f"sgd_update_product: velocity {V.shape} for weights {P.shape}")
     if (_LANES_READY and A.dtype == delta.dtype == P.dtype == V.dtype
             and P.dtype in _GEMM_DTYPES and A.size and delta.size
             and _rows_contiguous(A) and _rows_contiguous(delta)
             and P.flags.c_contiguous and V.flags.c_contiguous):
-        lanes, size = _lanes(), PRODUCT_BLOCK_ROWS * P.shape[1]
+        lanes, size = _LANES, PRODUCT_BLOCK_ROWS * P.shape[1]
         scratch = _scratch_array("blocks", lanes * size, P.dtype)[:lanes * size]
         _sgd_product_kernel(A, delta, P, V, float(lr), float(momentum), float(decay),
                             float(scale), scratch.reshape(lanes, size), PRODUCT_BLOCK_ROWS,

@@ -723,15 +723,13 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
         _sgd_kernel[_blocks(p.shape[0]), _TPB](p, g, v, t(lr), t(momentum), t(decay), t(scale))
 
 
-_product_scratch = {}
-
-
 def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
-    """:func:`sgd_update` with ``G = A.T @ delta`` (see the reference): cuBLAS into a device
-    scratch of P's shape (one per shape, kept), then the update kernel."""
-    key = (P.shape, np.dtype(P.dtype).str)
-    G = _product_scratch.get(key)
-    if G is None:
-        G = _product_scratch[key] = empty(P.shape, P.dtype)
+    """:func:`sgd_update` with ``G = A.T @ delta`` (see the reference): cuBLAS into a
+    per-thread device scratch, then the update kernel."""
+    shape = (A.shape[1], delta.shape[1])
+    if A.shape[0] != delta.shape[0] or not shape == P.shape == V.shape:
+        raise ValueError(f"sgd_update_product: A {A.shape}, delta {delta.shape}, weights "
+                         f"{P.shape}, velocity {V.shape}")
+    G = _device_scratch("gradient", P.size, P.dtype).reshape(P.shape)
     matmul_tn(A, delta, G)
     sgd_update(P, G, V, lr, momentum, decay, scale)

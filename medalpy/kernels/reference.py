@@ -318,4 +318,8 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
     The result is that of ``matmul_tn`` followed by ``sgd_update``; the fast backends compute
     ``G`` a few rows at a time and apply each block at once, so that it never reaches memory.
     """
-    sgd_update(P, A.T @ delta, V, lr, momentum, decay, scale)
+    G = A.T @ delta
+    if not G.shape == P.shape == V.shape:
+        raise ValueError(f"sgd_update_product: gradient {G.shape}, weights {P.shape}, "
+                         f"velocity {V.shape}")
+    sgd_update(P, G, V, lr, momentum, decay, scale)

@@ -200,6 +200,12 @@ def test_mismatched_shapes_raise(backend):
         backend.matmul_tn(np.ones((20, 64), f), np.ones((21, 100), f), np.empty((64, 100), f))
     with pytest.raises(ValueError):
         backend.product_sq_norm(np.ones((1, 8), f), np.ones((3, 8), f))
+    A, delta = np.ones((20, 64), f), np.ones((20, 96), f)
+    for P, V in [(np.ones((65, 96), f), np.ones((65, 96), f)),   # weights of another layer
+                 (np.ones((64, 96), f), np.ones((63, 96), f))]:  # a velocity of another shape
+        with pytest.raises(ValueError):
+            backend.sgd_update_product(A, delta, P, V, 0.1, 0.9, 1e-3, 1.0)
+        assert (P == 1).all() and (V == 1).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
