@@ -48,6 +48,14 @@ class SGD:
         for j, (name, layer, dW, db) in enumerate(named_gradients):
             self.apply(backend, name, layer, dW, db, None if sq_norms is None else sq_norms[j])
 
+    def _scale(self, sq_norm):
+        """MEDAL's normGrad factor ``1 / ||[dW; db]||`` (1 without normGrad or for a zero
+        gradient)."""
+        if not self.normalise_gradients:
+            return 1.0
+        norm = math.sqrt(sq_norm)
+        return 1.0 / norm if norm > 0.0 else 1.0
+
     def apply(self, backend, name, layer, dW, db, sq_norm=None):
         """Update one layer in place from its gradient ``(dW, db)``.
 
@@ -55,12 +63,9 @@ class SGD:
         the arrays otherwise. :meth:`medalpy.backprop.Pass.train_step` calls this once per
         layer, as soon as the layer's gradient is final.
         """
-        scale = 1.0
-        if self.normalise_gradients:
-            sq = (backend.sum_of_squares(dW) + backend.sum_of_squares(db)
-                  if sq_norm is None else sq_norm)
-            norm = math.sqrt(sq)
-            scale = 1.0 / norm if norm > 0.0 else 1.0
+        if self.normalise_gradients and sq_norm is None:
+            sq_norm = backend.sum_of_squares(dW) + backend.sum_of_squares(db)
+        scale = self._scale(sq_norm)
         backend.sgd_update(layer.W, dW, self._velocity(backend, f"{name}.W", layer.W),
                            self.lr, self.momentum, self.weight_decay, scale)
         backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
@@ -72,10 +77,7 @@ class SGD:
 
         ``sq_norm`` must be given when normalising (the norm cannot come from ``dW``).
         """
-        scale = 1.0
-        if self.normalise_gradients:
-            norm = math.sqrt(sq_norm)
-            scale = 1.0 / norm if norm > 0.0 else 1.0
+        scale = self._scale(sq_norm)
         backend.sgd_update_product(A, delta, layer.W,
                                    self._velocity(backend, f"{name}.W", layer.W), self.lr,
                                    self.momentum, self.weight_decay, scale)
