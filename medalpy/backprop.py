@@ -23,8 +23,8 @@ from medalpy.objectives import objective_for
 #: Largest batch for which gradient norms come from Gram matrices (see _sq_norm): their cost
 #: grows as n (n + 1) / 2 (D_in + D_out) multiply-adds, against one read of a stored dW.
 #: With the norm known before dW exists, train_step lets the backend form dW inside the
-#: update (sgd_update_product: 1.8 ms against 2.7 ms for gradual phase 2's three layers,
-#: benchmarks/cpu_choices.py). At batch 128 Gram norms (then as BLAS products) bought nothing
+#: update (sgd_update_product: about a third less time for gradual phase 2's three layers,
+#: benchmarks/cpu_choices.py, whose runs README lists). At batch 128 Gram norms (then as BLAS products) bought nothing
 #: measurable (steps of 21.4-24.1 ms against 19.9-21.5), so larger batches store dW.
 GRAM_MAX_BATCH = 32
 

@@ -6,9 +6,6 @@ is checked: unknown names and out-of-range values are errors that name the key.
 """
 
 import dataclasses
-import json
-import os
-import time
 import tomllib
 import warnings
 from dataclasses import dataclass, field
@@ -21,8 +18,9 @@ from medalpy.errors import ConfigError
 
 METHOD_FLAGS = ("stacked", "gradual", "hybrid", "frozen_lower")
 
-#: Sizes and epochs. ``quick`` trains in 17 s on the bundled sample on 2 quiet cores
-#: (66 s with another job beside it); ``medium`` is the paper's network with a fifth of its epochs (a stacked-vs-gradual
+#: Sizes and epochs. ``quick`` trains in 7-12 s on the bundled sample on these 2 cores
+#: (``medalpy train mnist --gradual``, README quick start); ``medium`` is the paper's network
+#: with a fifth of its epochs (a stacked-vs-gradual
 #: comparison on full MNIST within the hour); ``paper`` is the paper's MNIST protocol
 #: (Kalmanovich & Chechik 2015, sec. 4).
 SCALES = {

@@ -8,9 +8,9 @@ import json
 import time
 from pathlib import Path
 
-from medalpy.atomic import write_text_atomic
+from medalpy.atomic import write_json_atomic, write_text_atomic
 from medalpy.errors import ConfigError
-from medalpy.experiments.cells import forget_failed, run_cells, write_json_atomic
+from medalpy.experiments.cells import forget_failed, run_cells
 from medalpy.experiments.definitions import (
     EXPERIMENTS,
     FRACTIONS,

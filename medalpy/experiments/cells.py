@@ -14,13 +14,12 @@ have finished.
 """
 
 import json
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medalpy.atomic import write_json_atomic  # noqa: F401  (re-exported for callers)
+from medalpy.atomic import write_json_atomic
 
 
 @dataclass(frozen=True)

@@ -258,7 +258,7 @@ def _check_resume(out, spec):
                               f"({', '.join(differ)} differ); give the same options to resume "
                               "it, or choose another --out")
     else:
-        from medalpy.experiments.cells import write_json_atomic
+        from medalpy.atomic import write_json_atomic
 
         write_json_atomic(path, current)
 
@@ -279,7 +279,8 @@ def run_search(spec, out_dir, client=None, retry_errors=False, echo=None):
     dict, the record written to ``results.json`` (``best`` is None when no configuration
     finished every fold).
     """
-    from medalpy.experiments.cells import forget_failed, run_cells, write_json_atomic
+    from medalpy.atomic import write_json_atomic
+    from medalpy.experiments.cells import forget_failed, run_cells
 
     echo = echo or (lambda message: None)
     out = Path(out_dir)
