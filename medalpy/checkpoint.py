@@ -6,9 +6,11 @@ Layout (one format for both; a model file simply has no ``/trainer`` group)::
                             medalpy_version, config (JSON)
     /network         attrs: n_inputs, dtype, head, decoder_target (-1: none)
     /network/<layer> datasets W, b; attr trainable       (layer = encoder.0, decoder, mirror.1...)
-    /trainer         attrs: phase, epoch, stopped, units_spent, best_val, best_epoch
+    /trainer         attrs: phase, epoch, stopped, units_spent, best_val, best_epoch,
+                            start_val (the phase's starting score; absent: not scored)
     /trainer/velocity/<param>, /trainer/best/<param>     datasets
     /trainer/history  one JSON string
+    /trainer/phase_log one JSON string (absent in files written before it existed)
     /extra           one JSON string (metrics and anything else the caller records)
 
 Files are written to a temporary name in the same directory and renamed into place, so a
@@ -94,11 +96,14 @@ def _save_trainer(g, trainer):
     for name, v in (trainer.optimiser.velocity.items() if trainer.optimiser else ()):
         vel.create_dataset(name, data=trainer.backend.to_host(v))
     best = g.create_group("best")
+    if trainer.start_val is not None:
+        g.attrs["start_val"] = trainer.start_val
     if trainer.best is not None:
         g.attrs.update(best_val=trainer.best["val"], best_epoch=trainer.best["epoch"])
         for name, array in trainer.best["params"].items():
             best.create_dataset(name, data=array)
     _write_json(g, "history", trainer.history)
+    _write_json(g, "phase_log", trainer.phase_log)
 
 
 def load(path):
@@ -163,6 +168,8 @@ def _load_trainer(g):
             "val": float(g.attrs["best_val"]), "epoch": int(g.attrs["best_epoch"]),
             "params": {name: g["best"][name][()] for name in g["best"]}},
         "history": _read_json(g, "history"),
+        "phase_log": _read_json(g, "phase_log") if "phase_log" in g else [],
+        "start_val": float(g.attrs["start_val"]) if "start_val" in g.attrs else None,
     }
 
 
@@ -172,6 +179,8 @@ def restore_trainer(trainer, state):
     trainer.units_spent = state["units_spent"]
     trainer.history = state["history"]
     trainer.best = state["best"]
+    trainer.phase_log = state["phase_log"]
+    trainer.start_val = state["start_val"]
     phase = trainer.phases[trainer.position.phase]
     settings = trainer.hyper.for_phase(phase)
     trainer.optimiser = SGD(settings["lr"], settings["momentum"], settings["weight_decay"],

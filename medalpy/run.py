@@ -361,6 +361,7 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
         "test_ce": test["ce"],
         "test_entropy": test["entropy"],
         "mean_image_relative_ce": baseline,
+        "phases": trainer.phase_log,
         "history": trainer.history,
         "wall_seconds": train_seconds,
     }

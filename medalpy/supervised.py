@@ -40,8 +40,8 @@ def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, 
 
     Returns
     -------
-    dict with ``test_error``, ``val_error`` (best), ``epochs_run``, ``history`` and the trained
-    ``network``.
+    dict with ``test_error``, ``val_error`` (the best, the start's included), ``kept_epoch``
+    (0: the pretrained start), ``epochs_run``, ``history`` and the trained ``network``.
     """
     from medalpy.schedules import classifier_schedule
     from medalpy.trainer import Hyper, Trainer, classification_error
@@ -61,7 +61,8 @@ def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, 
     test_pass = Pass(backend, net.path(), 1000, net.head, net.dtype, train=False)
     test_error = classification_error(backend, test_pass, X_test, y_test, net.dtype)
     return {"test_error": test_error,
-            "val_error": min(r["val_loss"] for r in trainer.history),
+            "val_error": trainer.phase_log[-1]["best_val"],
+            "kept_epoch": trainer.phase_log[-1]["kept_epoch"],
             "epochs_run": len(trainer.history), "history": trainer.history, "network": net}
 
 

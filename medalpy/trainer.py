@@ -16,9 +16,16 @@ a seed sequence (NumPy pads keys with zeros: ``[s, p]`` and ``[s, p, 0]`` are th
   ``(noise_seed(seed, VAL_NOISE), 0, i)``. (Data splits use ``default_rng(seed)``, tag 0.)
 
 Every phase keeps the parameters that scored best on the validation set (loss for
-reconstruction, classification error for a supervised phase) and restores them when it ends. With ``patience`` set, a phase also stops once the validation loss has not
-improved for that many epochs (runs without a budget); by default every phase spends all its
-epochs, so equal budgets stay equal.
+reconstruction, classification error for a supervised phase) and restores them when it ends.
+The parameters a phase starts from are scored before its first epoch and are a candidate too
+(epoch 0), so no phase ends worse on validation than it began. With ``patience`` set, a phase
+also stops once the validation loss has not improved for that many epochs (runs without a
+budget); by default every phase spends all its epochs, so equal budgets stay equal.
+
+When a phase ends, :attr:`Trainer.phase_log` gets one summary: the validation score at the
+start and the best, the epoch kept (0: the start), and the paper's budget rule (the relative
+improvement of the best-so-far validation score over the phase's last 10 epochs, which the
+paper kept at or below 0.5%; ``None`` for phases shorter than 10 epochs).
 """
 
 import math
@@ -35,6 +42,9 @@ from medalpy.optim import SGD
 #: Stream tags (see the module docstring).
 ORDER, INIT, NOISE, VAL_NOISE = 1, 2, 3, 4
 EVAL_BATCH = 1000
+#: The paper's budget rule: over the last RULE_EPOCHS epochs of a phase, the best-so-far
+#: validation score improved by at most RULE_TOLERANCE (relative).
+RULE_EPOCHS, RULE_TOLERANCE = 10, 0.005
 
 
 def noise_seed(seed, *key):
@@ -116,8 +126,10 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.position = Position()
         self.optimiser = None
-        self.best = None  # {"val": float, "epoch": int, "params": {name: array}}
+        self.best = None  # {"val": float, "epoch": int (-1: the start), "params": {...}}
         self.history = []
+        self.phase_log = []  # one summary per finished phase (see the module docstring)
+        self.start_val = None  # validation score of the current phase's starting parameters
         self.units_spent = 0
 
     # -- events --------------------------------------------------------------------------
@@ -190,7 +202,21 @@ class Trainer:
         # Divergence is detected from the loss itself; NumPy's floating-point warnings on
         # the way there would only add noise to the message.
         with np.errstate(over="ignore", invalid="ignore"):
+            if self.best is None:  # a fresh phase: its start is the first candidate
+                self.start_val = self._score(phase, settings, val_pass, val_source)
+                self.best = {"val": self.start_val, "epoch": -1,
+                             "params": self._snapshot(phase)}
             self._epochs(p, phase, settings, source, val_source, train_pass, val_pass)
+
+    def _score(self, phase, settings, val_pass, val_source):
+        """The phase's validation score (lower is better) of the current parameters."""
+        if phase.kind == "supervised":
+            val = self._validation_error(val_pass, val_source)
+        else:
+            val = self._validation_loss(val_pass, val_source, settings["noise"])
+        if not math.isfinite(val):
+            raise TrainingDiverged(f"validation loss became {val} in phase {phase.name}")
+        return val
 
     def _epochs(self, p, phase, settings, source, val_source, train_pass, val_pass):
         """Epochs of minibatches from :attr:`position` to the phase's end (or early stop)."""
@@ -219,13 +245,8 @@ class Trainer:
                         f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
                         "lower the learning rate (the last checkpoint is intact)")
                 total += loss * n
-            if supervised:
-                val = self._validation_error(val_pass, val_source)
-            else:
-                val = self._validation_loss(val_pass, val_source, rate)
-            if not math.isfinite(val):
-                raise TrainingDiverged(f"validation loss became {val} in phase {phase.name}")
-            improved = self.best is None or val < self.best["val"]
+            val = self._score(phase, settings, val_pass, val_source)
+            improved = val < self.best["val"]
             if improved:
                 self.best = {"val": val, "epoch": epoch, "params": self._snapshot(phase)}
             if phase.counted:
@@ -274,10 +295,25 @@ class Trainer:
                 for name, array in self.network.parameters().items()
                 if name.rsplit(".", 1)[0] in trained}
 
+    def _summary(self, p, phase):
+        """The finished phase's summary for :attr:`phase_log` (see the module docstring)."""
+        best_so_far = [r["best_val_loss"] for r in self.history if r["phase_index"] == p]
+        summary = {"phase": phase.name, "epochs_run": len(best_so_far),
+                   "start_val": self.start_val,
+                   "best_val": self.best["val"] if self.best else None,
+                   "kept_epoch": self.best["epoch"] + 1 if self.best else None,
+                   "last10_improvement": None, "budget_rule": None}
+        if len(best_so_far) >= RULE_EPOCHS:
+            before = ([self.start_val] + best_so_far)[-RULE_EPOCHS - 1]
+            gain = (before - best_so_far[-1]) / abs(before) if before else 0.0
+            summary.update(last10_improvement=gain, budget_rule=bool(gain <= RULE_TOLERANCE))
+        return summary
+
     def _finish_phase(self, phase):
         """Restore the best parameters; keep or discard the phase's decoder."""
         net = self.network
         net.place(self.backend.to_host)
+        self.phase_log.append(self._summary(self.position.phase, phase))
         if self.best is not None:
             params = net.parameters()
             for name, array in self.best["params"].items():
@@ -289,6 +325,7 @@ class Trainer:
         if phase.then_mirror:
             self.network.use_mirror()
         self.best = None
+        self.start_val = None
 
 
 def classification_error(backend, forward_pass, X, y, dtype):

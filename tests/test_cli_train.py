@@ -161,6 +161,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     assert ma["test_relative_ce"] == mb["test_relative_ce"]
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(ma["history"]) == strip(mb["history"])
+    assert ma["phases"] == mb["phases"] and len(ma["phases"]) == 2  # kept epochs, starts
 
 
 def test_resume_with_different_options_is_refused(tmp_path):

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from medalpy.backprop import Pass
 from medalpy.errors import TrainingDiverged
 from medalpy.kernels import get_backend
 from medalpy.network import Network
@@ -19,10 +20,14 @@ def _data(seed=0, n=240, d=24):
 
 
 class Snapshots:
-    """Copies of every parameter at the end of each phase and epoch."""
+    """Copies of every parameter at the start and end of each phase and each epoch's end."""
 
     def __init__(self):
-        self.phase_end, self.epochs = {}, []
+        self.phase_start, self.phase_end, self.epochs = {}, {}, []
+
+    def on_phase_start(self, trainer, index, phase):
+        self.phase_start[phase.name] = {k: v.copy()
+                                        for k, v in trainer.network.parameters().items()}
 
     def on_phase_end(self, trainer, index, phase):
         self.phase_end[phase.name] = {k: v.copy() for k, v in trainer.network.parameters().items()}
@@ -92,12 +97,49 @@ def test_hybrid_discards_the_stacked_decoder_and_spends_the_budget():
 
 def test_each_phase_ends_with_its_best_validation_parameters():
     trainer, snaps = _run("gradual", 2, hyper=Hyper(lr=0.5))
-    for name, end in snaps.phase_end.items():
+    for summary in trainer.phase_log:
+        name, end = summary["phase"], snaps.phase_end[summary["phase"]]
         records = [(r, p) for r, p in snaps.epochs if r["phase"] == name]
         best_record, best_params = min(records, key=lambda rp: rp[0]["val_loss"])
+        assert summary["kept_epoch"] == best_record["epoch"] > 0  # these phases all improve
+        assert summary["best_val"] == best_record["val_loss"] < summary["start_val"]
         for key in best_params:
             if key in end:
                 np.testing.assert_array_equal(end[key], best_params[key], err_msg=key)
+
+
+def test_a_phase_that_never_improves_ends_exactly_where_it_began():
+    """The start is a candidate: full tuning at a ruinous learning rate changes nothing."""
+    hyper = Hyper(lr=0.05, overrides={"finetune": {"lr": 40.0, "normalise_gradients": False}})
+    trainer, snaps = _run("gradual", 2, hyper=hyper, finetune_epochs=3)
+    summary = trainer.phase_log[-1]
+    tuning = [r for r in trainer.history if r["phase"] == "finetune"]
+    assert len(tuning) == 3 and all(r["val_loss"] > summary["start_val"] for r in tuning)
+    assert summary["kept_epoch"] == 0 and summary["best_val"] == summary["start_val"]
+    start, end = snaps.phase_start["finetune"], snaps.phase_end["finetune"]
+    assert start.keys() == end.keys()
+    for key in start:
+        np.testing.assert_array_equal(end[key], start[key], err_msg=key)
+    # The start's score is the same validation loss the epochs report: evaluated again on
+    # the restored parameters, it matches.
+    net = trainer.network
+    val_pass = Pass(trainer.backend, net.path(0), 1000, net.head, net.dtype, train=False)
+    assert summary["start_val"] == pytest.approx(
+        trainer._validation_loss(val_pass, _data()[200:], 0.15), rel=1e-6)
+
+
+def test_the_budget_rule_is_the_best_scores_relative_gain_over_the_last_10_epochs():
+    X = _data()
+    phases, _ = build_schedule("gradual", 2, 12, 4)
+    trainer = Trainer(get_backend("cpu"), Network(X.shape[1]), phases, Hyper(lr=0.05),
+                      X[:200], X[200:], [16, 12], seed=2)
+    trainer.run()
+    layer1, gradual = trainer.phase_log
+    best = [r["best_val_loss"] for r in trainer.history if r["phase"] == "1:layer"]
+    expected = (best[-11] - best[-1]) / best[-11]
+    assert layer1["last10_improvement"] == pytest.approx(expected, rel=1e-12)
+    assert layer1["budget_rule"] == (expected <= 0.005)
+    assert gradual["epochs_run"] == 4 and gradual["budget_rule"] is None
 
 
 def test_patience_stops_a_phase_early_and_budget_runs_do_not():
@@ -108,9 +150,9 @@ def test_patience_stops_a_phase_early_and_budget_runs_do_not():
                       [16], seed=1)
     trainer.run()
     assert len(trainer.history) < 40
-    last = trainer.history[-1]["epoch"] - 1
-    best = min(range(len(trainer.history)), key=lambda e: trainer.history[e]["val_loss"])
-    assert last - best == 1
+    kept = trainer.phase_log[0]["kept_epoch"]
+    assert trainer.history[-1]["epoch"] - kept == 1
+    assert kept == 0 or trainer.history[kept - 1]["val_loss"] == trainer.phase_log[0]["best_val"]
     trainer, _ = _run("gradual", 2)
     assert len(trainer.history) == 3 + 2
 

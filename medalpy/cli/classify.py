@@ -63,7 +63,7 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
     record = {"model": str(model), "random_init": random_init, "dataset": dataset,
               "data": ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
               "test_error": result["test_error"], "val_error": result["val_error"],
-              "epochs_run": result["epochs_run"], "history": result["history"],
+              "kept_epoch": result["kept_epoch"], "epochs_run": result["epochs_run"], "history": result["history"],
               "settings": {"epochs": epochs, "patience": patience, "lr": lr,
                            "momentum": momentum, "weight_decay": weight_decay,
                            "batch_size": batch_size, "seed": seed}}
