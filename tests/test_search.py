@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -24,7 +25,8 @@ from medalpy.search import (  # noqa: E402
 )
 from medalpy.cluster import local_cluster  # noqa: E402
 
-TINY = dict(dataset="mnist-sample", folds=2, subset=200, epochs_layer1=1, budget=1,
+TINY = dict(dataset="mnist-sample", folds=3, subset=240, plan=[{"eval_folds": 2}], eta=2,
+            epochs_layer1=1, budget=1,
             space={"units": [16], "lr": [0.1, 0.01], "batch_size": [20], "momentum": [0.9],
                    "weight_decay": [1e-3], "seed": [0]})
 
@@ -46,9 +48,10 @@ def test_a_tiny_grid_runs_every_trial_on_the_cluster(tmp_path, client):
     record = run_search(SearchSpec(**TINY), tmp_path, client=client, echo=messages.append)
     assert record["trials"] == record["done"] == 4 and record["error"] == 0
     assert len(_cells(tmp_path)) == 4
-    cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-s0/fold1.json")
+    cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-ng1-s0/fold1.json")
                       .read_text())
-    assert cell["status"] == "done" and cell["n_train"] + cell["n_val"] == 200
+    assert cell["status"] == "done" and cell["n_train"] + cell["n_stop"] + cell["n_score"] == 240
+    assert cell["n_stop"] == cell["n_score"] == 80
     assert cell["objective"] == cell["val_ce"] > cell["val_relative_ce"] > 0
     rows = record["table"]
     assert [r["folds_done"] for r in rows] == [2, 2]
@@ -64,7 +67,7 @@ def test_resume_skips_finished_trials_and_refuses_other_settings(tmp_path, clien
     spec = SearchSpec(**TINY)
     run_search(spec, tmp_path, client=client)
     stamps = {p: p.stat().st_mtime_ns for p in _cells(tmp_path)}
-    lost = tmp_path / "cells/r0/u16-lr0.01-b20-m0.9-wd0.001-s0/fold0.json"
+    lost = tmp_path / "cells/r0/u16-lr0.01-b20-m0.9-wd0.001-ng1-s0/fold0.json"
     lost.unlink()
     messages = []
     record = run_search(spec, tmp_path, client=client, echo=messages.append)
@@ -78,14 +81,14 @@ def test_resume_skips_finished_trials_and_refuses_other_settings(tmp_path, clien
 
 
 def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(tmp_path, client):
-    space = {**TINY["space"], "lr": [0.1, 1e30]}  # 1e30 without normGrad overflows float32
-    record = run_search(SearchSpec(**{**TINY, "space": space, "normalise_gradients": False}),
-                        tmp_path, client=client)
+    # 1e30 without normGrad overflows float32
+    space = {**TINY["space"], "lr": [0.1, 1e30], "normalise_gradients": [False]}
+    record = run_search(SearchSpec(**{**TINY, "space": space}), tmp_path, client=client)
     assert record["done"] == 2 and record["error"] == 2
     bad = [r for r in record["table"] if r["lr"] == 1e30][0]
     assert bad["folds_failed"] == 2 and "TrainingDiverged" in bad["error"]
     assert record["best"]["lr"] == 0.1
-    cell = json.loads((tmp_path / "cells/r0/u16-lr1e+30-b20-m0.9-wd0.001-s0/fold0.json")
+    cell = json.loads((tmp_path / "cells/r0/u16-lr1e+30-b20-m0.9-wd0.001-ng0-s0/fold0.json")
                       .read_text())
     assert cell["status"] == "error" and "loss became" in cell["error"]
     assert "TrainingDiverged" in (tmp_path / "trials.md").read_text()
@@ -93,15 +96,56 @@ def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(tmp_path, client
 
 def test_successive_halving_keeps_the_best_half_for_the_longer_rung(tmp_path, client):
     space = {**TINY["space"], "lr": [0.3, 0.1, 0.01, 0.001]}
-    spec = SearchSpec(**{**TINY, "space": space, "epochs_layer1": 2, "budget": 2, "eta": 2,
-                         "rungs": 2})
-    assert rung_epochs(spec, 0)[:2] == (1, 1) and rung_epochs(spec, 1)[:2] == (2, 2)
+    plan = [{"eval_folds": 2}, {"eval_folds": 3, "epochs_layer1": 2, "budget": 2}]
+    spec = SearchSpec(**{**TINY, "space": space, "plan": plan})
+    assert spec.rungs == 2 and rung_epochs(spec, 0)[:2] == (1, 1)
+    assert rung_epochs(spec, 1)[:2] == (2, 2)
+    scaled = SearchSpec(**{**TINY, "plan": None, "epochs_layer1": 4, "budget": 4, "rungs": 2})
+    assert rung_epochs(scaled, 0)[:2] == (2, 2) and rung_epochs(scaled, 1)[:2] == (4, 4)
     record = run_search(spec, tmp_path, client=client)
     first = [r for r in record["table"] if r["rung"] == 0]
     second = [r for r in record["table"] if r["rung"] == 1]
-    assert len(first) == 4 and len(second) == 2 and record["trials"] == 8 + 4
+    assert len(first) == 4 and len(second) == 2 and record["trials"] == 4 * 2 + 2 * 3
     assert {r["config"] for r in second} == {r["config"] for r in first[:2]}
     assert record["best"]["rung"] == 1 and record["best"]["epochs_layer1"] == 2
+    agreement = record["rank_agreement"]
+    assert agreement[0]["configs"] == 2 and agreement[0]["spearman"] is None
+    assert agreement[0]["previous_leader"] == first[0]["config"]
+    assert "Spearman" in (tmp_path / "trials.md").read_text()
+
+
+def test_nested_folds_never_score_on_images_that_chose_the_parameters():
+    from medalpy.search.steps import fold_rows
+
+    labels = np.repeat(np.arange(10), 50)
+    seen_scores = []
+    for f in range(5):
+        params = {"folds": 5, "fold": f, "data_seed": 4, "subset": 400}
+        train, stop, score = fold_rows(labels, params)
+        assert len(np.intersect1d(train, stop)) == len(np.intersect1d(train, score)) == 0
+        assert len(np.intersect1d(stop, score)) == 0
+        assert len(train) + len(stop) + len(score) == 400
+        assert np.bincount(labels[score]).tolist() == [8] * 10  # stratified
+        seen_scores.append(score)
+    assert len(np.unique(np.concatenate(seen_scores))) == 400  # every image scores once
+
+
+def test_the_pretrain_objective_averages_the_schedules_sharing_layer_1(tmp_path):
+    space = {**TINY["space"], "lr": [0.1]}
+    spec = SearchSpec(**{**TINY, "space": space, "methods": ["gradual", "stacked"],
+                         "plan": [{"eval_folds": 1}]})
+    record = run_search(spec, tmp_path)
+    cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-ng1-s0/fold0.json")
+                      .read_text())
+    gradual, stacked = cell["methods"]["gradual"], cell["methods"]["stacked"]
+    assert gradual["eval_decoder"] == "direct" and stacked["eval_decoder"] == "mirror"
+    assert gradual["val_ce"] != stacked["val_ce"]
+    assert cell["objective"] == pytest.approx((gradual["val_ce"] + stacked["val_ce"]) / 2)
+    assert record["table"][0]["mean_stacked"] == stacked["val_ce"]
+    # Stacked alone reproduces its half: layer 1 is shared, not retrained differently.
+    alone = run_search(SearchSpec(**{**TINY, "space": space, "methods": ["stacked"],
+                                     "plan": [{"eval_folds": 1}]}), tmp_path / "alone")
+    assert alone["best"]["mean"] == stacked["val_ce"]
 
 
 def test_the_exported_best_configuration_trains(tmp_path, client):
@@ -117,13 +161,13 @@ def test_the_exported_best_configuration_trains(tmp_path, client):
 def test_the_cli_submits_to_an_existing_scheduler(tmp_path, client):
     grid = tmp_path / "grid.toml"
     grid.write_text('dataset = "mnist-sample"\nunits = [16]\nlr = [0.1]\nbatch_size = 20\n'
-                    "momentum = [0.9]\nweight_decay = [1e-3]\nfolds = 2\nsubset = 200\n"
+                    "momentum = [0.9]\nweight_decay = [1e-3]\nfolds = 3\nsubset = 240\n"
                     "epochs_layer1 = 1\nbudget = 1\n")
     args = ["search", "--grid", str(grid), "--batch-size", "10,20", "--scheduler",
             client.scheduler.address, "--out", str(tmp_path / "s")]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert "4 trials: 4 done, 0 failed" in result.output
+    assert "6 trials: 6 done, 0 failed" in result.output
     assert "best: u16-lr0.1-b" in result.output and (tmp_path / "s/best.toml").exists()
 
 
@@ -201,7 +245,7 @@ def test_the_classifier_objective_is_the_held_out_fold_error(tmp_path, client):
                          "classifier_epochs": 10})
     record = run_search(spec, tmp_path, client=client)
     assert record["done"] == 2
-    cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-s0/fold0.json")
+    cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-ng1-s0/fold0.json")
                       .read_text())
     assert cell["objective"] == cell["val_error"] and cell["val_error"] < 0.8  # chance: 0.9
     assert "classification error" in (tmp_path / "trials.md").read_text()
@@ -221,7 +265,7 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path,
 
     args = ["search", "mnist-sample", "--units", "64", "--lr", "0.1,0.05,0.01",
             "--batch-size", "20", "--momentum", "0.9", "--weight-decay", "1e-3",
-            "--folds", "2", "--subset", "2000", "--epochs-layer1", "4", "--budget", "3",
+            "--folds", "3", "--subset", "2000", "--epochs-layer1", "4", "--budget", "3",
             "--out", str(tmp_path / "s")]
     proc = subprocess.Popen([sys.executable, "-m", "medalpy", *args, "--workers", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -231,8 +275,8 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path,
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=60)
     finished = len(_cells(tmp_path / "s"))
-    assert 1 <= finished < 6
+    assert 1 <= finished < 9
     result = CliRunner().invoke(main, [*args, "--scheduler", client.scheduler.address])
     assert result.exit_code == 0, result.output
-    assert f"{finished} of 6 cells already done; resuming" in result.output
-    assert result.output.count("done in") == 6 - finished
+    assert f"{finished} of 9 cells already done; resuming" in result.output
+    assert result.output.count("done in") == 9 - finished

@@ -5,6 +5,13 @@ import click
 from medalpy.cli._common import UserError, data_dir_option, reports_errors
 
 
+def _bool(text):
+    value = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+    if text.strip().lower() not in value:
+        raise ValueError(text)
+    return value[text.strip().lower()]
+
+
 def _values(kind):
     def parse(ctx, param, text):
         if text is None:
@@ -12,7 +19,7 @@ def _values(kind):
         try:
             return [kind(part) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise click.BadParameter(f"comma-separated {kind.__name__}s, got {text!r}") from None
+            raise click.BadParameter(f"comma-separated values, got {text!r}") from None
     return parse
 
 
@@ -30,6 +37,8 @@ def _values(kind):
 @click.option("--momentum", callback=_values(float), help="Momenta (paper: 0.9,0.7).")
 @click.option("--weight-decay", callback=_values(float),
               help="Weight decays (paper: 1e-3,1e-4,1e-5).")
+@click.option("--normalise-gradients", callback=_values(_bool),
+              help="MEDAL's normGrad values to try: on, off or on,off (default on).")
 @click.option("--init-seed", "seed", callback=_values(int), help="Initialisation seeds (0).")
 @click.option("--random", "n_trials", type=int,
               help="Random search: this many configurations drawn from the grid.")
@@ -40,8 +49,10 @@ def _values(kind):
 @click.option("--subset", type=int,
               help="Cross-validate on a class-balanced subset of this many training images.")
 @click.option("--data-seed", type=int, help="Seed of the subset, folds and random draws.")
-@click.option("--method", type=click.Choice(["gradual", "stacked", "frozen_lower", "hybrid"]),
-              help="Pretraining schedule (default gradual).")
+@click.option("--method", "methods", multiple=True,
+              type=click.Choice(["gradual", "stacked", "frozen_lower", "hybrid"]),
+              help="Pretraining schedule (default gradual); repeat it to score the mean over "
+                   "several schedules that share layer 1.")
 @click.option("--fraction", type=float, help="The hybrid's stacked fraction.")
 @click.option("--n-layers", type=int, help="Hidden layers (default 2).")
 @click.option("--noise", type=float, help="Masking-noise rate (default 0.15; CIFAR 0.10).")
@@ -76,7 +87,8 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, **opti
     for name in SPACE:
         if options.get(name) is not None:
             space[name] = options[name]
-    fixed.update({k: v for k, v in options.items() if k not in SPACE and v is not None})
+    fixed.update({k: v for k, v in options.items()
+                  if k not in SPACE and v is not None and v != ()})
     if dataset is not None or "dataset" not in fixed:
         fixed["dataset"] = dataset or "mnist"
     try:
@@ -99,6 +111,6 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, **opti
         click.echo("no configuration finished every fold; see the errors in trials.md")
         raise SystemExit(1)
     click.echo(f"best: {best['config']}: {record['objective']} {best['mean']:.4f} "
-               f"+- {best['std']:.4f} over {spec.folds} folds")
+               f"+- {best['std']:.4f} over {best['eval_folds']} of {spec.folds} nested folds")
     click.echo(f"best configuration: {out_dir}/best.toml "
                f"(medalpy train --config {out_dir}/best.toml)")

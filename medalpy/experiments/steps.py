@@ -66,21 +66,55 @@ def _trainer(params, network, phases, ds, train_rows, val_rows):
                    params["seed"])
 
 
+def train_layer1(backend, network, hyper, X_train, X_val, widths, seed, epochs):
+    """Phase 1 of every schedule on an empty ``network``; its decoder is kept in the mirror
+    (for schedules evaluated through it) and the network is left without a head. Returns
+    the trainer."""
+    from medalpy.schedules import build_schedule
+    from medalpy.trainer import Trainer
+
+    phases, _ = build_schedule("stacked", 1, epochs, 0)
+    trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
+    trainer.run()
+    network.discard_head()  # each schedule attaches its own
+    return trainer
+
+
+def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, method,
+                         epochs_layer1, budget, fraction=None):
+    """The rest of schedule ``method`` (full tuning excluded) on a network from
+    :func:`train_layer1`, exactly as the schedule's own run would continue after its phase 1.
+
+    Returns
+    -------
+    (trainer, eval_decoder)
+    """
+    from medalpy.schedules import build_schedule
+    from medalpy.trainer import Position, Trainer
+
+    phases, eval_decoder = build_schedule(method, len(widths), epochs_layer1, budget, fraction)
+    if eval_decoder != "mirror":
+        network.discard_mirror()  # only the mirror needs the kept layer-1 decoder
+    trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
+    trainer.position = Position(1, -1)
+    trainer.units_spent = phases[0].units
+    trainer.run()
+    return trainer, eval_decoder
+
+
 def layer1(params, work_dir, out_dir):
     """Phase 1 of every schedule (its decoder kept, for schedules that evaluate the mirror)."""
     from medalpy import checkpoint
+    from medalpy.kernels import get_backend
     from medalpy.network import Network
-    from medalpy.schedules import build_schedule
 
     ds, train_rows, val_rows = split_rows(params)
-    phases, _ = build_schedule("stacked", 1, params["epochs_layer1"], 0)
     net = Network(ds.n_features, params.get("dtype", "float32"))
-    trainer = _trainer(params, net, phases, ds, train_rows, val_rows)
-    trainer.run()
-    # The kept decoder sits in the mirror; no head yet (each schedule attaches its own).
-    net.discard_head()
+    trainer = train_layer1(get_backend(params["backend"]), net, _hyper(params),
+                           ds.train_images[train_rows], ds.train_images[val_rows],
+                           params["layers"], params["seed"], params["epochs_layer1"])
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
-    return {"val_loss": min(r["val_loss"] for r in trainer.history),
+    return {"val_loss": trainer.phase_log[-1]["best_val"], "phases": trainer.phase_log,
             "data": ds.source["kind"], "n_train": int(len(train_rows)),
             "n_val": int(len(val_rows))}
 
@@ -101,19 +135,17 @@ def pretrain(params, work_dir, out_dir):
     net = checkpoint.load(Path(out_dir) / "cells" / params["layer1"] / "model.h5")["network"]
     backend = get_backend(params["backend"])
     finetune = params["finetune_epochs"] > 0
-    phases, eval_decoder = _schedule(params, finetune)
-    if eval_decoder != "mirror":
-        net.discard_mirror()  # only the mirror needs the kept layer-1 decoder
-    pre = [p for p in phases if p.kind != "finetune"]
-    trainer = _trainer(params, net, pre, ds, train_rows, val_rows)
-    trainer.position = Position(1, -1)
-    trainer.units_spent = phases[0].units
-    trainer.run()
+    phases, _ = _schedule(params, finetune)
+    trainer, eval_decoder = continue_from_layer1(
+        backend, net, _hyper(params), ds.train_images[train_rows], ds.train_images[val_rows],
+        params["layers"], params["seed"], params["method"], params["epochs_layer1"],
+        params["budget"], params.get("fraction"))
     test = reconstruction_metrics(backend, net, ds.test_images, params["noise"])
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
     result = {"eval_decoder": eval_decoder, "budget_units": budget_units(phases),
               "budget_units_spent": trainer.units_spent,
-              "relative_ce": test["relative_ce"], "relative_ce_clean": test["relative_ce_clean"]}
+              "relative_ce": test["relative_ce"], "relative_ce_clean": test["relative_ce_clean"],
+              "phases": trainer.phase_log}
     if finetune:
         tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
         tuner.position = Position(len(phases) - 1, -1)
@@ -122,6 +154,7 @@ def pretrain(params, work_dir, out_dir):
         checkpoint.save(Path(work_dir) / "model_tuned.h5", net, params)
         result["tuned_relative_ce"] = tuned["relative_ce"]
         result["tuned_relative_ce_clean"] = tuned["relative_ce_clean"]
+        result["phases"] += tuner.phase_log
     return result
 
 
@@ -155,5 +188,5 @@ def classify(params, work_dir, out_dir):
         params["seed"], epochs=c["epochs"], patience=c["patience"], lr=c["lr"],
         momentum=c["momentum"], weight_decay=c["weight_decay"], batch_size=c["batch_size"])
     return {"test_error": result["test_error"], "val_error": result["val_error"],
-            "epochs_run": result["epochs_run"], "n_train": int(len(rows)),
+            "kept_epoch": result["kept_epoch"], "epochs_run": result["epochs_run"], "n_train": int(len(rows)),
             "n_val": int(len(vrows))}

@@ -6,85 +6,95 @@ pool, the stratified folds, the initialisation and the noise all come from seeds
 ``params``, so a trial computes the same numbers on whichever worker runs it. The dataset is
 read on the worker (``data_dir``: a directory every worker sees) and cached per process.
 
+Nested folds (:func:`fold_rows`): trial ``f`` trains on every fold but ``f`` and ``f + 1``,
+keeps its best parameters (and stops early) on fold ``f + 1`` (mod k), and is scored on fold
+``f``, which chose nothing.
+
 Objectives (lower is better):
 
-* ``pretrain``: the DAE schedule is trained on the fold's training part, early-stopped on the
-  held-out fold (``patience``); the objective is the mean reconstruction cross-entropy of the
-  held-out fold's images from their masked copies (``val_ce``, nats per image, through the
-  schedule's evaluation decoder). Its relative form (minus the images' entropy) is recorded.
-* ``classify``: the same pretraining, then a classifier (the encoders plus a softmax layer,
-  all trained with the trial's optimiser settings) early-stopped on the held-out fold; the
-  objective is its error on that fold (``val_error``).
+* ``pretrain``: layer 1 is trained once, then every schedule of ``methods`` continues from it
+  (as the experiments share layer 1); each schedule's score is the mean reconstruction
+  cross-entropy of the scoring fold's images from their masked copies (nats per image,
+  through the schedule's evaluation decoder); the objective is the mean over schedules.
+  Relative forms (minus the images' entropy) are recorded too.
+* ``classify``: the first schedule's encoders, then a classifier (a softmax layer on them,
+  all trained with the trial's optimiser settings) that keeps its best parameters on the
+  stopping fold; the objective is its error on the scoring fold.
 """
 
-import functools
-import warnings
+import copy
 
 import numpy as np
 
 
-@functools.lru_cache(maxsize=2)
-def _dataset(name, data_dir):
-    from medalpy.data import load
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a sample fallback is recorded in ds.source
-        return load(name, data_dir)
-
-
-def fold_rows(ds, params):
-    """(train_rows, val_rows) of fold ``params["fold"]`` of the (sub)set the search uses."""
+def fold_rows(labels, params):
+    """(train_rows, stop_rows, score_rows) of trial ``params["fold"]``: disjoint index arrays
+    into ``labels`` (the dataset's training labels)."""
     from medalpy.data.splits import balanced_subset, stratified_kfold
 
-    labels = ds.train_labels
     subset = params.get("subset")
     if subset is not None and subset < len(labels):
         pool = balanced_subset(labels, subset, params["data_seed"])
     else:
         pool = np.arange(len(labels), dtype=np.int64)
-    train, val = stratified_kfold(labels[pool], params["folds"], params["data_seed"])[
-        params["fold"]]
-    return pool[train], pool[val]
+    k, f = params["folds"], params["fold"]
+    folds = stratified_kfold(labels[pool], k, params["data_seed"])
+    score, stop = folds[f][1], folds[(f + 1) % k][1]
+    train = np.setdiff1d(np.arange(len(pool)), np.concatenate([score, stop]))
+    return pool[train], pool[stop], pool[score]
 
 
 def fold(params, work_dir, out_dir):
     """Train configuration ``params`` on one fold; returns the objective and its companions."""
     from medalpy.evaluation import reconstruction_metrics
+    from medalpy.experiments.steps import _dataset, continue_from_layer1, train_layer1
     from medalpy.kernels import get_backend
     from medalpy.network import Network
-    from medalpy.schedules import build_schedule
     from medalpy.supervised import train_classifier
-    from medalpy.trainer import Hyper, Trainer
+    from medalpy.trainer import Hyper
 
     ds = _dataset(params["dataset"], params.get("data_dir"))
-    train_rows, val_rows = fold_rows(ds, params)
-    X_train, X_val = ds.train_images[train_rows], ds.train_images[val_rows]
+    train_rows, stop_rows, score_rows = fold_rows(ds.train_labels, params)
+    X_train, X_stop = ds.train_images[train_rows], ds.train_images[stop_rows]
+    X_score = ds.train_images[score_rows]
     backend = get_backend(params["backend"])
     widths = [params["units"]] * params["n_layers"]
-    phases, eval_decoder = build_schedule(params["method"], params["n_layers"],
-                                          params["epochs_layer1"], params["budget"],
-                                          params.get("fraction"))
     hyper = Hyper(lr=params["lr"], momentum=params["momentum"],
                   weight_decay=params["weight_decay"],
                   normalise_gradients=params["normalise_gradients"],
                   batch_size=params["batch_size"], noise=params["noise"],
                   patience=params.get("patience"))
     net = Network(ds.n_features, params.get("dtype", "float32"))
-    trainer = Trainer(backend, net, phases, hyper, X_train, X_val, widths, params["seed"])
-    trainer.run()
-    rec = reconstruction_metrics(backend, net, X_val, params["noise"])
-    result = {"val_ce": rec["ce"], "val_relative_ce": rec["relative_ce"],
-              "eval_decoder": eval_decoder, "epochs_run": len(trainer.history),
-              "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
-              "data": ds.source["kind"]}
+    layer1 = train_layer1(backend, net, hyper, X_train, X_stop, widths, params["seed"],
+                          params["epochs_layer1"])
+    methods, first = {}, None
+    for method in params["methods"]:
+        fraction = params.get("fraction") if method == "hybrid" else None
+        net_m = copy.deepcopy(net)
+        trainer, eval_decoder = continue_from_layer1(
+            backend, net_m, hyper, X_train, X_stop, widths, params["seed"], method,
+            params["epochs_layer1"], params["budget"], fraction)
+        rec = reconstruction_metrics(backend, net_m, X_score, params["noise"])
+        methods[method] = {"val_ce": rec["ce"], "val_relative_ce": rec["relative_ce"],
+                           "eval_decoder": eval_decoder,
+                           "kept_epochs": [s["kept_epoch"] for s in trainer.phase_log]}
+        first = first or net_m
+    result = {"methods": methods,
+              "val_ce": float(np.mean([m["val_ce"] for m in methods.values()])),
+              "val_relative_ce": float(np.mean([m["val_relative_ce"]
+                                                for m in methods.values()])),
+              "layer1_kept_epoch": layer1.phase_log[0]["kept_epoch"],
+              "n_train": int(len(train_rows)), "n_stop": int(len(stop_rows)),
+              "n_score": int(len(score_rows)), "data": ds.source["kind"]}
     if params["objective"] == "classify":
         y = ds.train_labels
         clf = train_classifier(
-            backend, net, X_train, y[train_rows], X_val, y[val_rows], X_val, y[val_rows],
-            ds.n_classes, params["seed"], epochs=params["classifier_epochs"],
+            backend, first, X_train, y[train_rows], X_stop, y[stop_rows], X_score,
+            y[score_rows], ds.n_classes, params["seed"], epochs=params["classifier_epochs"],
             patience=params.get("patience") or params["classifier_epochs"], lr=params["lr"],
             momentum=params["momentum"], weight_decay=params["weight_decay"],
             batch_size=params["batch_size"], normalise_gradients=params["normalise_gradients"])
-        result.update(val_error=clf["val_error"], classifier_epochs_run=clf["epochs_run"])
+        result.update(val_error=clf["test_error"], stop_error=clf["val_error"],
+                      classifier_epochs_run=clf["epochs_run"])
     result["objective"] = result["val_error" if params["objective"] == "classify" else "val_ce"]
     return result
