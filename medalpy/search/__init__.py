@@ -340,7 +340,9 @@ def _check_resume(out, spec):
     saved = json.loads(path.read_text()) if path.exists() else None
     current = json.loads(json.dumps(spec.to_dict()))
     if saved is not None:
-        differ = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        # Where the data lies is not what the search is: a clone elsewhere resumes it.
+        differ = sorted(k for k in set(saved) | set(current)
+                        if k != "data_dir" and saved.get(k) != current.get(k))
         if differ:
             raise ConfigError(f"{path}: this directory holds a search with other settings "
                               f"({', '.join(differ)} differ); give the same options to resume "
