@@ -15,19 +15,28 @@ import numpy as np
 
 from medalpy.atomic import write_json_atomic
 from medalpy.errors import ConfigError
+from medalpy.protocols import PROTOCOLS, protocol_for
 
 METHOD_FLAGS = ("stacked", "gradual", "hybrid", "frozen_lower")
 
-#: Sizes and epochs. ``quick`` trains in 7-12 s on the bundled sample on these 2 cores
-#: (``medalpy train mnist --gradual``, README quick start); ``medium`` is the paper's network
-#: with a fifth of its epochs (a stacked-vs-gradual
-#: comparison on full MNIST within the hour); ``paper`` is the paper's MNIST protocol
-#: (Kalmanovich & Chechik 2015, sec. 4).
+#: Sizes and epochs. ``quick`` runs in seconds on the bundled sample; ``medium`` is the
+#: paper's MNIST network with a fifth of its epochs; ``paper`` is the dataset's own protocol
+#: (:mod:`medalpy.protocols`, full tuning included).
 SCALES = {
     "quick": {"layers": [500, 500], "epochs_layer1": 10, "budget": 10, "finetune_epochs": 0},
     "medium": {"layers": [1000, 1000], "epochs_layer1": 10, "budget": 16, "finetune_epochs": 0},
-    "paper": {"layers": [1000, 1000], "epochs_layer1": 50, "budget": 80, "finetune_epochs": 0},
+    "paper": None,
 }
+
+
+def scale_settings(scale, dataset):
+    """The sizes and epochs a scale sets for a dataset."""
+    from medalpy.protocols import protocol_for
+
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    return protocol_for(dataset).scale() if scale == "paper" else dict(SCALES[scale])
+
 
 #: Optimiser conventions. ``medal``: MEDAL's defaults, which the paper ran on.
 PRESETS = {
@@ -43,10 +52,11 @@ class TrainConfig:
     dataset: str = "mnist"
     method: str = "gradual"
     fraction: float = None  # hybrid only
+    ablation_budget: str = "updates"  # frozen_lower: equal weight updates or equal epochs
     scale: str = "quick"
     preset: str = "medal"
     layers: list = field(default_factory=lambda: list(SCALES["quick"]["layers"]))
-    noise: float = 0.15
+    noise: float = PROTOCOLS["mnist"].noise  # the dataset's protocol when not given
     epochs_layer1: int = SCALES["quick"]["epochs_layer1"]
     budget: int = SCALES["quick"]["budget"]
     finetune_epochs: int = 0
@@ -126,7 +136,7 @@ def _check_ranges(values, where=""):
 
 def _check(cfg):
     from medalpy.config import BACKENDS
-    from medalpy.schedules import EVAL_DECODERS, METHODS, build_schedule
+    from medalpy.schedules import ABLATION_BUDGETS, EVAL_DECODERS, METHODS, build_schedule
     from medalpy.trainer import Hyper
 
     need = _need
@@ -138,6 +148,8 @@ def _check(cfg):
     need(cfg.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}")
     need(cfg.dtype in ("float32", "float64"), "dtype must be float32 or float64")
     need(cfg.eval_decoder in EVAL_DECODERS, f"eval_decoder must be one of {EVAL_DECODERS}")
+    need(cfg.ablation_budget in ABLATION_BUDGETS,
+         f"ablation_budget must be one of {', '.join(ABLATION_BUDGETS)}")
     need(isinstance(cfg.layers, (list, tuple)) and len(cfg.layers) >= 1
          and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in cfg.layers),
          f"layers must be a list of positive integers, got {cfg.layers!r}")
@@ -159,9 +171,7 @@ def _check(cfg):
     # Per-phase settings: keys must name a phase (kind or name) of this very schedule, and
     # values obey the same rules as the run-wide ones, so nothing fails hours into a run.
     need(isinstance(cfg.phase_settings, dict), "phase_settings must be a table")
-    phases, _ = build_schedule(cfg.method, len(cfg.layers), cfg.epochs_layer1, cfg.budget,
-                               cfg.fraction, cfg.eval_decoder, cfg.fit_decoder_epochs,
-                               cfg.finetune_epochs)
+    phases, _ = schedule(cfg)
     known = sorted({p.kind for p in phases} | {p.name for p in phases})
     for key, overrides in cfg.phase_settings.items():
         where = f"phase_settings.{key}: "
@@ -173,6 +183,15 @@ def _check(cfg):
                           f"settings are {', '.join(Hyper.FIELDS)}")
         _check_types(overrides, where)
         _check_ranges(overrides, where)
+
+
+def schedule(cfg):
+    """The phase list and evaluation decoder of a configuration."""
+    from medalpy.schedules import build_schedule
+
+    return build_schedule(cfg.method, len(cfg.layers), cfg.epochs_layer1, cfg.budget,
+                          cfg.fraction, cfg.eval_decoder, cfg.fit_decoder_epochs,
+                          cfg.finetune_epochs, cfg.ablation_budget)
 
 
 def read_toml(path):
@@ -207,11 +226,14 @@ def make_config(options=None, config_file=None):
     from_file = read_toml(config_file) if config_file else {}
     scale = options.get("scale", from_file.get("scale", "quick"))
     preset = options.get("preset", from_file.get("preset", "medal"))
-    if scale not in SCALES:
+    dataset = options.get("dataset", from_file.get("dataset", TrainConfig.dataset))
+    if not isinstance(scale, str) or scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    values = {**SCALES[scale], **PRESETS[preset], **from_file, **options}
+    protocol = protocol_for(dataset)
+    values = {"noise": protocol.noise, **scale_settings(scale, dataset), **PRESETS[preset],
+              **from_file, **options}
     values["scale"], values["preset"] = scale, preset
     if isinstance(values.get("layers"), str):
         values["layers"] = parse_layers(values["layers"])
@@ -284,7 +306,7 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     from medalpy.evaluation import mean_image_relative_ce, reconstruction_metrics
     from medalpy.kernels import get_backend
     from medalpy.network import Network
-    from medalpy.schedules import budget_units, build_schedule
+    from medalpy.schedules import budget_units
     from medalpy.trainer import Hyper, Trainer
 
     echo = echo or (lambda message: None)
@@ -314,9 +336,7 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     echo(f"data: {ds.name} ({ds.source['kind']}) from {ds.source['location']}: "
          f"{len(train_rows)} training, {len(val_rows)} validation, "
          f"{ds.test_images.shape[0]} test images")
-    phases, eval_decoder = build_schedule(
-        cfg.method, len(cfg.layers), cfg.epochs_layer1, cfg.budget, cfg.fraction,
-        cfg.eval_decoder, cfg.fit_decoder_epochs, cfg.finetune_epochs)
+    phases, eval_decoder = schedule(cfg)
     hyper = Hyper(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                   normalise_gradients=cfg.normalise_gradients, batch_size=cfg.batch_size,
                   noise=cfg.noise, patience=cfg.patience, init=cfg.init,

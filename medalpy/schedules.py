@@ -14,7 +14,10 @@ being one epoch of updates to one encoder layer):
     up) with a fresh direct decoder. The stacked part gets the rest of the budget, ``k (n - g)`` epochs, so every f
     spends exactly ``k n`` units (for k = 2 this is the paper's ``2 n f`` and ``n (1 - f)``).
 ``frozen_lower`` (the paper's ablation, "input noise, frozen lower layers")
-    as gradual, but layers 1..k-1 frozen; one unit per epoch, so ``k n`` epochs.
+    as gradual, but layers 1..k-1 frozen. "Equal budget" has two readings
+    (``ablation_budget``): ``updates`` (the default) gives it the weight updates of gradual,
+    one unit per epoch, so ``k n`` epochs; ``epochs`` gives it gradual's ``n`` epochs (and
+    so ``n`` units).
 
 Supervised use (:func:`classifier_schedule`): one ``supervised`` phase trains the encoders and
 a fresh softmax layer on labels.
@@ -34,6 +37,7 @@ from medalpy.errors import ConfigError
 
 METHODS = ("stacked", "gradual", "hybrid", "frozen_lower")
 EVAL_DECODERS = ("auto", "direct", "mirror")
+ABLATION_BUDGETS = ("updates", "epochs")
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,8 @@ def _gradual(k, epochs):
 
 
 def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
-                   eval_decoder="auto", fit_decoder_epochs=None, finetune_epochs=0):
+                   eval_decoder="auto", fit_decoder_epochs=None, finetune_epochs=0,
+                   ablation_budget="updates"):
     """The phase list of one schedule.
 
     Parameters
@@ -107,6 +112,8 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
     fit_decoder_epochs : epochs of the ``fit_decoder`` phase added when ``eval_decoder``
         differs from the schedule's own (default: ``budget``).
     finetune_epochs : int, epochs of the full tuning phase (0: none).
+    ablation_budget : ``updates`` (``k n`` epochs) or ``epochs`` (``n`` epochs): the frozen-lower
+        ablation's reading of "equal budget".
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -119,6 +126,9 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
     for label, value in (("layers", n_layers), ("epochs for layer 1", epochs_layer1)):
         if value < 1:
             raise ConfigError(f"{label} must be at least 1, got {value}")
+    if ablation_budget not in ABLATION_BUDGETS:
+        raise ConfigError(f"ablation budget must be one of {', '.join(ABLATION_BUDGETS)}, "
+                          f"got {ablation_budget!r}")
     if budget < 0 or finetune_epochs < 0:
         raise ConfigError("budget and fine-tuning epochs must not be negative")
 
@@ -139,7 +149,8 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
     phases = [Phase("1:layer", "layer1", 1, epochs_layer1, (0,), 0, "new", keep_decoder=keep)]
     for k in range(2, n_layers + 1):
         if method == "frozen_lower":
-            phases.append(Phase(f"{k}:frozen_lower", "frozen_lower", k, k * budget, (k - 1,), 0,
+            epochs = k * budget if ablation_budget == "updates" else budget
+            phases.append(Phase(f"{k}:frozen_lower", "frozen_lower", k, epochs, (k - 1,), 0,
                                 "new"))
             continue
         stacked_epochs, gradual_epochs = parts[k]

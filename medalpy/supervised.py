@@ -6,9 +6,54 @@ on the negative log-likelihood, with early stopping on validation error (the pap
 is 35 epochs), keeping the best parameters. The test error is reported.
 """
 
+import math
+
 import numpy as np
 
 from medalpy.errors import ConfigError
+
+#: The classifier's settings (keywords of :func:`train_classifier`) and their defaults:
+#: the most epochs, the early-stopping patience (the paper's 35) and the optimiser.
+CLASSIFIER_DEFAULTS = {"epochs": 200, "patience": 35, "lr": 0.1, "momentum": 0.9,
+                       "weight_decay": 1e-5, "batch_size": 20, "normalise_gradients": False}
+
+_CLASSIFIER_RULES = {
+    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "patience": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
+    "lr": (lambda v: _is_real(v) and 0 < v < math.inf, "a positive finite number"),
+    "momentum": (lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (lambda v: _is_real(v) and 0 <= v < math.inf,
+                     "a finite number, not negative"),
+    "normalise_gradients": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v):
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
+        and not math.isnan(v)
+
+
+def check_classifier_settings(settings, option_prefix=None):
+    """Refuse unknown classifier settings and values out of range, naming the setting (as
+    the command-line option ``--{option_prefix}name-with-dashes`` when a prefix is given)."""
+    def label(name):
+        if option_prefix is None:
+            return f"classifier setting {name}"
+        return f"--{option_prefix}{name.replace('_', '-')}"
+
+    unknown = sorted(set(settings) - set(CLASSIFIER_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown classifier setting(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(CLASSIFIER_DEFAULTS)}")
+    for name, value in settings.items():
+        ok, rule = _CLASSIFIER_RULES[name]
+        if not ok(value):
+            raise ConfigError(f"{label(name)} must be {rule}, got {value!r}")
 
 
 def copy_encoders(network):
@@ -33,10 +78,11 @@ def random_encoders(n_inputs, widths, seed, dtype="float32", init="medal"):
 
 
 def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, y_test,
-                     n_classes, seed, epochs=200, patience=35, lr=0.1, momentum=0.9,
-                     weight_decay=1e-5, batch_size=20, normalise_gradients=False,
-                     callbacks=()):
+                     n_classes, seed, callbacks=(), **settings):
     """Fine-tune ``encoders`` (a Network; copied, not modified) plus a softmax layer.
+
+    ``settings`` are those of :data:`CLASSIFIER_DEFAULTS` (checked; the others take their
+    defaults).
 
     Returns
     -------
@@ -47,13 +93,15 @@ def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, 
     from medalpy.trainer import Hyper, Trainer, classification_error
     from medalpy.backprop import Pass
 
+    check_classifier_settings(settings)
+    c = {**CLASSIFIER_DEFAULTS, **settings}
     if encoders.depth < 1:
         raise ConfigError("the classifier needs at least one pretrained encoder layer")
     net = copy_encoders(encoders)
-    phases = classifier_schedule(net.depth, epochs)
-    hyper = Hyper(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                  normalise_gradients=normalise_gradients, batch_size=batch_size, noise=0.0,
-                  patience=patience)
+    phases = classifier_schedule(net.depth, c["epochs"])
+    hyper = Hyper(lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"],
+                  normalise_gradients=c["normalise_gradients"], batch_size=c["batch_size"],
+                  noise=0.0, patience=c["patience"])
     widths = [layer.n_out for layer in net.encoders]
     trainer = Trainer(backend, net, phases, hyper, X_train, X_val, widths, seed,
                       callbacks=callbacks, labels=(y_train, y_val), n_classes=n_classes)
@@ -86,6 +134,9 @@ def classification_data(ds, train_size, val_size, seed):
     pool, val_rows = train_val_split(ds.train_labels, val_size, seed)
     if train_size is None:
         return pool, val_rows
+    if train_size < ds.n_classes:
+        raise ConfigError(f"train size {train_size} is smaller than the {ds.n_classes} classes "
+                          "(a class-balanced subset needs one image of each)")
     if train_size > len(pool):
         raise ConfigError(f"train size {train_size} exceeds the {len(pool)} images left after "
                           "the validation split")

@@ -6,6 +6,7 @@ import click
 
 from medalpy.cli._common import data_dir_option, reports_errors
 from medalpy.config import BACKENDS
+from medalpy.supervised import CLASSIFIER_DEFAULTS
 
 
 @click.command()
@@ -14,13 +15,21 @@ from medalpy.config import BACKENDS
 @click.option("--train-size", type=int, help="Class-balanced training subset (default: all).")
 @click.option("--val-size", type=int,
               help="Validation images (default: a fifth of the training subset, >= 100).")
-@click.option("--epochs", type=int, default=200, show_default=True, help="Most epochs.")
-@click.option("--patience", type=int, default=35, show_default=True,
+@click.option("--epochs", type=int, default=CLASSIFIER_DEFAULTS["epochs"], show_default=True,
+              help="Most epochs.")
+@click.option("--patience", type=int, default=CLASSIFIER_DEFAULTS["patience"],
+              show_default=True,
               help="Stop after this many epochs without a better validation error.")
-@click.option("--lr", type=float, default=0.1, show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True)
-@click.option("--weight-decay", type=float, default=1e-5, show_default=True)
-@click.option("--batch-size", type=int, default=20, show_default=True)
+@click.option("--lr", type=float, default=CLASSIFIER_DEFAULTS["lr"], show_default=True)
+@click.option("--momentum", type=float, default=CLASSIFIER_DEFAULTS["momentum"],
+              show_default=True)
+@click.option("--weight-decay", type=float, default=CLASSIFIER_DEFAULTS["weight_decay"],
+              show_default=True)
+@click.option("--batch-size", type=int, default=CLASSIFIER_DEFAULTS["batch_size"],
+              show_default=True)
+@click.option("--normalise-gradients/--no-normalise-gradients",
+              default=CLASSIFIER_DEFAULTS["normalise_gradients"], show_default=True,
+              help="MEDAL's normGrad: each layer's gradient scaled to unit norm.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--random-init", is_flag=True,
               help="Ignore MODEL's weights: the same architecture, randomly initialised.")
@@ -29,18 +38,27 @@ from medalpy.config import BACKENDS
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
 @reports_errors
 def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentum,
-             weight_decay, batch_size, seed, random_init, backend, data_dir, out_dir):
+             weight_decay, batch_size, normalise_gradients, seed, random_init, backend,
+             data_dir, out_dir):
     """Fine-tune MODEL's encoders plus a new softmax layer on DATASET; report test error."""
     from medalpy import checkpoint
     from medalpy.atomic import write_json_atomic
     from medalpy.data import load
     from medalpy.errors import ConfigError
     from medalpy.kernels import get_backend
-    from medalpy.supervised import classification_data, random_encoders, train_classifier
+    from medalpy.supervised import (
+        check_classifier_settings,
+        classification_data,
+        random_encoders,
+        train_classifier,
+    )
 
-    for name, value in (("--epochs", epochs), ("--patience", patience), ("--batch-size",
-                                                                          batch_size)):
-        if value < 1:
+    settings = {"epochs": epochs, "patience": patience, "lr": lr, "momentum": momentum,
+                "weight_decay": weight_decay, "batch_size": batch_size,
+                "normalise_gradients": normalise_gradients}
+    check_classifier_settings(settings, option_prefix="")
+    for name, value in (("--train-size", train_size), ("--val-size", val_size)):
+        if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     saved = checkpoint.load(model)
     dataset = dataset or saved["config"].get("dataset", "mnist")
@@ -56,17 +74,14 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
     result = train_classifier(
         get_backend(backend), encoders, ds.train_images[train_rows],
         ds.train_labels[train_rows], ds.train_images[val_rows], ds.train_labels[val_rows],
-        ds.test_images, ds.test_labels, ds.n_classes, seed, epochs=epochs, patience=patience,
-        lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
+        ds.test_images, ds.test_labels, ds.n_classes, seed, **settings)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": str(model), "random_init": random_init, "dataset": dataset,
               "data": ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
               "test_error": result["test_error"], "val_error": result["val_error"],
               "kept_epoch": result["kept_epoch"], "epochs_run": result["epochs_run"], "history": result["history"],
-              "settings": {"epochs": epochs, "patience": patience, "lr": lr,
-                           "momentum": momentum, "weight_decay": weight_decay,
-                           "batch_size": batch_size, "seed": seed}}
+              "settings": {**settings, "seed": seed}}
     checkpoint.save(out / "classifier.h5", result["network"], record["settings"],
                     extra={k: v for k, v in record.items() if k != "history"})
     write_json_atomic(out / "metrics.json", record)

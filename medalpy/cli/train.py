@@ -16,8 +16,12 @@ from medalpy.config import BACKENDS
               help="Ablation: noise at the input, lower layers frozen.")
 @click.option("--hybrid", "fraction", type=float, metavar="F",
               help="Hybrid: stacked for a fraction F of each phase's budget, then gradual.")
+@click.option("--ablation-budget", type=click.Choice(["updates", "epochs"]),
+              help="--frozen-lower's equal budget: gradual's weight updates (k*budget epochs, "
+                   "default) or gradual's epochs (budget epochs).")
 @click.option("--layers", help="Units per hidden layer, e.g. 1000,1000.")
-@click.option("--noise", type=float, help="Masking-noise rate (paper: 0.15 for MNIST).")
+@click.option("--noise", type=float,
+              help="Masking-noise rate (default: the dataset's protocol, 0.15 for MNIST).")
 @click.option("--epochs-layer1", type=int, help="Epochs of phase 1.")
 @click.option("--budget", type=int,
               help="Gradual epochs per deeper phase; phase k costs k*budget units.")
@@ -37,9 +41,10 @@ from medalpy.config import BACKENDS
 @click.option("--val-size", type=int, help="Validation images (default: a sixth of training).")
 @click.option("--seed", type=int, help="Root random seed.")
 @click.option("--scale", type=click.Choice(["quick", "medium", "paper"]),
-              help="quick: ~2 min on the bundled sample; medium: the paper's network, a fifth "
-                   "of its epochs; paper: the paper's MNIST protocol.")
-@click.option("--preset", type=click.Choice(["medal"]), help="Optimiser conventions.")
+              help="quick: seconds on the bundled sample; medium: the paper's network, a fifth "
+                   "of its epochs; paper: the dataset's protocol (network, epochs, full "
+                   "tuning).")
+@click.option("--preset", help="Optimiser settings: medal (MEDAL's defaults).")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), help="Kernel backend.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]))
 @data_dir_option

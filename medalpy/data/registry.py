@@ -41,6 +41,7 @@ class DatasetSpec:
     fallback: str = ""  # dataset used, loudly, when this one cannot be found or fetched
     licence: str = ""
     homepage: str = ""
+    protocol: str = "mnist"  # the paper's protocol for it (medalpy.protocols)
 
     @property
     def n_features(self):
@@ -140,6 +141,7 @@ DATASETS = {
         system_dirs=("/usr/share/datasets/cifar10", "/usr/share/datasets/cifar-10"),
         licence="A. Krizhevsky, 'Learning Multiple Layers of Features from Tiny Images', 2009",
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        protocol="cifar10",
     ),
     "cifar100": DatasetSpec(
         name="cifar100",
@@ -154,6 +156,7 @@ DATASETS = {
         system_dirs=("/usr/share/datasets/cifar100", "/usr/share/datasets/cifar-100"),
         licence="A. Krizhevsky, 'Learning Multiple Layers of Features from Tiny Images', 2009",
         homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        protocol="cifar100",
     ),
 }
 

@@ -36,9 +36,9 @@ def step_seconds(widths_in_out, head="decoder", batch=20, steps=20, backend="cpu
     return (time.perf_counter() - t0) / steps
 
 
-def estimate(name, scale, n_images, n_classes=10, splits=3, measured=None):
+def estimate(name, scale, n_images, n_classes=10, splits=3, measured=None, dataset="mnist"):
     """Estimated seconds of experiment ``name`` at ``scale`` for a training set of n_images."""
-    params = base_params("x", scale, n_train_images=n_images)
+    params = base_params(dataset, scale, n_train_images=n_images)
     D, (w1, w2) = 784, params["layers"][:2]
     measured = {} if measured is None else measured
 
@@ -66,8 +66,9 @@ def estimate(name, scale, n_images, n_classes=10, splits=3, measured=None):
     else:
         cl2 = sum(c["epochs"] * steps(s) for s in sizes[:2]) * t(
             "classifier", [D, w1, w2, 10], "classifier")
-        per_split = layer1 + gradual + 2 * n * steps(n_pre) * t("gradual", [D, w1, w2, D]) \
-            + 2 * cl2
+        # gradual, then the ablation under both readings (2n and n epochs of gradual's chain)
+        per_split = layer1 + gradual + 3 * n * steps(n_pre) * t("gradual", [D, w1, w2, D]) \
+            + 3 * cl2
     return splits * per_split
 
 
@@ -86,7 +87,8 @@ def describe(dataset="mnist", data_dir=None):
     header = f"{'experiment':<11}" + "".join(f"{s:>12}" for s in scales)
     lines += [header, "-" * len(header)]
     for name, (_, what) in EXPERIMENTS.items():
-        costs = [estimate(name, s, n_images, measured=measured) for s in scales]
+        costs = [estimate(name, s, n_images, measured=measured, dataset=dataset)
+                 for s in scales]
         lines.append(f"{name:<11}" + "".join(f"{c / 3600:>11.1f}h" for c in costs))
     lines += [""] + [f"{name}: {what}" for name, (_, what) in EXPERIMENTS.items()]
     lines += ["", "step times (ms, batch 20): " + ", ".join(

@@ -15,11 +15,11 @@ from medalpy.errors import ConfigError
 from medalpy.experiments.cells import Cell
 
 #: Experiment scales. ``smoke`` runs the whole pipeline in seconds (its numbers mean
-#: nothing); ``quick`` takes minutes; ``medium`` is the paper's network on 20,000 images with
-#: a tenth of its epochs (fsweep took 71 min of compute here; trainsize is estimated at
-#: up to 2.3 h by ``medalpy experiment list``); ``paper`` is the paper's MNIST
-#: protocol. In ``sizes``, None stands for the whole
-#: training part of a split.
+#: nothing); ``quick`` takes minutes; ``medium`` is the paper's MNIST network on 20,000 images
+#: with a tenth of its epochs; ``paper`` is the dataset's protocol (:mod:`medalpy.protocols`:
+#: network, epochs of layer 1, budget, full tuning) on all its training images. In ``sizes``,
+#: None stands for the whole training part of a split. ``medalpy experiment list`` estimates
+#: what each costs on the machine it runs on.
 SCALES = {
     "smoke": {"layers": [16, 8], "epochs_layer1": 1, "budget": 1, "finetune_epochs": 1,
               "pretrain_size": 300, "n_val": 100, "sizes": [100],
@@ -30,33 +30,54 @@ SCALES = {
     "medium": {"layers": [1000, 1000], "epochs_layer1": 5, "budget": 8, "finetune_epochs": 8,
                "pretrain_size": 20000, "n_val": 10000, "sizes": [1000, 3000, 10000, None],
                "classifier": {"epochs": 50, "patience": 10}},
-    "paper": {"layers": [1000, 1000], "epochs_layer1": 50, "budget": 80, "finetune_epochs": 80,
-              "pretrain_size": None, "n_val": 10000,
+    "paper": {"pretrain_size": None, "n_val": 10000,
               "sizes": [1000, 2000, 5000, 10000, 20000, None],
               "classifier": {"epochs": 1000, "patience": 35}},
 }
 
-#: Optimiser settings shared by all scales (MEDAL's conventions, see medalpy.run).
-OPTIMISER = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "normalise_gradients": True,
-             "batch_size": 20, "noise": 0.15}
-CLASSIFIER = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-5, "batch_size": 20}
+#: The pretraining settings an experiment takes from a preset of :mod:`medalpy.run` (with the
+#: defaults of ``medalpy train`` for those the preset leaves open).
+OPTIMISER_FIELDS = ("lr", "momentum", "weight_decay", "normalise_gradients", "batch_size",
+                    "init")
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_images=None):
+def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_images=None,
+                preset="medal", noise=None, classifier=None, protocol=None):
     """Parameters every cell of an experiment shares (the seed is set per split).
 
-    ``n_train_images`` (the dataset's training-set size) caps the validation set at a sixth
-    of it and the pretraining set at what is left, so small datasets work at any scale.
+    Parameters
+    ----------
+    dataset : a dataset of the registry; its protocol gives the noise rate and, at the
+        ``paper`` scale, the network and epochs (``protocol`` names another one).
+    preset : a preset of :data:`medalpy.run.PRESETS`: the pretraining optimiser.
+    noise : masking-noise rate (default: the protocol's).
+    classifier : dict of classifier settings overriding
+        :data:`medalpy.supervised.CLASSIFIER_DEFAULTS` and the scale's epochs and patience.
+    n_train_images : the dataset's training-set size: caps the validation set at a sixth of
+        it and the pretraining set at what is left, so small datasets work at any scale.
     """
+    from medalpy.protocols import PROTOCOLS, protocol_for
+    from medalpy.run import make_config
+    from medalpy.supervised import CLASSIFIER_DEFAULTS, check_classifier_settings
+
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    s = SCALES[scale]
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    proto = PROTOCOLS[protocol] if protocol else protocol_for(dataset)
+    s = {**SCALES[scale], **(proto.scale() if scale == "paper" else {})}
+    optimiser = make_config({"dataset": dataset, "preset": preset,
+                             "noise": proto.noise if noise is None else noise})
+    clf = {**CLASSIFIER_DEFAULTS, **s["classifier"], **(classifier or {})}
+    check_classifier_settings(clf)
     params = {"dataset": dataset, "data_dir": data_dir, "backend": backend, "scale": scale,
-              "base_seed": seed, **OPTIMISER,
+              "base_seed": seed, "preset": preset, "protocol": proto.name,
+              **{k: getattr(optimiser, k) for k in OPTIMISER_FIELDS},
+              "noise": optimiser.noise,
               **{k: s[k] for k in ("layers", "epochs_layer1", "budget", "finetune_epochs",
                                    "pretrain_size", "n_val")},
-              "classifier": {**CLASSIFIER, **s["classifier"]}}
+              "classifier": clf}
     if n_train_images is not None:
         params["n_val"] = min(params["n_val"], n_train_images // 6)
         if params["pretrain_size"] is not None:
@@ -73,9 +94,9 @@ def _layer1_cell(params, s):
     return Cell(f"split{s}/layer1", "layer1", _split(params, s))
 
 
-def _pretrain_cell(params, s, name, method, fraction=None, finetune=False):
+def _pretrain_cell(params, s, name, method, fraction=None, finetune=False, **extra):
     p = {**_split(params, s), "method": method, "fraction": fraction,
-         "layer1": f"split{s}/layer1"}
+         "layer1": f"split{s}/layer1", **extra}
     if not finetune:
         p["finetune_epochs"] = 0
     return Cell(f"split{s}/{name}", "pretrain", p, needs=(f"split{s}/layer1",))
@@ -119,15 +140,23 @@ def trainsize_cells(params, splits, sizes, **_):
     return cells
 
 
+#: The ablation's two readings of "equal budget" (cell name, ``ablation_budget``): gradual's
+#: weight updates (k n epochs of the top layer) and gradual's epochs (n).
+ABLATION_READINGS = (("frozen_lower", "updates"), ("frozen_lower-epochs", "epochs"))
+
+
 def ablation_cells(params, splits, sizes, **_):
     cells = []
     for s in range(splits):
         cells.append(_layer1_cell(params, s))
         cells.append(_pretrain_cell(params, s, "gradual", "gradual"))
-        cells.append(_pretrain_cell(params, s, "frozen_lower", "frozen_lower"))
+        for name, reading in ABLATION_READINGS:
+            cells.append(_pretrain_cell(params, s, name, "frozen_lower",
+                                        ablation_budget=reading))
         for n in sizes[:2]:
             cells.append(_classify_cell(params, s, "gradual", n, f"split{s}/gradual"))
-            cells.append(_classify_cell(params, s, "frozen_lower", n, f"split{s}/frozen_lower"))
+            for name, _ in ABLATION_READINGS:
+                cells.append(_classify_cell(params, s, name, n, f"split{s}/{name}"))
     return cells
 
 

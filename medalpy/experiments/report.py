@@ -51,8 +51,30 @@ def _fmt_p(p):
     return "n/a" if p is None else f"{p:.3f}"
 
 
+def budget_rule(results):
+    """Per pretraining phase of every finished cell: epochs run, the epoch kept (0: the
+    start), and the paper's budget rule (best-so-far validation score improved by at most
+    0.5% over the phase's last 10 epochs; None for shorter phases)."""
+    rows = []
+    for key in sorted(results):
+        r = results[key]
+        if r.get("status") != "done":
+            continue
+        for phase in r.get("phases", ()):
+            rows.append({"cell": key, "phase": phase["phase"],
+                         "epochs": phase["epochs_run"], "kept_epoch": phase["kept_epoch"],
+                         "last10_improvement": phase["last10_improvement"],
+                         "held": phase["budget_rule"]})
+    return rows
+
+
 def summarise(name, results, splits, fractions=None, sizes=None):
     """The summary dict of one experiment from its cell results."""
+    return {**_summary(name, results, splits, fractions, sizes),
+            "budget_rule": budget_rule(results)}
+
+
+def _summary(name, results, splits, fractions=None, sizes=None):
     S = range(splits)
     if name == "fsweep":
         rows = []
@@ -80,17 +102,19 @@ def summarise(name, results, splits, fractions=None, sizes=None):
                          else (st - g) / st})
         return {"rows": rows}
     if name == "ablation":
+        schemes = ("gradual", "frozen_lower", "frozen_lower-epochs")
         rec = {m: _values(results, [f"split{s}/{m}" for s in S], "relative_ce")
-               for m in ("gradual", "frozen_lower")}
+               for m in schemes}
         rows = []
         for n in sizes[:2]:
             err = {m: _values(results, [f"split{s}/classify-{m}-n{n}" for s in S],
-                              "test_error") for m in ("gradual", "frozen_lower")}
+                              "test_error") for m in schemes}
             rows.append({"size": n, **{k: mean_std(v) for k, v in err.items()},
-                         "gradual_vs_frozen": paired(err["gradual"], err["frozen_lower"])})
+                         **{f"gradual_vs_{m}": paired(err["gradual"], err[m])
+                            for m in schemes[1:]}})
         return {"reconstruction": {k: mean_std(v) for k, v in rec.items()},
-                "reconstruction_gradual_vs_frozen": paired(rec["gradual"],
-                                                           rec["frozen_lower"]),
+                **{f"reconstruction_gradual_vs_{m}": paired(rec["gradual"], rec[m])
+                   for m in schemes[1:]},
                 "classification": rows}
     raise ValueError(name)
 
@@ -128,23 +152,49 @@ def markdown(name, summary, header):
                 f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.4f')} "
                 f"({_fmt_p(d['p_value'])}) | {'n/a' if rel is None else format(rel, '+.1%')} |")
     elif name == "ablation":
-        rec, d = summary["reconstruction"], summary["reconstruction_gradual_vs_frozen"]
-        lines += ["Test relative reconstruction cross-entropy (mean ± sd over splits):", "",
-                  "| gradual | input noise, frozen lower layers | gradual - frozen (p) |",
-                  "|---|---|---|",
-                  f"| {_fmt(rec['gradual'])} | {_fmt(rec['frozen_lower'])} | "
-                  f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.3f')} "
-                  f"({_fmt_p(d['p_value'])}) |", "",
+        rec = summary["reconstruction"]
+        diff = lambda d, digits: ("n/a" if d["mean_diff"] is None  # noqa: E731
+                                  else format(d["mean_diff"], f"+.{digits}f"))
+        lines += ["Input noise with frozen lower layers, under the two readings of equal "
+                  "budget: equal weight updates (the top layer trained for k n epochs) and "
+                  "equal epochs (n epochs, as gradual). Differences are gradual minus the "
+                  "ablation, paired by split.", "",
+                  "Test relative reconstruction cross-entropy (mean ± sd over splits):", "",
+                  "| gradual | frozen lower, equal updates | gradual - it (p) | frozen lower, "
+                  "equal epochs | gradual - it (p) |", "|---|---|---|---|---|"]
+        du = summary["reconstruction_gradual_vs_frozen_lower"]
+        de = summary["reconstruction_gradual_vs_frozen_lower-epochs"]
+        lines += [f"| {_fmt(rec['gradual'])} | {_fmt(rec['frozen_lower'])} | {diff(du, 3)} "
+                  f"({_fmt_p(du['p_value'])}) | {_fmt(rec['frozen_lower-epochs'])} | "
+                  f"{diff(de, 3)} ({_fmt_p(de['p_value'])}) |", "",
                   "Test classification error:", "",
-                  "| training images | gradual | frozen lower | gradual - frozen (p) |",
-                  "|---|---|---|---|"]
+                  "| training images | gradual | frozen lower, equal updates | gradual - it "
+                  "(p) | frozen lower, equal epochs | gradual - it (p) |",
+                  "|---|---|---|---|---|---|"]
         for r in summary["classification"]:
-            d = r["gradual_vs_frozen"]
+            du, de = r["gradual_vs_frozen_lower"], r["gradual_vs_frozen_lower-epochs"]
             lines.append(
-                f"| {r['size']} | {_fmt(r['gradual'], 4)} | "
-                f"{_fmt(r['frozen_lower'], 4)} | "
-                f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.4f')} "
-                f"({_fmt_p(d['p_value'])}) |")
+                f"| {r['size']} | {_fmt(r['gradual'], 4)} | {_fmt(r['frozen_lower'], 4)} | "
+                f"{diff(du, 4)} ({_fmt_p(du['p_value'])}) | "
+                f"{_fmt(r['frozen_lower-epochs'], 4)} | {diff(de, 4)} "
+                f"({_fmt_p(de['p_value'])}) |")
+    rule = summary.get("budget_rule", [])
+    if rule:
+        judged = [r for r in rule if r["held"] is not None]
+        lines += ["", "## Budget rule and kept epochs", "",
+                  f"The paper set its budget so that the validation error improved by at most "
+                  f"0.5% over the last 10 epochs. It held in "
+                  f"{sum(r['held'] for r in judged)} of {len(judged)} phases of 10 epochs or "
+                  "more. Kept epoch: the epoch whose parameters the phase ended with (0: its "
+                  "start).", "",
+                  "| cell | phase | epochs | kept epoch | last-10 improvement | rule held |",
+                  "|---|---|---|---|---|---|"]
+        for r in rule:
+            gain = "n/a" if r["last10_improvement"] is None else \
+                f"{100 * r['last10_improvement']:.2f}%"
+            held = "n/a" if r["held"] is None else ("yes" if r["held"] else "no")
+            lines.append(f"| {r['cell']} | {r['phase']} | {r['epochs']} | {r['kept_epoch']} | "
+                         f"{gain} | {held} |")
     return "\n".join(lines) + "\n"
 
 
@@ -186,9 +236,10 @@ def figures(name, summary, out_dir):
         ax.set_ylabel("test error (%)")
     else:
         rec = summary["reconstruction"]
-        names = ["gradual", "frozen_lower"]
+        names = ["gradual", "frozen_lower", "frozen_lower-epochs"]
         means = [rec[m]["mean"] if rec[m]["mean"] is not None else math.nan for m in names]
-        ax.bar(["gradual", "input noise,\nfrozen lower"], means,
+        ax.bar(["gradual", "frozen lower,\nequal updates", "frozen lower,\nequal epochs"],
+               means,
                yerr=[rec[m]["sd"] or 0 for m in names], capsize=4)
         ax.set_ylabel("test relative cross-entropy")
     ax.grid(alpha=0.3)

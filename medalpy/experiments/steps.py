@@ -45,7 +45,8 @@ def _schedule(params, finetune):
 
     return build_schedule(params["method"], len(params["layers"]), params["epochs_layer1"],
                           params["budget"], params.get("fraction"),
-                          finetune_epochs=params["finetune_epochs"] if finetune else 0)
+                          finetune_epochs=params["finetune_epochs"] if finetune else 0,
+                          ablation_budget=params.get("ablation_budget", "updates"))
 
 
 def _hyper(params):
@@ -54,7 +55,8 @@ def _hyper(params):
     return Hyper(lr=params["lr"], momentum=params["momentum"],
                  weight_decay=params["weight_decay"],
                  normalise_gradients=params["normalise_gradients"],
-                 batch_size=params["batch_size"], noise=params["noise"])
+                 batch_size=params["batch_size"], noise=params["noise"],
+                 init=params.get("init", "medal"))
 
 
 def _trainer(params, network, phases, ds, train_rows, val_rows):
@@ -81,7 +83,7 @@ def train_layer1(backend, network, hyper, X_train, X_val, widths, seed, epochs):
 
 
 def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, method,
-                         epochs_layer1, budget, fraction=None):
+                         epochs_layer1, budget, fraction=None, ablation_budget="updates"):
     """The rest of schedule ``method`` (full tuning excluded) on a network from
     :func:`train_layer1`, exactly as the schedule's own run would continue after its phase 1.
 
@@ -92,7 +94,8 @@ def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, 
     from medalpy.schedules import build_schedule
     from medalpy.trainer import Position, Trainer
 
-    phases, eval_decoder = build_schedule(method, len(widths), epochs_layer1, budget, fraction)
+    phases, eval_decoder = build_schedule(method, len(widths), epochs_layer1, budget, fraction,
+                                          ablation_budget=ablation_budget)
     if eval_decoder != "mirror":
         network.discard_mirror()  # only the mirror needs the kept layer-1 decoder
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
@@ -139,7 +142,7 @@ def pretrain(params, work_dir, out_dir):
     trainer, eval_decoder = continue_from_layer1(
         backend, net, _hyper(params), ds.train_images[train_rows], ds.train_images[val_rows],
         params["layers"], params["seed"], params["method"], params["epochs_layer1"],
-        params["budget"], params.get("fraction"))
+        params["budget"], params.get("fraction"), params.get("ablation_budget", "updates"))
     test = reconstruction_metrics(backend, net, ds.test_images, params["noise"])
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
     result = {"eval_decoder": eval_decoder, "budget_units": budget_units(phases),
@@ -181,12 +184,10 @@ def classify(params, work_dir, out_dir):
         enc = enc["network"]
     else:
         enc = random_encoders(ds.n_features, params["layers"], params["seed"])
-    c = params["classifier"]
     result = train_classifier(
         get_backend(params["backend"]), enc, ds.train_images[rows], labels[rows],
         ds.train_images[vrows], labels[vrows], ds.test_images, ds.test_labels, ds.n_classes,
-        params["seed"], epochs=c["epochs"], patience=c["patience"], lr=c["lr"],
-        momentum=c["momentum"], weight_decay=c["weight_decay"], batch_size=c["batch_size"])
+        params["seed"], **params["classifier"])
     return {"test_error": result["test_error"], "val_error": result["val_error"],
             "kept_epoch": result["kept_epoch"], "epochs_run": result["epochs_run"], "n_train": int(len(rows)),
             "n_val": int(len(vrows))}
