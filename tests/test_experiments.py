@@ -131,3 +131,61 @@ def test_failed_cells_run_again_on_the_next_run(tmp_path):
     assert "running again 1 cell(s) that failed or were skipped before" in lines
     assert again["cells"]["split0/gradual"]["status"] == "done"
     assert again["cells"]["split0/gradual"]["relative_ce"] == record["relative_ce"]
+
+
+def test_a_fresh_clone_recomputes_absent_models_from_the_seed(tmp_path):
+    """Only the cells' JSON records travel in git: a classifier cell whose encoders' model
+    file is absent reruns the pretraining (and its layer 1) and says so, with the hash of
+    the weights it used."""
+    first = run_experiment("trainsize", "mnist-sample", tmp_path, scale="smoke", splits=1)
+    for model in (tmp_path / "cells").rglob("*.h5"):
+        model.unlink()
+    (tmp_path / "cells" / "split0" / "classify-stacked-n100.json").unlink()
+    again = run_experiment("trainsize", "mnist-sample", tmp_path, scale="smoke", splits=1)
+    cell = again["cells"]["split0/classify-stacked-n100"]
+    assert cell["encoders_recomputed"] is True
+    assert cell["encoders_sha"] == first["cells"]["split0/stacked"]["weights_sha"]
+    assert cell["test_error"] == first["cells"]["split0/classify-stacked-n100"]["test_error"]
+    assert (tmp_path / "cells" / "split0" / "layer1" / "model.h5").exists()
+    assert again["summary"]["recomputed_weights"] == [
+        {"cell": "split0/classify-stacked-n100", "from": "split0/stacked",
+         "same_weights": True}]
+    assert "recomputed the weights of split0/stacked from the seed (the same" in \
+        (tmp_path / "report.md").read_text()
+
+
+def test_the_ablation_runs_both_readings_of_equal_budget(tmp_path):
+    record = run_experiment("ablation", "mnist-sample", tmp_path, scale="smoke", splits=1)
+    cells = record["cells"]
+    epochs = {k: [p["epochs_run"] for p in cells[f"split0/{k}"]["phases"]]
+              for k in ("gradual", "frozen_lower", "frozen_lower-epochs")}
+    assert epochs == {"gradual": [1], "frozen_lower": [2], "frozen_lower-epochs": [1]}
+    assert cells["split0/frozen_lower"]["budget_units_spent"] == 1 + 2
+    assert cells["split0/frozen_lower-epochs"]["budget_units_spent"] == 1 + 1
+    report = (tmp_path / "report.md").read_text()
+    assert "frozen lower, equal updates" in report and "frozen lower, equal epochs" in report
+    assert "| split0/layer1 | 1:layer | 1 |" in report  # the per-phase budget-rule table
+
+
+def test_experiment_settings_are_recorded_and_bad_ones_refused_before_writing(tmp_path):
+    record = run_experiment("trainsize", "mnist-sample", tmp_path / "ok", scale="smoke",
+                            splits=1, noise=0.3, sizes=[50], classifier={"lr": 0.05})
+    assert record["noise"] == 0.3 and record["sizes"] == [50]
+    assert record["classifier"]["lr"] == 0.05 and record["classifier"]["epochs"] == 3
+    cell = record["cells"]["split0/classify-random-n50"]
+    assert cell["params"]["classifier"]["lr"] == 0.05 and cell["n_train"] == 50
+    assert record["cells"]["split0/layer1"]["params"]["noise"] == 0.3
+    base = ["experiment", "trainsize", "--dataset", "mnist-sample", "--scale", "smoke",
+            "--splits", "1"]
+    for bad, message in ((["--classifier-lr", "-1"], "--classifier-lr must be a positive"),
+                         (["--classifier-momentum", "5"], "--classifier-momentum must be in"),
+                         (["--classifier-weight-decay", "inf"], "--classifier-weight-decay"),
+                         (["--sizes", "5"], "--sizes: 5 is not between the 10 classes"),
+                         (["--sizes", "100000"], "--sizes: 100000 is not between"),
+                         (["--preset", "nope"], "preset must be one of"),
+                         (["--noise", "1.0"], "noise must be in [0, 1)"),
+                         (["--workers", "0"], "--workers must be at least 1")):
+        out = tmp_path / "bad"
+        result = CliRunner().invoke(main, [*base, *bad, "--out", str(out)])
+        assert result.exit_code == 2 and message in result.output, (bad, result.output)
+        assert not out.exists(), bad

@@ -86,3 +86,20 @@ def test_bad_schedules_are_refused(kwargs, message):
     method = kwargs.pop("method")
     with pytest.raises(ConfigError, match=message):
         build_schedule(method, 2, 5, 4, **kwargs)
+
+
+def test_the_ablation_under_equal_epochs_gets_gradual_epochs_not_its_updates():
+    from medalpy.schedules import build_schedule, budget_units
+
+    for n_layers in (2, 3):
+        updates, _ = build_schedule("frozen_lower", n_layers, 4, 6)
+        epochs, _ = build_schedule("frozen_lower", n_layers, 4, 6, ablation_budget="epochs")
+        gradual, _ = build_schedule("gradual", n_layers, 4, 6)
+        assert [p.epochs for p in epochs] == [p.epochs for p in gradual] == [4] + [6] * (
+            n_layers - 1)
+        assert [p.epochs for p in updates] == [4] + [6 * k for k in range(2, n_layers + 1)]
+        assert budget_units(updates) == budget_units(gradual)
+        assert budget_units(epochs) == 4 + 6 * (n_layers - 1)
+        assert [p.trainable for p in epochs] == [p.trainable for p in updates]
+    with pytest.raises(ConfigError, match="ablation budget"):
+        build_schedule("frozen_lower", 2, 4, 6, ablation_budget="steps")

@@ -61,6 +61,10 @@ def test_classify_command(tmp_path, pretrained, extra):
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["n_train"] == 300 and record["n_val"] == 100
     assert 0.0 <= record["test_error"] < 0.8  # ten classes: chance is 0.9
+    assert record["settings"] == {"epochs": 15, "patience": 15, "lr": 0.1, "momentum": 0.9,
+                                  "weight_decay": 1e-5, "batch_size": 20,
+                                  "normalise_gradients": False, "seed": 0}
+    assert 0 <= record["kept_epoch"] <= record["epochs_run"]
     assert (tmp_path / "classifier.h5").exists()
 
 
@@ -71,3 +75,15 @@ def test_classify_bad_input(tmp_path, pretrained):
     result = CliRunner().invoke(main, ["classify", str(tmp_path / "none.h5"), "mnist-sample",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no such model" in result.output
+    for bad, message in ((["--lr", "-1"], "--lr must be a positive finite number"),
+                         (["--lr", "inf"], "--lr must be a positive finite number"),
+                         (["--momentum", "5"], "--momentum must be in [0, 1)"),
+                         (["--weight-decay", "nan"], "--weight-decay must be a finite"),
+                         (["--batch-size", "0"], "--batch-size must be an integer of at"),
+                         (["--patience", "0"], "--patience must be"),
+                         (["--train-size", "5"], "smaller than the 10 classes")):
+        out = tmp_path / "bad"
+        result = CliRunner().invoke(main, ["classify", str(pretrained), "mnist-sample", *bad,
+                                           "--out", str(out)])
+        assert result.exit_code == 2 and message in result.output, (bad, result.output)
+        assert not out.exists(), bad

@@ -4,6 +4,7 @@ import click
 
 from medalpy.cli._common import data_dir_option, reports_errors
 from medalpy.config import BACKENDS
+from medalpy.supervised import CLASSIFIER_DEFAULTS
 
 
 @click.command()
@@ -18,15 +19,50 @@ from medalpy.config import BACKENDS
 @click.option("--splits", type=int, default=3, show_default=True,
               help="Train/validation splits to average over.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--preset", default="medal", show_default=True,
+              help="Pretraining optimiser settings (a preset of `medalpy train`).")
+@click.option("--noise", type=float,
+              help="Masking-noise rate (default: the dataset's protocol, 0.15 for MNIST).")
+@click.option("--sizes", help="Classifiers' training-set sizes, e.g. 1000,10000 ('all': a "
+                              "split's whole training part); default: the scale's.")
+@click.option("--classifier-epochs", type=int, help="Classifiers' most epochs (default: the "
+                                                    "scale's).")
+@click.option("--classifier-patience", type=int,
+              help="Classifiers' early-stopping patience (default: the scale's).")
+@click.option("--classifier-lr", type=float,
+              help=f"Classifiers' learning rate (default {CLASSIFIER_DEFAULTS['lr']}).")
+@click.option("--classifier-momentum", type=float,
+              help=f"Classifiers' momentum (default {CLASSIFIER_DEFAULTS['momentum']}).")
+@click.option("--classifier-weight-decay", type=float,
+              help=f"Classifiers' weight decay (default {CLASSIFIER_DEFAULTS['weight_decay']}).")
+@click.option("--classifier-batch-size", type=int,
+              help=f"Classifiers' minibatch (default {CLASSIFIER_DEFAULTS['batch_size']}).")
+@click.option("--classifier-normalise-gradients/--classifier-no-normalise-gradients",
+              default=None, help="Classifiers' normGrad (default off).")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--workers", type=int,
               help="Run the cells on a local Dask cluster of N single-threaded processes.")
 @click.option("--scheduler", metavar="ADDRESS", help="Run the cells on an existing Dask cluster.")
 @data_dir_option
 @reports_errors
-def experiment(name, dataset, out_dir, scale, splits, seed, backend, workers, scheduler,
-               data_dir):
+def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, sizes, backend,
+               workers, scheduler, data_dir, **classifier_options):
     """Run experiment NAME (fsweep, trainsize, ablation), or `list` them with their costs."""
+    from medalpy.cli._common import UserError
+    from medalpy.supervised import check_classifier_settings
+
+    classifier = {k[len("classifier_"):]: v for k, v in classifier_options.items()
+                  if v is not None}
+    check_classifier_settings(classifier, option_prefix="classifier-")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if sizes is not None:
+        try:
+            sizes = [None if part.strip() == "all" else int(part)
+                     for part in sizes.split(",")]
+        except ValueError:
+            raise UserError(f"--sizes must be comma-separated integers or 'all', got "
+                            f"{sizes!r}") from None
     if name == "list":
         from medalpy.experiments.costs import describe
 
@@ -37,7 +73,7 @@ def experiment(name, dataset, out_dir, scale, splits, seed, backend, workers, sc
     out_dir = out_dir or f"runs/experiment-{name}-{scale}"
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     kwargs = dict(scale=scale, splits=splits, data_dir=data_dir, backend=backend, seed=seed,
-                  echo=echo)
+                  echo=echo, preset=preset, noise=noise, classifier=classifier, sizes=sizes)
     if workers or scheduler:
         from medalpy.cluster import dask_client
 

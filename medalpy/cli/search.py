@@ -45,7 +45,7 @@ def _values(kind):
 @click.option("--objective", type=click.Choice(["pretrain", "classify"]),
               help="pretrain: validation reconstruction cross-entropy (default); classify: "
                    "validation error of a classifier on the pretrained encoders.")
-@click.option("--folds", type=int, help="k of stratified k-fold (default 10; CIFAR 5).")
+@click.option("--folds", type=int, help="k of stratified k-fold (default: the dataset's protocol, 10 for MNIST).")
 @click.option("--subset", type=int,
               help="Cross-validate on a class-balanced subset of this many training images.")
 @click.option("--data-seed", type=int, help="Seed of the subset, folds and random draws.")
@@ -55,7 +55,7 @@ def _values(kind):
                    "several schedules that share layer 1.")
 @click.option("--fraction", type=float, help="The hybrid's stacked fraction.")
 @click.option("--n-layers", type=int, help="Hidden layers (default 2).")
-@click.option("--noise", type=float, help="Masking-noise rate (default 0.15; CIFAR 0.10).")
+@click.option("--noise", type=float, help="Masking-noise rate (default: the dataset's protocol, 0.15 for MNIST).")
 @click.option("--epochs-layer1", type=int, help="Epochs of phase 1 (default 10).")
 @click.option("--budget", type=int, help="Gradual epochs per deeper phase (default 10).")
 @click.option("--patience", type=int, help="Early stopping: epochs without improvement.")

@@ -24,8 +24,13 @@ __all__ = ["EXPERIMENTS", "SCALES", "run_experiment"]
 
 
 def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=None,
-                   backend="cpu", seed=0, fractions=FRACTIONS, client=None, echo=None):
+                   backend="cpu", seed=0, fractions=FRACTIONS, client=None, echo=None,
+                   preset="medal", noise=None, classifier=None, sizes=None):
     """Run (or resume) experiment ``name``; writes results.json, report.md and figures.
+
+    ``preset`` and ``noise`` set the pretraining (see :func:`definitions.base_params`),
+    ``classifier`` the classifier's settings, ``sizes`` the training-set sizes of the
+    classifiers (default: the scale's).
 
     Returns the results dict written to ``results.json``.
     """
@@ -35,14 +40,16 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     if splits < 1:
         raise ConfigError(f"splits must be at least 1, got {splits}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ds = _dataset(dataset, data_dir)
     n_images = ds.train_images.shape[0]
-    params = base_params(dataset, scale, data_dir, backend, seed, n_images)
-    sizes = sizes_for(params, n_images)
+    params = base_params(dataset, scale, data_dir, backend, seed, n_images, preset=preset,
+                         noise=noise, classifier=classifier)
+    sizes = sizes_for(params, n_images, sizes, ds.n_classes)
     spec = {"experiment": name, "dataset": dataset, "scale": scale, "splits": splits,
-            "seed": seed, "fractions": list(fractions), "sizes": sizes}
+            "seed": seed, "fractions": list(fractions), "sizes": sizes, "preset": preset,
+            "noise": params["noise"], "classifier": params["classifier"]}
+    out = Path(out_dir)  # made only once every setting has been checked
+    out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "experiment.json"
     if spec_path.exists():
         previous = json.loads(spec_path.read_text())
@@ -65,10 +72,15 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
               "wall_seconds_this_session": time.perf_counter() - t0,
               "cells": results}
     write_json_atomic(out / "results.json", record)
+    opt = ", ".join(f"{k} {params[k]}" for k in ("lr", "momentum", "weight_decay",
+                                                   "normalise_gradients", "batch_size"))
+    clf = ", ".join(f"{k} {v}" for k, v in params["classifier"].items())
     header = [f"Dataset {dataset} ({ds.source['kind']}, {n_images} training images), scale "
               f"{scale}, {splits} splits, seed {seed}; layers {params['layers']}, layer 1 "
               f"{params['epochs_layer1']} epochs, budget {params['budget']} gradual epochs per "
               f"deeper layer, full tuning {params['finetune_epochs']} epochs.",
+              f"Pretraining: preset {preset} ({opt}), masking noise {params['noise']}. "
+              f"Classifiers: {clf}.",
               f"Compute: {record['cell_seconds'] / 60:.1f} min summed over cells."]
     if failed:
         header.append(f"FAILED CELLS: {failed}")

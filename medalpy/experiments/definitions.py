@@ -43,7 +43,7 @@ FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_images=None,
-                preset="medal", noise=None, classifier=None, protocol=None):
+                preset="medal", noise=None, classifier=None):
     """Parameters every cell of an experiment shares (the seed is set per split).
 
     Parameters
@@ -57,15 +57,13 @@ def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_im
     n_train_images : the dataset's training-set size: caps the validation set at a sixth of
         it and the pretraining set at what is left, so small datasets work at any scale.
     """
-    from medalpy.protocols import PROTOCOLS, protocol_for
+    from medalpy.protocols import protocol_for
     from medalpy.run import make_config
     from medalpy.supervised import CLASSIFIER_DEFAULTS, check_classifier_settings
 
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if protocol is not None and protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    proto = PROTOCOLS[protocol] if protocol else protocol_for(dataset)
+    proto = protocol_for(dataset)
     s = {**SCALES[scale], **(proto.scale() if scale == "paper" else {})}
     optimiser = make_config({"dataset": dataset, "preset": preset,
                              "noise": proto.noise if noise is None else noise})
@@ -103,18 +101,29 @@ def _pretrain_cell(params, s, name, method, fraction=None, finetune=False, **ext
 
 
 def _classify_cell(params, s, init, size, encoders=None):
-    p = {**_split(params, s), "train_size": size, "encoders": encoders}
+    """``encoders``: the pretraining cell whose encoders start the classifier (its
+    parameters go along, to recompute its model when the model file is absent)."""
+    p = {**_split(params, s), "train_size": size, "encoders": encoders and encoders.key,
+         "encoders_params": encoders and encoders.params}
     return Cell(f"split{s}/classify-{init}-n{size}", "classify", p,
-                needs=(encoders,) if encoders else ())
+                needs=(encoders.key,) if encoders else ())
 
 
-def sizes_for(params, n_train_images):
-    """The scale's training-set sizes that fit the dataset (None: all of a split's training
-    part)."""
+def sizes_for(params, n_train_images, sizes=None, n_classes=10):
+    """The classifiers' training-set sizes: ``sizes`` when given (None standing for all of a
+    split's training part), else the scale's, less those that do not fit the dataset."""
     available = n_train_images - params["n_val"]
-    wanted = SCALES[params["scale"]]["sizes"]
-    sizes = [n for n in wanted if n is not None and n < available]
-    return sizes + [available] if None in wanted else sizes
+    if sizes is not None:
+        for n in sizes:
+            if n is not None and not n_classes <= n <= available:
+                raise ConfigError(f"--sizes: {n} is not between the {n_classes} classes and "
+                                  f"the {available} training images of a split")
+        wanted = list(sizes)
+        chosen = [n for n in wanted if n is not None]
+    else:
+        wanted = SCALES[params["scale"]]["sizes"]
+        chosen = [n for n in wanted if n is not None and n < available]
+    return chosen + [available] if None in wanted else chosen
 
 
 def fsweep_cells(params, splits, fractions=FRACTIONS, **_):
@@ -131,11 +140,11 @@ def trainsize_cells(params, splits, sizes, **_):
     cells = []
     for s in range(splits):
         cells.append(_layer1_cell(params, s))
-        cells.append(_pretrain_cell(params, s, "gradual", "gradual"))
-        cells.append(_pretrain_cell(params, s, "stacked", "stacked"))
+        pre = {m: _pretrain_cell(params, s, m, m) for m in ("gradual", "stacked")}
+        cells += pre.values()
         for n in sizes:
-            cells.append(_classify_cell(params, s, "gradual", n, f"split{s}/gradual"))
-            cells.append(_classify_cell(params, s, "stacked", n, f"split{s}/stacked"))
+            cells.append(_classify_cell(params, s, "gradual", n, pre["gradual"]))
+            cells.append(_classify_cell(params, s, "stacked", n, pre["stacked"]))
             cells.append(_classify_cell(params, s, "random", n))
     return cells
 
@@ -149,14 +158,13 @@ def ablation_cells(params, splits, sizes, **_):
     cells = []
     for s in range(splits):
         cells.append(_layer1_cell(params, s))
-        cells.append(_pretrain_cell(params, s, "gradual", "gradual"))
+        pre = {"gradual": _pretrain_cell(params, s, "gradual", "gradual")}
         for name, reading in ABLATION_READINGS:
-            cells.append(_pretrain_cell(params, s, name, "frozen_lower",
-                                        ablation_budget=reading))
+            pre[name] = _pretrain_cell(params, s, name, "frozen_lower", ablation_budget=reading)
+        cells += pre.values()
         for n in sizes[:2]:
-            cells.append(_classify_cell(params, s, "gradual", n, f"split{s}/gradual"))
-            for name, _ in ABLATION_READINGS:
-                cells.append(_classify_cell(params, s, name, n, f"split{s}/{name}"))
+            for name, cell in pre.items():
+                cells.append(_classify_cell(params, s, name, n, cell))
     return cells
 
 

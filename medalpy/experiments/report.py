@@ -68,10 +68,29 @@ def budget_rule(results):
     return rows
 
 
+def recomputed_weights(results):
+    """Cells that recomputed the weights they start from (the model file of the cell they
+    need was absent, as on a fresh clone), and whether the weights they used equal those
+    the original cell recorded (another CPU kind may round differently)."""
+    rows = []
+    for key in sorted(results):
+        r = results[key]
+        if r.get("status") != "done":
+            continue
+        for flag, sha, source in (("layer1_recomputed", "layer1_sha", "layer1"),
+                                  ("encoders_recomputed", "encoders_sha", "encoders")):
+            if r.get(flag):
+                origin = results.get(r["params"][source]) or {}
+                rows.append({"cell": key, "from": r["params"][source],
+                             "same_weights": origin.get("weights_sha") == r[sha]})
+    return rows
+
+
 def summarise(name, results, splits, fractions=None, sizes=None):
     """The summary dict of one experiment from its cell results."""
     return {**_summary(name, results, splits, fractions, sizes),
-            "budget_rule": budget_rule(results)}
+            "budget_rule": budget_rule(results),
+            "recomputed_weights": recomputed_weights(results)}
 
 
 def _summary(name, results, splits, fractions=None, sizes=None):
@@ -122,6 +141,12 @@ def _summary(name, results, splits, fractions=None, sizes=None):
 def markdown(name, summary, header):
     """The report.md text."""
     lines = [f"# medalpy experiment: {name}", "", *header, ""]
+    for r in summary.get("recomputed_weights", []):
+        lines.append(f"Cell {r['cell']} recomputed the weights of {r['from']} from the seed "
+                     f"({'the same' if r['same_weights'] else 'NOT the same'} weights as that "
+                     "cell recorded).")
+    if summary.get("recomputed_weights"):
+        lines.append("")
     if name == "fsweep":
         lines += ["Test relative reconstruction cross-entropy (nats per image; mean ± sd over "
                   "splits). f is the stacked fraction: f = 0 gradual, f = 1 stacked. The "

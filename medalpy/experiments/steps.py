@@ -12,6 +12,7 @@ seed, same phase index).
 """
 
 import functools
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -25,6 +26,29 @@ def _dataset(name, data_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the sample fallback is recorded in ds.source
         return load(name, data_dir)
+
+
+def weights_hash(network):
+    """A short SHA-256 of every parameter's name and bytes: which weights a cell used."""
+    h = hashlib.sha256()
+    for name, array in sorted(network.parameters().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()[:16]
+
+
+def needed_model(out_dir, key, params, step):
+    """The network another cell (``key``, run by ``step`` with ``params``) saved; when its
+    file is absent (a fresh clone holds only the cells' JSON records), the cell's step is run
+    again here from its seed first. Returns ``(network, recomputed)``."""
+    from medalpy import checkpoint
+    from medalpy.experiments.cells import work_dir
+
+    path = Path(out_dir) / "cells" / key / "model.h5"
+    recomputed = not path.exists()
+    if recomputed:
+        step(params, work_dir(out_dir, key), out_dir)
+    return checkpoint.load(path)["network"], recomputed
 
 
 def split_rows(params):
@@ -118,6 +142,7 @@ def layer1(params, work_dir, out_dir):
                            params["layers"], params["seed"], params["epochs_layer1"])
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
     return {"val_loss": trainer.phase_log[-1]["best_val"], "phases": trainer.phase_log,
+            "weights_sha": weights_hash(net),
             "data": ds.source["kind"], "n_train": int(len(train_rows)),
             "n_val": int(len(val_rows))}
 
@@ -135,7 +160,8 @@ def pretrain(params, work_dir, out_dir):
     from medalpy.trainer import Position
 
     ds, train_rows, val_rows = split_rows(params)
-    net = checkpoint.load(Path(out_dir) / "cells" / params["layer1"] / "model.h5")["network"]
+    net, recomputed = needed_model(out_dir, params["layer1"], params, layer1)
+    layer1_sha = weights_hash(net)
     backend = get_backend(params["backend"])
     finetune = params["finetune_epochs"] > 0
     phases, _ = _schedule(params, finetune)
@@ -148,7 +174,8 @@ def pretrain(params, work_dir, out_dir):
     result = {"eval_decoder": eval_decoder, "budget_units": budget_units(phases),
               "budget_units_spent": trainer.units_spent,
               "relative_ce": test["relative_ce"], "relative_ce_clean": test["relative_ce_clean"],
-              "phases": trainer.phase_log}
+              "phases": trainer.phase_log, "layer1_sha": layer1_sha,
+              "layer1_recomputed": recomputed, "weights_sha": weights_hash(net)}
     if finetune:
         tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
         tuner.position = Position(len(phases) - 1, -1)
@@ -163,7 +190,6 @@ def pretrain(params, work_dir, out_dir):
 
 def classify(params, work_dir, out_dir):
     """A classifier from a pretrained cell's encoders (or random ones) on a balanced subset."""
-    from medalpy import checkpoint
     from medalpy.data.splits import balanced_subset
     from medalpy.kernels import get_backend
     from medalpy.supervised import random_encoders, train_classifier
@@ -179,9 +205,10 @@ def classify(params, work_dir, out_dir):
     per_class = np.bincount(labels[val_rows]).min() * ds.n_classes
     vrows = val_rows if n_val >= len(val_rows) else val_rows[np.sort(balanced_subset(
         labels[val_rows], min(n_val, per_class), params["seed"]))]
+    recomputed = False
     if params.get("encoders"):
-        enc = checkpoint.load(Path(out_dir) / "cells" / params["encoders"] / "model.h5")
-        enc = enc["network"]
+        enc, recomputed = needed_model(out_dir, params["encoders"], params["encoders_params"],
+                                       pretrain)
     else:
         enc = random_encoders(ds.n_features, params["layers"], params["seed"])
     result = train_classifier(
@@ -189,5 +216,6 @@ def classify(params, work_dir, out_dir):
         ds.train_images[vrows], labels[vrows], ds.test_images, ds.test_labels, ds.n_classes,
         params["seed"], **params["classifier"])
     return {"test_error": result["test_error"], "val_error": result["val_error"],
-            "kept_epoch": result["kept_epoch"], "epochs_run": result["epochs_run"], "n_train": int(len(rows)),
+            "kept_epoch": result["kept_epoch"], "epochs_run": result["epochs_run"],
+            "encoders_sha": weights_hash(enc), "encoders_recomputed": recomputed, "n_train": int(len(rows)),
             "n_val": int(len(vrows))}

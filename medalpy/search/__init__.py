@@ -64,9 +64,6 @@ OBJECTIVES = {"pretrain": "validation reconstruction cross-entropy (nats per ima
               "classify": "validation classification error"}
 
 
-def default_folds(dataset):
-    """The paper's k: 10-fold for MNIST-like data, 5-fold for CIFAR."""
-    return 5 if dataset.startswith("cifar") else 10
 
 
 @dataclass
@@ -82,13 +79,13 @@ class SearchSpec:
     objective: str = "pretrain"
     space: dict = field(default_factory=lambda: {k: list(v) for k, v in PAPER_GRID.items()})
     n_trials: int = None  # random search: this many configurations drawn from the grid
-    folds: int = None  # default: default_folds(dataset)
+    folds: int = None  # default: the dataset's protocol (10 for MNIST, 5 for CIFAR)
     subset: int = None  # class-balanced subset of the training images (default: all)
     data_seed: int = 0  # subset, folds and random draws
     methods: list = field(default_factory=lambda: ["gradual"])
     fraction: float = None
     n_layers: int = 2
-    noise: float = None  # default: 0.10 for CIFAR, 0.15 otherwise
+    noise: float = None  # default: the dataset's protocol (0.15 for MNIST, 0.10 for CIFAR)
     epochs_layer1: int = 10
     budget: int = 10
     patience: int = None
@@ -100,10 +97,13 @@ class SearchSpec:
     dtype: str = "float32"
 
     def __post_init__(self):
+        from medalpy.protocols import protocol_for
+
+        protocol = protocol_for(self.dataset)
         if self.folds is None:
-            self.folds = default_folds(self.dataset)
+            self.folds = protocol.folds
         if self.noise is None:
-            self.noise = 0.10 if self.dataset.startswith("cifar") else 0.15
+            self.noise = protocol.noise
         self.space = {**{k: list(v) for k, v in PAPER_GRID.items()}, **self.space}
         if isinstance(self.methods, str):
             self.methods = [self.methods]

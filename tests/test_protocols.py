@@ -1,0 +1,44 @@
+"""The paper's per-dataset protocols reach `train`, `experiment` and `search` as data."""
+
+import pytest
+
+from medalpy.data.registry import DATASETS
+from medalpy.errors import ConfigError
+from medalpy.experiments.definitions import base_params
+from medalpy.protocols import PROTOCOLS, protocol_for
+from medalpy.run import make_config
+from medalpy.search import SearchSpec
+
+
+@pytest.mark.parametrize("dataset, noise, layers, e1, budget, tune, folds", [
+    ("mnist", 0.15, [1000, 1000], 50, 80, 80, 10),
+    ("fashion-mnist", 0.15, [1000, 1000], 50, 80, 80, 10),
+    ("cifar10", 0.10, [1500, 1500], 25, 70, 70, 5),
+    ("cifar100", 0.10, [2500, 2500], 35, 70, 70, 5),
+])
+def test_each_dataset_gets_its_protocol(dataset, noise, layers, e1, budget, tune, folds):
+    cfg = make_config({"dataset": dataset, "scale": "paper"})
+    assert (cfg.noise, cfg.layers, cfg.epochs_layer1, cfg.budget, cfg.finetune_epochs) == (
+        noise, layers, e1, budget, tune)
+    assert make_config({"dataset": dataset}).noise == noise  # every scale takes the noise
+    params = base_params(dataset, "paper")
+    assert (params["noise"], params["layers"], params["epochs_layer1"], params["budget"],
+            params["finetune_epochs"]) == (noise, layers, e1, budget, tune)
+    assert base_params(dataset, "quick")["noise"] == noise
+    spec = SearchSpec(dataset=dataset, space={"units": [16]})
+    assert (spec.noise, spec.folds) == (noise, folds)
+
+
+def test_explicit_settings_override_the_protocol():
+    cfg = make_config({"dataset": "cifar10", "scale": "paper", "noise": 0.25,
+                       "layers": "40,30"})
+    assert cfg.noise == 0.25 and cfg.layers == [40, 30] and cfg.budget == 70
+    assert base_params("cifar100", "quick", noise=0.2)["noise"] == 0.2
+
+
+def test_every_dataset_names_a_protocol_and_unknown_ones_are_refused():
+    assert {spec.protocol for spec in DATASETS.values()} <= set(PROTOCOLS)
+    with pytest.raises(ConfigError, match="unknown dataset 'svhn'"):
+        protocol_for("svhn")
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        make_config({"dataset": "svhn"})
