@@ -27,7 +27,6 @@ import numpy as np
 from medalpy import __version__
 from medalpy.errors import CheckpointError
 from medalpy.network import Layer, Network
-from medalpy.optim import SGD
 from medalpy.trainer import Position
 
 FORMAT = "medalpy"
@@ -89,21 +88,22 @@ def save(path, network, config, trainer=None, extra=None):
 
 
 def _save_trainer(g, trainer):
-    pos = trainer.position
+    state = trainer.state()
+    pos = state["position"]
     g.attrs.update(phase=pos.phase, epoch=pos.epoch, stopped=pos.stopped,
-                   units_spent=trainer.units_spent)
+                   units_spent=state["units_spent"])
     vel = g.create_group("velocity")
-    for name, v in (trainer.optimiser.velocity.items() if trainer.optimiser else ()):
-        vel.create_dataset(name, data=trainer.backend.to_host(v))
+    for name, v in state["velocity"].items():
+        vel.create_dataset(name, data=v)
     best = g.create_group("best")
-    if trainer.start_val is not None:
-        g.attrs["start_val"] = trainer.start_val
-    if trainer.best is not None:
-        g.attrs.update(best_val=trainer.best["val"], best_epoch=trainer.best["epoch"])
-        for name, array in trainer.best["params"].items():
+    if state["start_val"] is not None:
+        g.attrs["start_val"] = state["start_val"]
+    if state["best"] is not None:
+        g.attrs.update(best_val=state["best"]["val"], best_epoch=state["best"]["epoch"])
+        for name, array in state["best"]["params"].items():
             best.create_dataset(name, data=array)
-    _write_json(g, "history", trainer.history)
-    _write_json(g, "phase_log", trainer.phase_log)
+    _write_json(g, "history", state["history"])
+    _write_json(g, "phase_log", state["phase_log"])
 
 
 def load(path):
@@ -112,7 +112,8 @@ def load(path):
     Returns
     -------
     dict with ``network`` (Network), ``config`` (dict), ``extra`` (dict), ``kind`` and, for a
-    checkpoint, ``trainer`` (dict of the saved trainer state, see :func:`restore_trainer`).
+    checkpoint, ``trainer`` (the saved :meth:`medalpy.trainer.Trainer.state`, for
+    :meth:`~medalpy.trainer.Trainer.restore`).
 
     Raises
     ------
@@ -171,19 +172,3 @@ def _load_trainer(g):
         "phase_log": _read_json(g, "phase_log") if "phase_log" in g else [],
         "start_val": float(g.attrs["start_val"]) if "start_val" in g.attrs else None,
     }
-
-
-def restore_trainer(trainer, state):
-    """Put a trainer (built on the checkpoint's network) back where the checkpoint left it."""
-    trainer.position = state["position"]
-    trainer.units_spent = state["units_spent"]
-    trainer.history = state["history"]
-    trainer.best = state["best"]
-    trainer.phase_log = state["phase_log"]
-    trainer.start_val = state["start_val"]
-    phase = trainer.phases[trainer.position.phase]
-    settings = trainer.hyper.for_phase(phase)
-    trainer.optimiser = SGD(settings["lr"], settings["momentum"], settings["weight_decay"],
-                            settings["normalise_gradients"],
-                            velocity={k: trainer.backend.to_device(v)
-                                      for k, v in state["velocity"].items()})

@@ -361,7 +361,7 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, cfg.layers, cfg.seed,
                       [JsonLinesLog(out / "log.jsonl", history), checkpointer, *callbacks])
     if saved:
-        checkpoint.restore_trainer(trainer, saved["trainer"])
+        trainer.restore(saved["trainer"])
         echo(f"resuming {ckpt_path} at phase {trainer.position.phase + 1}, "
              f"after epoch {trainer.position.epoch + 1}")
     trainer.run()

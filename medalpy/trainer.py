@@ -132,6 +132,39 @@ class Trainer:
         self.start_val = None  # validation score of the current phase's starting parameters
         self.units_spent = 0
 
+    # -- state ---------------------------------------------------------------------------
+
+    def state(self):
+        """Everything a resumed run needs, on the host: ``position``, ``units_spent``,
+        ``history``, ``phase_log``, ``start_val``, ``best`` (or None) and the optimiser's
+        ``velocity`` ({name: array})."""
+        velocity = self.optimiser.velocity.items() if self.optimiser else ()
+        return {"position": self.position, "units_spent": self.units_spent,
+                "history": self.history, "phase_log": self.phase_log,
+                "start_val": self.start_val, "best": self.best,
+                "velocity": {name: self.backend.to_host(v) for name, v in velocity}}
+
+    def restore(self, state):
+        """Continue from a :meth:`state` (of a trainer built on the same network, schedule
+        and settings): the next :meth:`run` resumes exactly where that one stood."""
+        self.position = state["position"]
+        self.units_spent = state["units_spent"]
+        self.history = list(state["history"])
+        self.phase_log = list(state.get("phase_log", []))
+        self.start_val = state.get("start_val")
+        self.best = state["best"]
+        settings = self.hyper.for_phase(self.phases[self.position.phase])
+        self.optimiser = SGD(settings["lr"], settings["momentum"], settings["weight_decay"],
+                             settings["normalise_gradients"],
+                             velocity={k: self.backend.to_device(v)
+                                       for k, v in state["velocity"].items()})
+
+    def start_at(self, phase):
+        """Begin the next :meth:`run` at phase index ``phase``, as if the phases before it had
+        run (their budget units are counted); the network must already hold their result."""
+        self.position = Position(phase, -1)
+        self.units_spent = sum(p.units for p in self.phases[:phase] if p.counted)
+
     # -- events --------------------------------------------------------------------------
 
     def _emit(self, event, *args):

@@ -116,15 +116,14 @@ def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, 
     (trainer, eval_decoder)
     """
     from medalpy.schedules import build_schedule
-    from medalpy.trainer import Position, Trainer
+    from medalpy.trainer import Trainer
 
     phases, eval_decoder = build_schedule(method, len(widths), epochs_layer1, budget, fraction,
                                           ablation_budget=ablation_budget)
     if eval_decoder != "mirror":
         network.discard_mirror()  # only the mirror needs the kept layer-1 decoder
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
-    trainer.position = Position(1, -1)
-    trainer.units_spent = phases[0].units
+    trainer.start_at(1)
     trainer.run()
     return trainer, eval_decoder
 
@@ -157,7 +156,6 @@ def pretrain(params, work_dir, out_dir):
     from medalpy.evaluation import reconstruction_metrics
     from medalpy.kernels import get_backend
     from medalpy.schedules import budget_units
-    from medalpy.trainer import Position
 
     ds, train_rows, val_rows = split_rows(params)
     net, recomputed = needed_model(out_dir, params["layer1"], params, layer1)
@@ -178,7 +176,7 @@ def pretrain(params, work_dir, out_dir):
               "layer1_recomputed": recomputed, "weights_sha": weights_hash(net)}
     if finetune:
         tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
-        tuner.position = Position(len(phases) - 1, -1)
+        tuner.start_at(len(phases) - 1)
         tuner.run()
         tuned = reconstruction_metrics(backend, net, ds.test_images, params["noise"])
         checkpoint.save(Path(work_dir) / "model_tuned.h5", net, params)
