@@ -24,7 +24,7 @@ from medalpy.objectives import objective_for
 #: grows as n (n + 1) / 2 (D_in + D_out) multiply-adds, against one read of a stored dW.
 #: With the norm known before dW exists, train_step lets the backend form dW inside the
 #: update (sgd_update_product: about a third less time for gradual phase 2's three layers,
-#: benchmarks/cpu_choices.py, whose runs README lists). At batch 128 Gram norms (then as BLAS products) bought nothing
+#: benchmarks/cpu_choices.py, whose runs docs/performance.md lists). At batch 128 Gram norms (then as BLAS products) bought nothing
 #: measurable (steps of 21.4-24.1 ms against 19.9-21.5), so larger batches store dW.
 GRAM_MAX_BATCH = 32
 
@@ -38,7 +38,7 @@ class Pass:
       (:attr:`grads`), for gradient checks and for optimisers that want them all at once;
     - :meth:`train_step` (what the trainer runs) updates each layer through the optimiser as
       soon as its gradient is final; where the gradient's norm is known without ``dW``, the
-      backend forms ``dW`` inside the update and never stores it (README, performance), and
+      backend forms ``dW`` inside the update and never stores it (docs/performance.md), and
       otherwise one weight-gradient buffer serves every layer.
 
     Parameters

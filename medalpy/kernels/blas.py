@@ -4,7 +4,7 @@ Why the cpu backend calls BLAS itself instead of through ``np.matmul``: at the p
 sizes (10-20 rows) every product of a training step is skinny, and OpenBLAS splits a skinny
 product badly over its own threads. Two *single-threaded* calls on the two column halves of
 the output, run side by side in a Numba parallel region ("lanes"), are faster: see
-``benchmarks/cpu_choices.py`` and README's performance section for the measurements.
+``benchmarks/cpu_choices.py`` and docs/performance.md for the measurements.
 
 How: NumPy's Linux wheels bundle OpenBLAS built with 64-bit integers, its symbols renamed
 with a ``scipy_`` prefix and a ``64_`` suffix (``scipy_cblas_sgemm64_``). :func:`find` looks

@@ -8,7 +8,7 @@ the work is done:
   on *lanes*: the output's columns are split into one block per Numba thread, and each
   thread makes one single-threaded BLAS call on its block. At the paper's batch sizes the
   products are skinny (10-20 rows), and a 2-threaded OpenBLAS splits them worse than this
-  (README, performance). OpenBLAS is set to one thread while the backend is loaded
+  (docs/performance.md). OpenBLAS is set to one thread while the backend is loaded
   (:func:`use_threads`); no temporaries, no copies of weight-sized arrays.
 - The back-propagated error ``delta W^T`` of a small float32 batch is computed as dot products
   between rows (:func:`matmul_nt`, :func:`_matmul_nt_f32_lanes`), with explicit 8-lane vectors
@@ -18,7 +18,7 @@ the work is done:
   :func:`sgd_update_product` forms it a block of rows at a time into a small scratch on
   each lane and applies the SGD step to that block at once, so the weights and velocities
   are read and written once and the gradient is used right after it is formed (about a
-  third less time than storing it first: ``benchmarks/cpu_choices.py``, README).
+  third less time than storing it first: ``benchmarks/cpu_choices.py``, docs/performance.md).
 - Each element-wise step is one pass over memory in a module-level ``@njit(cache=True)``
   function: bias + sigmoid; cross-entropy loss and output delta together, from the
   pre-activations; softmax + NLL + delta; the hidden delta through the sigmoid; the column
@@ -787,7 +787,7 @@ def _sgd_kernel(P, G, V, lr, momentum, decay, scale):
     # One pass over P, G, V, with the reference's operations in the reference's order. The
     # scalars arrive as Python floats (cheap to dispatch) and are rounded to the arrays'
     # dtype here, as NumPy rounds a Python scalar operand. Serial: split over two threads
-    # it ran no faster here (README, performance).
+    # it ran no faster here (docs/performance.md).
     t = P.dtype.type
     lr, momentum, decay, scale = t(lr), t(momentum), t(decay), t(scale)
     p, g, v = P.reshape(-1), G.reshape(-1), V.reshape(-1)
