@@ -286,6 +286,33 @@ def prepare_data(cfg):
     return ds, train_rows, val_rows, notes
 
 
+def build_trainer(cfg, X_train, X_val, network=None, callbacks=()):
+    """The trainer of a configuration's schedule on in-memory images: what ``medalpy train``
+    runs (it adds the data, checkpoints, logs and metrics around it).
+
+    Parameters
+    ----------
+    cfg : TrainConfig.
+    X_train, X_val : (N, D) uint8 images or floats in [0, 1]; the validation images choose
+        each phase's best parameters.
+    network : the :class:`medalpy.network.Network` to train (default: a new, empty one).
+    callbacks : trainer callbacks.
+
+    Returns
+    -------
+    :class:`medalpy.trainer.Trainer`; call ``run()`` on it.
+    """
+    from medalpy.kernels import get_backend
+    from medalpy.network import Network
+    from medalpy.trainer import Hyper, Trainer
+
+    phases, _ = schedule(cfg)
+    hyper = Hyper.from_settings(cfg.to_dict(), overrides=cfg.phase_settings)
+    network = network if network is not None else Network(X_train.shape[1], cfg.dtype)
+    return Trainer(get_backend(cfg.backend), network, phases, hyper, X_train, X_val,
+                   cfg.layers, cfg.seed, callbacks)
+
+
 def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     """Run (or resume) one pretraining run and write ``model.h5`` and ``metrics.json``.
 
@@ -305,9 +332,7 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     from medalpy.callbacks import Checkpointer, JsonLinesLog
     from medalpy.evaluation import mean_image_relative_ce, reconstruction_metrics
     from medalpy.kernels import get_backend
-    from medalpy.network import Network
     from medalpy.schedules import budget_units
-    from medalpy.trainer import Hyper, Trainer
 
     echo = echo or (lambda message: None)
     out = Path(out_dir)
@@ -337,11 +362,6 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
          f"{len(train_rows)} training, {len(val_rows)} validation, "
          f"{ds.test_images.shape[0]} test images")
     phases, eval_decoder = schedule(cfg)
-    hyper = Hyper(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                  normalise_gradients=cfg.normalise_gradients, batch_size=cfg.batch_size,
-                  noise=cfg.noise, patience=cfg.patience, init=cfg.init,
-                  overrides=cfg.phase_settings)
-    network = saved["network"] if saved else Network(ds.n_features, cfg.dtype)
     X_train, X_val = ds.train_images[train_rows], ds.train_images[val_rows]
     data_record = {**ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
                    "n_test": int(ds.test_images.shape[0])}
@@ -358,8 +378,9 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     history = saved["trainer"]["history"] if saved else []
     wall_before = saved["extra"].get("wall_seconds", 0.0) if saved else 0.0
     checkpointer = Checkpointer(ckpt_path, config, {"data": data_record}, wall_before)
-    trainer = Trainer(backend, network, phases, hyper, X_train, X_val, cfg.layers, cfg.seed,
-                      [JsonLinesLog(out / "log.jsonl", history), checkpointer, *callbacks])
+    trainer = build_trainer(cfg, X_train, X_val, saved["network"] if saved else None,
+                            [JsonLinesLog(out / "log.jsonl", history), checkpointer, *callbacks])
+    network = trainer.network
     if saved:
         trainer.restore(saved["trainer"])
         echo(f"resuming {ckpt_path} at phase {trainer.position.phase + 1}, "

@@ -73,6 +73,13 @@ class Hyper:
     FIELDS = ("lr", "momentum", "weight_decay", "normalise_gradients", "batch_size", "noise",
               "patience")
 
+    @classmethod
+    def from_settings(cls, settings, **changes):
+        """A Hyper from any mapping that holds (some of) its field names, such as a
+        TrainConfig's dict or a cell's parameters; other keys are ignored."""
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in {**settings, **changes}.items() if k in names})
+
     def for_phase(self, phase):
         values = {name: getattr(self, name) for name in self.FIELDS}
         for key in (phase.kind, phase.name):

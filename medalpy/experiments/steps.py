@@ -76,11 +76,7 @@ def _schedule(params, finetune):
 def _hyper(params):
     from medalpy.trainer import Hyper
 
-    return Hyper(lr=params["lr"], momentum=params["momentum"],
-                 weight_decay=params["weight_decay"],
-                 normalise_gradients=params["normalise_gradients"],
-                 batch_size=params["batch_size"], noise=params["noise"],
-                 init=params.get("init", "medal"))
+    return Hyper.from_settings(params, patience=None)
 
 
 def _trainer(params, network, phases, ds, train_rows, val_rows):

@@ -59,11 +59,7 @@ def fold(params, work_dir, out_dir):
     X_score = ds.train_images[score_rows]
     backend = get_backend(params["backend"])
     widths = [params["units"]] * params["n_layers"]
-    hyper = Hyper(lr=params["lr"], momentum=params["momentum"],
-                  weight_decay=params["weight_decay"],
-                  normalise_gradients=params["normalise_gradients"],
-                  batch_size=params["batch_size"], noise=params["noise"],
-                  patience=params.get("patience"))
+    hyper = Hyper.from_settings(params)
     net = Network(ds.n_features, params.get("dtype", "float32"))
     layer1 = train_layer1(backend, net, hyper, X_train, X_stop, widths, params["seed"],
                           params["epochs_layer1"])

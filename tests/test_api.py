@@ -1,0 +1,52 @@
+"""The package face: every public name resolves, and README's Python example runs."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+import medalpy
+
+
+def test_every_public_name_resolves_to_what_it_says():
+    from medalpy import checkpoint, data, run, trainer
+
+    for name in medalpy.__all__:
+        assert getattr(medalpy, name) is not None, name
+    assert medalpy.load_model is checkpoint.load and medalpy.load_dataset is data.load
+    assert medalpy.build_trainer is run.build_trainer and medalpy.Trainer is trainer.Trainer
+    assert "Trainer" in dir(medalpy)
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert blocks, "README has no Python example"
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert 0 < namespace["metrics"]["relative_ce"] < namespace["baseline"]
+
+
+def test_build_trainer_is_what_medalpy_train_runs(tmp_path):
+    """The library function and the command give the same weights."""
+    from click.testing import CliRunner
+
+    from medalpy.cli import main
+
+    args = {"dataset": "mnist-sample", "layers": [30, 20], "epochs_layer1": 2, "budget": 1,
+            "train_size": 500, "val_size": 100, "seed": 3}
+    result = CliRunner().invoke(main, [
+        "train", "mnist-sample", "--layers", "30,20", "--epochs-layer1", "2", "--budget", "1",
+        "--train-size", "500", "--val-size", "100", "--seed", "3", "--quiet",
+        "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    cfg = medalpy.make_config(args)
+    from medalpy.run import prepare_data
+
+    ds, train_rows, val_rows, _ = prepare_data(cfg)
+    trainer = medalpy.build_trainer(cfg, ds.train_images[train_rows], ds.train_images[val_rows])
+    trainer.run()
+    saved = medalpy.load_model(tmp_path / "cli" / "model.h5")["network"].parameters()
+    for name, array in trainer.network.parameters().items():
+        np.testing.assert_array_equal(array, saved[name], err_msg=name)
