@@ -4,12 +4,14 @@ Relative reconstruction cross-entropy: the mean over test images of ``CE(x, y) -
 where ``y`` is the network's reconstruction and ``CE(x, x)`` the entropy of the clean image,
 the least any reconstruction can score. ``y`` is computed from a corrupted copy of ``x``
 drawn with :data:`TEST_NOISE_SEED`, the same for every run and method, so all methods see the
-same corrupted test set; the clean-input value is reported beside it.
+same corrupted test set (corrupted by the run's own kind and level of noise); the clean-input
+value is reported beside it.
 """
 
 import numpy as np
 
 from medalpy.backprop import Pass
+from medalpy.corruption import DEFAULT, corrupter
 from medalpy.errors import ConfigError
 from medalpy.objectives import entropy
 
@@ -23,7 +25,8 @@ def _scaled(X, rows):
     return Xr.astype(np.float64) / 255.0 if X.dtype == np.uint8 else Xr.astype(np.float64)
 
 
-def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEED):
+def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEED,
+                           noise_type=DEFAULT):
     """Relative cross-entropy of a network's reconstructions of ``X``.
 
     Parameters
@@ -31,7 +34,8 @@ def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEE
     backend : kernel module.
     network : Network with a decoder or mirror head reconstructing the input.
     X : (N, D) uint8 or float array of test inputs.
-    noise : float, masking-noise rate of the corrupted test set.
+    noise : float, the noise level of the corrupted test set.
+    noise_type : str, its kind (:mod:`medalpy.corruption`).
 
     Returns
     -------
@@ -45,12 +49,13 @@ def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEE
     p = Pass(backend, net.path(0), BATCH, net.head, net.dtype, train=False)
     X_in = backend.empty((BATCH, X.shape[1]), net.dtype)
     X_target = backend.empty((BATCH, X.shape[1]), net.dtype)
+    corrupt = corrupter(backend, noise_type)
     ce = ce_clean = ent = 0.0
     for start in range(0, N, BATCH):
         rows = np.arange(start, min(start + BATCH, N))
         n = len(rows)
         backend.gather(X, rows, X_target[:n])
-        backend.gather_masked(X, rows, noise, noise_seed, 0, X_in[:n])
+        corrupt(X, rows, noise, noise_seed, 0, X_in[:n])
         ce += p.loss(X_in[:n], X_target[:n]) * n
         ce_clean += p.loss(X_target[:n], X_target[:n]) * n
         ent += float(entropy(_scaled(X_host, rows)).sum())
@@ -83,14 +88,16 @@ def mean_image_relative_ce(X_train, X_test):
     return total / X_test.shape[0]
 
 
-def reconstruct(backend, network, X, rows, noise, noise_seed=TEST_NOISE_SEED):
+def reconstruct(backend, network, X, rows, noise, noise_seed=TEST_NOISE_SEED,
+                noise_type=DEFAULT):
     """Corrupted inputs and their reconstructions for ``rows`` of ``X`` (host float arrays)."""
     net, n = network, len(rows)
     _check_reconstructs_input(net, X)
     net.place(backend.to_device)
     p = Pass(backend, net.path(0), n, net.head, net.dtype, train=False)
     X_in = backend.empty((n, X.shape[1]), net.dtype)
-    backend.gather_masked(backend.to_device(X), np.asarray(rows), noise, noise_seed, 0, X_in)
+    corrupter(backend, noise_type)(backend.to_device(X), np.asarray(rows), noise, noise_seed, 0,
+                                   X_in)
     p.forward(X_in)
     result = np.array(backend.to_host(X_in)), np.array(backend.to_host(p.output[:n]))
     net.place(backend.to_host)

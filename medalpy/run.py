@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from medalpy.atomic import write_json_atomic
+from medalpy.corruption import check_level
 from medalpy.errors import ConfigError
 from medalpy.protocols import PROTOCOLS, protocol_for
 
@@ -57,6 +58,7 @@ class TrainConfig:
     preset: str = "medal"
     layers: list = field(default_factory=lambda: list(SCALES["quick"]["layers"]))
     noise: float = PROTOCOLS["mnist"].noise  # the dataset's protocol when not given
+    noise_type: str = "masking"  # medalpy.corruption
     epochs_layer1: int = SCALES["quick"]["epochs_layer1"]
     budget: int = SCALES["quick"]["budget"]
     finetune_epochs: int = 0
@@ -99,7 +101,6 @@ _RANGES = {
     "momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "weight_decay": (lambda v: v >= 0, "not negative"),
     "batch_size": (lambda v: v >= 1, "at least 1"),
-    "noise": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
     "patience": (lambda v: v is None or v >= 1, "at least 1"),
     "normalise_gradients": (lambda v: True, ""),
 }
@@ -154,6 +155,7 @@ def _check(cfg):
          and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in cfg.layers),
          f"layers must be a list of positive integers, got {cfg.layers!r}")
     _check_ranges(values)
+    check_level(cfg.noise_type, cfg.noise)
     need(cfg.epochs_layer1 >= 1, f"epochs_layer1 must be at least 1, got {cfg.epochs_layer1}")
     need(cfg.budget >= 1 or len(cfg.layers) == 1,
          f"budget must be at least 1 to train {len(cfg.layers)} layers, got {cfg.budget}")
@@ -183,6 +185,8 @@ def _check(cfg):
                           f"settings are {', '.join(Hyper.FIELDS)}")
         _check_types(overrides, where)
         _check_ranges(overrides, where)
+        check_level(overrides.get("noise_type", cfg.noise_type),
+                    overrides.get("noise", cfg.noise), f"{where}noise")
 
 
 def schedule(cfg):
@@ -388,7 +392,8 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     trainer.run()
     train_seconds = checkpointer.wall_seconds()
 
-    test = reconstruction_metrics(backend, network, ds.test_images, cfg.noise)
+    test = reconstruction_metrics(backend, network, ds.test_images, cfg.noise,
+                                  noise_type=cfg.noise_type)
     baseline = mean_image_relative_ce(X_train, ds.test_images)
     metrics = {
         "config": config,

@@ -11,7 +11,8 @@ a seed sequence (NumPy pads keys with zeros: ``[s, p]`` and ``[s, p, 0]`` are th
 
 * the minibatch order of epoch e of phase p: ``default_rng([seed, ORDER, p, e])``;
 * the new layers of phase p: ``default_rng([seed, INIT, p])``;
-* masking noise of training sample i in epoch e of phase p is keyed by
+* the noise of training sample i in epoch e of phase p (of the phase's kind,
+  :mod:`medalpy.corruption`) is keyed by
   ``(noise_seed(seed, NOISE, p), e, i)``; validation noise by
   ``(noise_seed(seed, VAL_NOISE), 0, i)``. (Data splits use ``default_rng(seed)``, tag 0.)
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from medalpy.backprop import Pass, encode
+from medalpy.corruption import corrupter
 from medalpy.errors import ConfigError, TrainingDiverged
 from medalpy.network import new_layer
 from medalpy.optim import SGD
@@ -66,12 +68,13 @@ class Hyper:
     normalise_gradients: bool = True
     batch_size: int = 20
     noise: float = 0.15
+    noise_type: str = "masking"
     patience: int = None
     init: str = "medal"
     overrides: dict = field(default_factory=dict)
 
     FIELDS = ("lr", "momentum", "weight_decay", "normalise_gradients", "batch_size", "noise",
-              "patience")
+              "noise_type", "patience")
 
     @classmethod
     def from_settings(cls, settings, **changes):
@@ -253,7 +256,8 @@ class Trainer:
         if phase.kind == "supervised":
             val = self._validation_error(val_pass, val_source)
         else:
-            val = self._validation_loss(val_pass, val_source, settings["noise"])
+            val = self._validation_loss(val_pass, val_source, settings["noise"],
+                                        settings["noise_type"])
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss became {val} in phase {phase.name}")
         return val
@@ -265,6 +269,7 @@ class Trainer:
         X_in = k.empty((B, source.shape[1]), net.dtype)
         X_target = k.empty((B, source.shape[1]), net.dtype)
         rate, seed_p = settings["noise"], noise_seed(self.seed, NOISE, p)
+        corrupt = corrupter(k, settings["noise_type"])
         supervised = phase.kind == "supervised"
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
@@ -273,7 +278,7 @@ class Trainer:
             for start in range(0, N, B):
                 rows = order[start:start + B]
                 n = len(rows)
-                k.gather_masked(source, rows, rate, seed_p, epoch, X_in[:n])
+                corrupt(source, rows, rate, seed_p, epoch, X_in[:n])
                 if supervised:
                     target = self.labels[0][rows]
                 else:
@@ -305,9 +310,10 @@ class Trainer:
             if stopped:
                 break
 
-    def _validation_loss(self, val_pass, val_source, rate):
+    def _validation_loss(self, val_pass, val_source, rate, noise_type="masking"):
         """Mean loss on the validation set, corrupted by a fixed noise stream."""
         k, N = self.backend, val_source.shape[0]
+        corrupt = corrupter(k, noise_type)
         width = val_source.shape[1]
         X_in = k.empty((EVAL_BATCH, width), self.network.dtype)
         X_target = k.empty((EVAL_BATCH, width), self.network.dtype)
@@ -316,7 +322,7 @@ class Trainer:
         for start in range(0, N, EVAL_BATCH):
             rows = np.arange(start, min(start + EVAL_BATCH, N))
             n = len(rows)
-            k.gather_masked(val_source, rows, rate, seed_v, 0, X_in[:n])
+            corrupt(val_source, rows, rate, seed_v, 0, X_in[:n])
             k.gather(val_source, rows, X_target[:n])
             total += val_pass.loss(X_in[:n], X_target[:n]) * n
         return total / N

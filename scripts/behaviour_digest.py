@@ -36,6 +36,9 @@ COMMON = ["mnist-sample", "--layers", "60,40", "--epochs-layer1", "3", "--budget
           "--train-size", "600", "--val-size", "200", "--seed", "7", "--quiet"]
 #: Keys of metrics.json that hold timings, paths or other things that may differ.
 VOLATILE = {"wall_seconds", "seconds", "location", "files", "data_dir"}
+#: Settings added to the configuration over time, with the value that keeps the old
+#: behaviour: dropped when they hold it, so old and new revisions compare.
+ADDED = {"ablation_budget": "updates", "noise_type": "masking"}
 
 
 def _clean(value):
@@ -73,7 +76,9 @@ def digest(checkout, work):
         run = Path(work) / name
         _medalpy(["train", *COMMON, *options, "--out", str(run)], checkout)
         metrics = json.loads((run / "metrics.json").read_text())
-        metrics["config"].pop("ablation_budget", None)  # a setting added later, default value
+        for key, default in ADDED.items():
+            if metrics["config"].get(key) == default:
+                del metrics["config"][key]
         out[f"train/{name}"] = {"weights": _weights(run / "model.h5"),
                                 "metrics": _clean(metrics)}
     clf = Path(work) / "classifier"

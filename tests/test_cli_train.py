@@ -74,7 +74,8 @@ def test_config_file_and_options(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--layers", "10,x"], "layers must be comma-separated integers"),
-    (["--noise", "1.5"], "noise must be in [0, 1)"),
+    (["--noise", "1.5"], "noise (masking: the probability of setting a unit to 0) must be a "
+                         "number of at least 0 and below 1, got 1.5"),
     (["--hybrid", "2"], "fraction in [0, 1]"),
     (["--hybrid", "0.5", "--stacked"], "--hybrid cannot be combined with --stacked"),
     (["--lr", "-1"], "lr must be positive"),
@@ -269,5 +270,41 @@ def test_bad_values_in_a_config_file_fail_up_front(tmp_path, toml, message):
     cfg = tmp_path / "c.toml"
     cfg.write_text(toml)
     result = _train([*TINY, "--config", str(cfg)], tmp_path / "run")
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind, level", [("salt-pepper", 0.2), ("gaussian", 0.3)])
+def test_other_noise_kinds_train_and_are_evaluated_with_their_own_noise(tmp_path, kind, level):
+    from medalpy.evaluation import reconstruction_metrics
+    from medalpy.kernels import get_backend
+
+    result = _train([*TINY, "--gradual", "--noise-type", kind, "--noise", str(level)],
+                    tmp_path / kind)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / kind / "metrics.json").read_text())
+    assert metrics["config"]["noise_type"] == kind and metrics["config"]["noise"] == level
+    net = checkpoint.load(tmp_path / kind / "model.h5")["network"]
+    from medalpy.data import load
+
+    test = load("mnist-sample").test_images
+    own = reconstruction_metrics(get_backend("cpu"), net, test, level, noise_type=kind)
+    masking = reconstruction_metrics(get_backend("cpu"), net, test, level)
+    assert metrics["test_relative_ce"] == pytest.approx(own["relative_ce"], rel=1e-9)
+    assert metrics["test_relative_ce"] != pytest.approx(masking["relative_ce"], rel=1e-6)
+    # Training saw that noise too: masking at the same level gives other weights.
+    assert _train([*TINY, "--gradual", "--noise", "0.2"], tmp_path / "m").exit_code == 0
+    other = checkpoint.load(tmp_path / "m" / "model.h5")["network"]
+    assert not np.array_equal(net.encoders[0].W, other.encoders[0].W)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--noise", "1.0"], "noise (masking: the probability of setting a unit to 0) must be"),
+    (["--noise-type", "salt-pepper", "--noise", "-0.1"], "noise (salt-pepper"),
+    (["--noise-type", "gaussian", "--noise", "nan"], "noise (gaussian: the standard deviation)"),
+    (["--noise-type", "blur"], "Invalid value for '--noise-type'"),
+])
+def test_noise_levels_are_checked_for_their_kind(tmp_path, args, message):
+    result = _train([*TINY, "--gradual", *args], tmp_path / "run")
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "run").exists()

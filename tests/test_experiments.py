@@ -183,7 +183,7 @@ def test_experiment_settings_are_recorded_and_bad_ones_refused_before_writing(tm
                          (["--sizes", "5"], "--sizes: 5 is not between the 10 classes"),
                          (["--sizes", "100000"], "--sizes: 100000 is not between"),
                          (["--preset", "nope"], "preset must be one of"),
-                         (["--noise", "1.0"], "noise must be in [0, 1)"),
+                         (["--noise", "1.0"], "noise (masking: the probability of setting a unit to 0) must be"),
                          (["--workers", "0"], "--workers must be at least 1")):
         out = tmp_path / "bad"
         result = CliRunner().invoke(main, [*base, *bad, "--out", str(out)])

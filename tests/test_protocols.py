@@ -42,3 +42,18 @@ def test_every_dataset_names_a_protocol_and_unknown_ones_are_refused():
         protocol_for("svhn")
     with pytest.raises(ConfigError, match="unknown dataset"):
         make_config({"dataset": "svhn"})
+
+
+def test_every_noise_kind_has_a_kernel_on_every_backend():
+    """The registry is the one list: each kind's kernel exists in reference, cpu and cuda
+    (the cuda module is read as text: importing it needs numba.cuda)."""
+    from pathlib import Path
+
+    from medalpy.corruption import NOISE_TYPES
+    from medalpy.kernels import cpu
+    from medalpy.kernels import reference as ref
+
+    cuda_source = (Path(ref.__file__).parent / "cuda.py").read_text()
+    for kind in NOISE_TYPES.values():
+        assert callable(getattr(ref, kind.kernel)) and callable(getattr(cpu, kind.kernel))
+        assert f"def {kind.kernel}(X, rows, " in cuda_source, kind.name

@@ -12,8 +12,9 @@ from medalpy.config import BACKENDS
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("dataset", required=False)
 @data_dir_option
-@click.option("--noise", type=click.FloatRange(0, 1, max_open=True),
-              help="Masking-noise rate (default: the model's).")
+@click.option("--noise", type=float,
+              help="Noise level of the corrupted test set (default: the model's own; its kind "
+                   "is the model's too).")
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @reports_errors
@@ -27,16 +28,21 @@ def evaluate(model, dataset, data_dir, noise, backend, as_json):
     saved = checkpoint.load(model)
     config = saved["config"]
     dataset = dataset or config.get("dataset", "mnist")
+    from medalpy.corruption import check_level
+
     noise = config.get("noise", 0.15) if noise is None else noise
     ds = load(dataset, data_dir, grayscale=config.get("grayscale", False))
+    noise_type = config.get("noise_type", "masking")
+    check_level(noise_type, noise, "--noise")
     metrics = reconstruction_metrics(get_backend(backend), saved["network"], ds.test_images,
-                                     noise)
+                                     noise, noise_type=noise_type)
     result = {"model": model, "dataset": dataset, "data_kind": ds.source["kind"],
-              "noise": noise, "test_relative_ce": metrics["relative_ce"],
+              "noise": noise, "noise_type": noise_type,
+              "test_relative_ce": metrics["relative_ce"],
               "test_relative_ce_clean": metrics["relative_ce_clean"]}
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        click.echo(f"{dataset} ({ds.source['kind']}), noise {noise}: test relative "
-                   f"cross-entropy {metrics['relative_ce']:.3f} (corrupted input), "
+        click.echo(f"{dataset} ({ds.source['kind']}), {noise_type} noise {noise}: test "
+                   f"relative cross-entropy {metrics['relative_ce']:.3f} (corrupted input), "
                    f"{metrics['relative_ce_clean']:.3f} (clean input)")

@@ -22,7 +22,9 @@ from medalpy.supervised import CLASSIFIER_DEFAULTS
 @click.option("--preset", default="medal", show_default=True,
               help="Pretraining optimiser settings (a preset of `medalpy train`).")
 @click.option("--noise", type=float,
-              help="Masking-noise rate (default: the dataset's protocol, 0.15 for MNIST).")
+              help="Noise level (default: the dataset's protocol, 0.15 for MNIST).")
+@click.option("--noise-type", type=click.Choice(["masking", "salt-pepper", "gaussian"]),
+              default="masking", show_default=True, help="Kind of corruption.")
 @click.option("--sizes", help="Classifiers' training-set sizes, e.g. 1000,10000 ('all': a "
                               "split's whole training part); default: the scale's.")
 @click.option("--classifier-epochs", type=int, help="Classifiers' most epochs (default: the "
@@ -45,8 +47,8 @@ from medalpy.supervised import CLASSIFIER_DEFAULTS
 @click.option("--scheduler", metavar="ADDRESS", help="Run the cells on an existing Dask cluster.")
 @data_dir_option
 @reports_errors
-def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, sizes, backend,
-               workers, scheduler, data_dir, **classifier_options):
+def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise_type, sizes,
+               backend, workers, scheduler, data_dir, **classifier_options):
     """Run experiment NAME (fsweep, trainsize, ablation), or `list` them with their costs."""
     from medalpy.cli._common import UserError
     from medalpy.supervised import check_classifier_settings
@@ -73,7 +75,8 @@ def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, sizes
     out_dir = out_dir or f"runs/experiment-{name}-{scale}"
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     kwargs = dict(scale=scale, splits=splits, data_dir=data_dir, backend=backend, seed=seed,
-                  echo=echo, preset=preset, noise=noise, classifier=classifier, sizes=sizes)
+                  echo=echo, preset=preset, noise=noise, classifier=classifier, sizes=sizes,
+                  noise_type=noise_type)
     if workers or scheduler:
         from medalpy.cluster import dask_client
 

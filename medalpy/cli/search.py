@@ -56,6 +56,8 @@ def _values(kind):
 @click.option("--fraction", type=float, help="The hybrid's stacked fraction.")
 @click.option("--n-layers", type=int, help="Hidden layers (default 2).")
 @click.option("--noise", type=float, help="Masking-noise rate (default: the dataset's protocol, 0.15 for MNIST).")
+@click.option("--noise-type", type=click.Choice(["masking", "salt-pepper", "gaussian"]),
+              help="Kind of corruption (default masking).")
 @click.option("--epochs-layer1", type=int, help="Epochs of phase 1 (default 10).")
 @click.option("--budget", type=int, help="Gradual epochs per deeper phase (default 10).")
 @click.option("--patience", type=int, help="Early stopping: epochs without improvement.")

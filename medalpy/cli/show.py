@@ -37,7 +37,8 @@ def show(model, dataset, out_dir, count, digits, data_dir):
               zoom=2)
     rows = np.arange(min(digits, ds.test_images.shape[0]))
     corrupted, recon = reconstruct(get_backend("cpu"), net, ds.test_images, rows,
-                                   config.get("noise", 0.15))
+                                   config.get("noise", 0.15),
+                                   noise_type=config.get("noise_type", "masking"))
     clean = ds.test_images[rows] / 255.0
     write_png(out / "reconstructions.png",
               reconstructions_image(clean, corrupted, recon, ds.image_shape), zoom=2)

@@ -22,6 +22,9 @@ from medalpy.config import BACKENDS
 @click.option("--layers", help="Units per hidden layer, e.g. 1000,1000.")
 @click.option("--noise", type=float,
               help="Masking-noise rate (default: the dataset's protocol, 0.15 for MNIST).")
+@click.option("--noise-type", type=click.Choice(["masking", "salt-pepper", "gaussian"]),
+              help="Kind of corruption (default masking, the paper's); --noise is its level: "
+                   "a probability, or the Gaussian's standard deviation.")
 @click.option("--epochs-layer1", type=int, help="Epochs of phase 1.")
 @click.option("--budget", type=int,
               help="Gradual epochs per deeper phase; phase k costs k*budget units.")

@@ -25,10 +25,11 @@ __all__ = ["EXPERIMENTS", "SCALES", "run_experiment"]
 
 def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=None,
                    backend="cpu", seed=0, fractions=FRACTIONS, client=None, echo=None,
-                   preset="medal", noise=None, classifier=None, sizes=None):
+                   preset="medal", noise=None, classifier=None, sizes=None,
+                   noise_type="masking"):
     """Run (or resume) experiment ``name``; writes results.json, report.md and figures.
 
-    ``preset`` and ``noise`` set the pretraining (see :func:`definitions.base_params`),
+    ``preset``, ``noise`` and ``noise_type`` set the pretraining (see :func:`definitions.base_params`),
     ``classifier`` the classifier's settings, ``sizes`` the training-set sizes of the
     classifiers (default: the scale's).
 
@@ -43,11 +44,13 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
     ds = _dataset(dataset, data_dir)
     n_images = ds.train_images.shape[0]
     params = base_params(dataset, scale, data_dir, backend, seed, n_images, preset=preset,
-                         noise=noise, classifier=classifier)
+                         noise=noise, classifier=classifier, noise_type=noise_type)
     sizes = sizes_for(params, n_images, sizes, ds.n_classes)
     spec = {"experiment": name, "dataset": dataset, "scale": scale, "splits": splits,
             "seed": seed, "fractions": list(fractions), "sizes": sizes, "preset": preset,
             "noise": params["noise"], "classifier": params["classifier"]}
+    if noise_type != "masking":  # (experiments made before other kinds existed resume)
+        spec["noise_type"] = noise_type
     out = Path(out_dir)  # made only once every setting has been checked
     out.mkdir(parents=True, exist_ok=True)
     spec_path = out / "experiment.json"
@@ -79,7 +82,7 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
               f"{scale}, {splits} splits, seed {seed}; layers {params['layers']}, layer 1 "
               f"{params['epochs_layer1']} epochs, budget {params['budget']} gradual epochs per "
               f"deeper layer, full tuning {params['finetune_epochs']} epochs.",
-              f"Pretraining: preset {preset} ({opt}), masking noise {params['noise']}. "
+              f"Pretraining: preset {preset} ({opt}), {params['noise_type']} noise {params['noise']}. "
               f"Classifiers: {clf}.",
               f"Compute: {record['cell_seconds'] / 60:.1f} min summed over cells."]
     if failed:

@@ -43,7 +43,7 @@ FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_images=None,
-                preset="medal", noise=None, classifier=None):
+                preset="medal", noise=None, classifier=None, noise_type="masking"):
     """Parameters every cell of an experiment shares (the seed is set per split).
 
     Parameters
@@ -51,7 +51,7 @@ def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_im
     dataset : a dataset of the registry; its protocol gives the noise rate and, at the
         ``paper`` scale, the network and epochs (``protocol`` names another one).
     preset : a preset of :data:`medalpy.run.PRESETS`: the pretraining optimiser.
-    noise : masking-noise rate (default: the protocol's).
+    noise : the noise level (default: the protocol's); ``noise_type`` its kind.
     classifier : dict of classifier settings overriding
         :data:`medalpy.supervised.CLASSIFIER_DEFAULTS` and the scale's epochs and patience.
     n_train_images : the dataset's training-set size: caps the validation set at a sixth of
@@ -66,13 +66,14 @@ def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_im
     proto = protocol_for(dataset)
     s = {**SCALES[scale], **(proto.scale() if scale == "paper" else {})}
     optimiser = make_config({"dataset": dataset, "preset": preset,
-                             "noise": proto.noise if noise is None else noise})
+                             "noise": proto.noise if noise is None else noise,
+                             "noise_type": noise_type})
     clf = {**CLASSIFIER_DEFAULTS, **s["classifier"], **(classifier or {})}
     check_classifier_settings(clf)
     params = {"dataset": dataset, "data_dir": data_dir, "backend": backend, "scale": scale,
               "base_seed": seed, "preset": preset, "protocol": proto.name,
               **{k: getattr(optimiser, k) for k in OPTIMISER_FIELDS},
-              "noise": optimiser.noise,
+              "noise": optimiser.noise, "noise_type": optimiser.noise_type,
               **{k: s[k] for k in ("layers", "epochs_layer1", "budget", "finetune_epochs",
                                    "pretrain_size", "n_val")},
               "classifier": clf}

@@ -163,7 +163,9 @@ def pretrain(params, work_dir, out_dir):
         backend, net, _hyper(params), ds.train_images[train_rows], ds.train_images[val_rows],
         params["layers"], params["seed"], params["method"], params["epochs_layer1"],
         params["budget"], params.get("fraction"), params.get("ablation_budget", "updates"))
-    test = reconstruction_metrics(backend, net, ds.test_images, params["noise"])
+    noise_type = params.get("noise_type", "masking")
+    test = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
+                                  noise_type=noise_type)
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
     result = {"eval_decoder": eval_decoder, "budget_units": budget_units(phases),
               "budget_units_spent": trainer.units_spent,
@@ -174,7 +176,8 @@ def pretrain(params, work_dir, out_dir):
         tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
         tuner.start_at(len(phases) - 1)
         tuner.run()
-        tuned = reconstruction_metrics(backend, net, ds.test_images, params["noise"])
+        tuned = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
+                                       noise_type=noise_type)
         checkpoint.save(Path(work_dir) / "model_tuned.h5", net, params)
         result["tuned_relative_ce"] = tuned["relative_ce"]
         result["tuned_relative_ce_clean"] = tuned["relative_ce_clean"]

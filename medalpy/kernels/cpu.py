@@ -262,23 +262,49 @@ def _log1p_unit_typed(e):
 # ----------------------------------------------------------------------------------------
 
 
+#: Kinds of :func:`_gather_kernel` (the noise types of ``medalpy.corruption``).
+CLEAN, MASKING, SALT_PEPPER, GAUSSIAN = 0, 1, 2, 3
+_TWO_PI = 2.0 * math.pi
+_UNIFORM_SCALE = 2.0 ** -NOISE_BITS
+
+
+@_inline
+def _uniform(h):
+    """The reference's ``unit_uniforms``: a float64 in (0, 1) from the top 53 bits."""
+    return (float(h >> _SHIFT) + 0.5) * _UNIFORM_SCALE
+
+
 @_jit
-def _gather_kernel(X, rows, scale, use_mask, epoch_key, threshold, out):
-    # One pass: load, convert to out's dtype, scale, mask. ``scale`` is rounded to out's
+def _gather_kernel(X, rows, scale, kind, epoch_key, threshold, sigma, out):
+    # One pass: load, convert to out's dtype, scale, corrupt. ``scale`` is rounded to out's
     # dtype first, so the product is rounded exactly as NumPy's ``X[rows] * dtype(1/255)``.
+    # Each kind is the reference's gather_<kind>, unit by unit, from the same hash.
     B, D = out.shape
     s = out.dtype.type(scale)
+    zero, one = out.dtype.type(0), out.dtype.type(1)
     for i in range(B):
         r = rows[i]
         if r < 0 or r >= X.shape[0]:
             # No bounds checks in compiled code: without this a bad index reads stray memory.
             raise IndexError("gather: row index out of range [0, N)")
-        if use_mask:
-            key = _mix(epoch_key ^ np.uint64(r))
+        key = _mix(epoch_key ^ np.uint64(r))
+        if kind == MASKING:
             for j in range(D):
                 v = out.dtype.type(X[r, j]) * s
                 bits = _mix(key ^ np.uint64(j)) >> _SHIFT
-                out[i, j] = v if bits >= threshold else v * out.dtype.type(0)
+                out[i, j] = v if bits >= threshold else v * zero
+        elif kind == SALT_PEPPER:
+            for j in range(D):
+                v = out.dtype.type(X[r, j]) * s
+                h = _mix(key ^ np.uint64(j))
+                out[i, j] = v if (h >> _SHIFT) >= threshold else out.dtype.type(h & np.uint64(1))
+        elif kind == GAUSSIAN:
+            for j in range(D):
+                v = out.dtype.type(X[r, j]) * s
+                h = _mix(key ^ np.uint64(j))
+                u1, u2 = _uniform(h), _uniform(_mix(h))
+                n = sigma * (math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
+                out[i, j] = min(max(v + out.dtype.type(n), zero), one)
         else:
             for j in range(D):
                 out[i, j] = out.dtype.type(X[r, j]) * s
@@ -298,13 +324,13 @@ def _noise_key(seed, epoch, rate):
     return found
 
 
-def _gather(X, rows, out, use_mask, epoch_key, threshold):
+def _gather(X, rows, out, kind, epoch_key, threshold, sigma=0.0):
     # Python floats and cached np.uint64 keys: NumPy scalars built per call cost more than
     # the gather of a small batch itself.
     scale = 1.0 / 255.0 if X.dtype.char == "B" else 1.0
     if type(rows) is not np.ndarray or rows.dtype.char != "l" or rows.dtype.itemsize != 8:
         rows = np.asarray(rows).astype(np.int64)
-    _gather_kernel(X, rows, scale, use_mask, epoch_key, threshold, out)
+    _gather_kernel(X, rows, scale, kind, epoch_key, threshold, sigma, out)
 
 
 def gather(X, rows, out):
@@ -316,7 +342,7 @@ def gather(X, rows, out):
     rows : (B,) int64, sample indices into ``X``.
     out : (B, D) float array, modified in place.
     """
-    _gather(X, rows, out, False, _NO_KEY, _NO_KEY)
+    _gather(X, rows, out, CLEAN, _NO_KEY, _NO_KEY)
 
 
 def gather_masked(X, rows, rate, seed, epoch, out):
@@ -326,7 +352,19 @@ def gather_masked(X, rows, rate, seed, epoch, out):
     computed inline. Masked units are set to 0 without rescaling the survivors.
     """
     key, threshold = _noise_key(seed, epoch, rate)
-    _gather(X, rows, out, True, key, threshold)
+    _gather(X, rows, out, MASKING, key, threshold)
+
+
+def gather_salt_pepper(X, rows, rate, seed, epoch, out):
+    """A gathered batch with salt-and-pepper noise (``reference.gather_salt_pepper``)."""
+    key, threshold = _noise_key(seed, epoch, rate)
+    _gather(X, rows, out, SALT_PEPPER, key, threshold)
+
+
+def gather_gaussian(X, rows, sigma, seed, epoch, out):
+    """A gathered batch with clipped additive Gaussian noise (``reference.gather_gaussian``)."""
+    key, _ = _noise_key(seed, epoch, 0.0)
+    _gather(X, rows, out, GAUSSIAN, key, _NO_KEY, float(sigma))
 
 
 # ----------------------------------------------------------------------------------------

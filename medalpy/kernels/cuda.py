@@ -232,10 +232,23 @@ def _mix(z):
 # ----------------------------------------------------------------------------------------
 
 
+#: Kinds of :func:`_gather_kernel` (the noise types of ``medalpy.corruption``).
+CLEAN, MASKING, SALT_PEPPER, GAUSSIAN = 0, 1, 2, 3
+_TWO_PI = 2.0 * math.pi
+_UNIFORM_SCALE = 2.0 ** -NOISE_BITS
+
+
+@cuda.jit(device=True)
+def _uniform(h):
+    """The reference's ``unit_uniforms``: a float64 in (0, 1) from the top 53 bits."""
+    return (float64(h >> _SHIFT) + 0.5) * _UNIFORM_SCALE
+
+
 @cuda.jit
-def _gather_kernel(X, rows, staged, scale, use_mask, epoch_key, threshold, out):
-    # One thread per element: load, convert to out's dtype, scale, mask. ``staged``: X holds
-    # the batch's rows already (gathered on the host), in order; ``rows`` still keys the mask.
+def _gather_kernel(X, rows, staged, scale, kind, epoch_key, threshold, out):
+    # One thread per element: load, convert to out's dtype, scale, corrupt as the reference's
+    # gather_<kind> (clean, masking, salt-and-pepper: no float64 arithmetic). ``staged``: X
+    # holds the batch's rows already (gathered on the host), in order; ``rows`` keys the noise.
     idx = cuda.grid(1)
     n, d = out.shape
     if idx < n * d:
@@ -244,15 +257,31 @@ def _gather_kernel(X, rows, staged, scale, use_mask, epoch_key, threshold, out):
         r = rows[i]
         src = i if staged else r
         v = out.dtype.type(X[src, j]) * scale
-        if use_mask:
-            key = _mix(epoch_key ^ np.uint64(r))
-            bits = _mix(key ^ np.uint64(j)) >> _SHIFT
-            if bits < threshold:
-                v = v * out.dtype.type(0)
+        if kind != CLEAN:
+            h = _mix(_mix(epoch_key ^ np.uint64(r)) ^ np.uint64(j))
+            if (h >> _SHIFT) < threshold:
+                v = v * out.dtype.type(0) if kind == MASKING else out.dtype.type(h & np.uint64(1))
         out[i, j] = v
 
 
-def _gather(X, rows, out, use_mask, epoch_key, threshold):
+@cuda.jit
+def _gaussian_kernel(X, rows, staged, scale, epoch_key, sigma, out):
+    # As _gather_kernel, with the reference's gather_gaussian: the Box-Muller draw is made in
+    # float64 as in the reference, rounded to out's dtype, added and clipped to [0, 1].
+    idx = cuda.grid(1)
+    n, d = out.shape
+    if idx < n * d:
+        i = idx // d
+        j = idx - i * d
+        r = rows[i]
+        v = out.dtype.type(X[i if staged else r, j]) * scale
+        h = _mix(_mix(epoch_key ^ np.uint64(r)) ^ np.uint64(j))
+        u1, u2 = _uniform(h), _uniform(_mix(h))
+        z = sigma * (math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
+        out[i, j] = min(max(v + out.dtype.type(z), out.dtype.type(0)), out.dtype.type(1))
+
+
+def _gather(X, rows, out, kind, epoch_key, threshold, sigma=0.0):
     n, d = out.shape
     if n == 0:
         return
@@ -273,8 +302,12 @@ def _gather(X, rows, out, use_mask, epoch_key, threshold):
         src.copy_to_device(block)
         rows_d = _upload_ints("rows", rows)
         staged = True
-    _gather_kernel[_blocks(n * d), _TPB](src, rows_d, staged, scale, use_mask, epoch_key,
-                                         threshold, out)
+    if kind == GAUSSIAN:
+        _gaussian_kernel[_blocks(n * d), _TPB](src, rows_d, staged, scale, epoch_key,
+                                               float(sigma), out)
+    else:
+        _gather_kernel[_blocks(n * d), _TPB](src, rows_d, staged, scale, kind, epoch_key,
+                                             threshold, out)
 
 
 def gather(X, rows, out):
@@ -286,7 +319,7 @@ def gather(X, rows, out):
     rows : (B,) int64 host or device array, sample indices into ``X``.
     out : (B, D) float device array, modified in place.
     """
-    _gather(X, rows, out, False, np.uint64(0), np.uint64(0))
+    _gather(X, rows, out, CLEAN, np.uint64(0), np.uint64(0))
 
 
 def gather_masked(X, rows, rate, seed, epoch, out):
@@ -296,7 +329,18 @@ def gather_masked(X, rows, rate, seed, epoch, out):
     computed on the device. Masked units are set to 0 without rescaling the survivors.
     """
     threshold = np.uint64(noise_threshold(rate))
-    _gather(X, rows, out, True, noise_epoch_key(seed, epoch), threshold)
+    _gather(X, rows, out, MASKING, noise_epoch_key(seed, epoch), threshold)
+
+
+def gather_salt_pepper(X, rows, rate, seed, epoch, out):
+    """A gathered batch with salt-and-pepper noise (``reference.gather_salt_pepper``)."""
+    threshold = np.uint64(noise_threshold(rate))
+    _gather(X, rows, out, SALT_PEPPER, noise_epoch_key(seed, epoch), threshold)
+
+
+def gather_gaussian(X, rows, sigma, seed, epoch, out):
+    """A gathered batch with clipped additive Gaussian noise (``reference.gather_gaussian``)."""
+    _gather(X, rows, out, GAUSSIAN, noise_epoch_key(seed, epoch), np.uint64(0), sigma)
 
 
 # ----------------------------------------------------------------------------------------

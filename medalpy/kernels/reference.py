@@ -93,6 +93,20 @@ def noise_row_keys(seed, epoch, rows):
     return splitmix64(k ^ np.asarray(rows, dtype=_U64))
 
 
+def unit_hashes(seed, epoch, rows, n_features):
+    """(B, n_features) uint64: ``mix(row_key_i ^ j)``, the hash of unit j of sample
+    ``rows[i]``. Every kind of noise draws from it (and, where it needs a second draw, from
+    ``mix`` of it), so the noise of a unit depends only on (seed, epoch, sample, unit)."""
+    keys = noise_row_keys(seed, epoch, rows)[:, None]
+    return splitmix64(keys ^ np.arange(n_features, dtype=_U64)[None, :])
+
+
+def unit_uniforms(hashes):
+    """Uniform draws in (0, 1), float64, from the top 53 bits of ``hashes``: ``(u + 1/2) /
+    2**53`` (never 0, so the logarithm of Gaussian noise is finite)."""
+    return ((hashes >> _U64(64 - NOISE_BITS)).astype(np.float64) + 0.5) * 2.0 ** -NOISE_BITS
+
+
 def keep_mask(seed, epoch, rows, n_features, rate):
     """Boolean (B, n_features): True where a unit survives masking noise of ``rate``.
 
@@ -100,8 +114,7 @@ def keep_mask(seed, epoch, rows, n_features, rate):
     ``mix(row_key_i ^ j)`` fall below ``rate * 2**53``: a Bernoulli(rate) draw that does not
     depend on the batch it sits in, on the thread count or on the backend.
     """
-    keys = noise_row_keys(seed, epoch, rows)[:, None]
-    bits = splitmix64(keys ^ np.arange(n_features, dtype=_U64)[None, :]) >> _U64(64 - NOISE_BITS)
+    bits = unit_hashes(seed, epoch, rows, n_features) >> _U64(64 - NOISE_BITS)
     return bits >= _U64(noise_threshold(rate))
 
 
@@ -134,6 +147,38 @@ def gather_masked(X, rows, rate, seed, epoch, out):
     """
     gather(X, rows, out)
     out *= keep_mask(seed, epoch, rows, out.shape[1], rate)
+
+
+def gather_salt_pepper(X, rows, rate, seed, epoch, out):
+    """A gathered batch with salt-and-pepper noise: each unit is, with probability ``rate``,
+    set to 0 or 1, equally likely (Vincent et al. 2010).
+
+    Same arguments as :func:`gather_masked`. Unit j of sample i is hit when it would be
+    masked (:func:`keep_mask` is False: the top 53 bits of its hash below ``rate * 2**53``),
+    and then becomes the lowest bit of the same hash (bits the hit test does not read).
+    """
+    gather(X, rows, out)
+    hashes = unit_hashes(seed, epoch, rows, out.shape[1])
+    hit = (hashes >> _U64(64 - NOISE_BITS)) < _U64(noise_threshold(rate))
+    out[hit] = (hashes & _U64(1)).astype(out.dtype)[hit]
+
+
+def gaussian_noise(seed, epoch, rows, n_features, sigma):
+    """(B, n_features) float64 ``sigma * z``, z standard normal by the Box-Muller transform of
+    two uniforms of :func:`unit_uniforms`: one from the unit's hash, one from ``mix`` of it."""
+    hashes = unit_hashes(seed, epoch, rows, n_features)
+    u1, u2 = unit_uniforms(hashes), unit_uniforms(splitmix64(hashes))
+    return sigma * (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2))
+
+
+def gather_gaussian(X, rows, sigma, seed, epoch, out):
+    """A gathered batch with additive Gaussian noise, clipped to [0, 1] so that the corrupted
+    input stays in the cross-entropy's target space: ``out = clip(x + n, 0, 1)``, ``n`` from
+    :func:`gaussian_noise` rounded to ``out``'s dtype. Same arguments as :func:`gather_masked`,
+    with ``sigma`` (the standard deviation) as the noise level."""
+    gather(X, rows, out)
+    out += gaussian_noise(seed, epoch, rows, out.shape[1], sigma).astype(out.dtype)
+    np.clip(out, 0, 1, out=out)
 
 
 # ----------------------------------------------------------------------------------------

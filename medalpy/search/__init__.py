@@ -86,6 +86,7 @@ class SearchSpec:
     fraction: float = None
     n_layers: int = 2
     noise: float = None  # default: the dataset's protocol (0.15 for MNIST, 0.10 for CIFAR)
+    noise_type: str = "masking"  # medalpy.corruption
     epochs_layer1: int = 10
     budget: int = 10
     patience: int = None
@@ -167,7 +168,9 @@ class SearchSpec:
         need(self.classifier_epochs >= 1, "classifier_epochs must be at least 1")
         need(self.eta is None or self.eta >= 2, "eta (successive halving) must be at least 2")
         need(self.rungs >= 1, "rungs must be at least 1")
-        need(0 <= self.noise < 1, "noise must be in [0, 1)")
+        from medalpy.corruption import check_level
+
+        check_level(self.noise_type, self.noise)
         from medalpy.schedules import build_schedule
 
         for method in self.methods:
@@ -256,7 +259,7 @@ def trial_cells(spec, configs, rung):
     settings = rung_settings(spec, rung)
     fixed = {k: getattr(spec, k) for k in (
         "dataset", "data_dir", "objective", "folds", "data_seed", "methods", "fraction",
-        "n_layers", "noise", "patience", "backend", "dtype")}
+        "n_layers", "noise", "noise_type", "patience", "backend", "dtype")}
     cells = []
     for config in configs:
         for f in range(settings["eval_folds"]):
@@ -340,9 +343,11 @@ def _check_resume(out, spec):
     saved = json.loads(path.read_text()) if path.exists() else None
     current = json.loads(json.dumps(spec.to_dict()))
     if saved is not None:
-        # Where the data lies is not what the search is: a clone elsewhere resumes it.
+        # Where the data lies is not what the search is: a clone elsewhere resumes it. A
+        # setting added since the search began is taken to have had its default value.
+        defaults = {name: f.default for name, f in SearchSpec.__dataclass_fields__.items()}
         differ = sorted(k for k in set(saved) | set(current)
-                        if k != "data_dir" and saved.get(k) != current.get(k))
+                        if k != "data_dir" and saved.get(k, defaults.get(k)) != current.get(k))
         if differ:
             raise ConfigError(f"{path}: this directory holds a search with other settings "
                               f"({', '.join(differ)} differ); give the same options to resume "
@@ -434,7 +439,7 @@ def best_config(spec, config):
     method = spec.methods[0]
     values = {"dataset": spec.dataset, "method": method,
               "fraction": spec.fraction if method == "hybrid" else None,
-              "layers": [config["units"]] * spec.n_layers, "noise": spec.noise,
+              "layers": [config["units"]] * spec.n_layers, "noise": spec.noise, "noise_type": spec.noise_type,
               "epochs_layer1": spec.epochs_layer1, "budget": spec.budget,
               "lr": config["lr"], "batch_size": config["batch_size"],
               "momentum": config["momentum"], "weight_decay": config["weight_decay"],

@@ -70,7 +70,8 @@ def fold(params, work_dir, out_dir):
         trainer, eval_decoder = continue_from_layer1(
             backend, net_m, hyper, X_train, X_stop, widths, params["seed"], method,
             params["epochs_layer1"], params["budget"], fraction)
-        rec = reconstruction_metrics(backend, net_m, X_score, params["noise"])
+        rec = reconstruction_metrics(backend, net_m, X_score, params["noise"],
+                                     noise_type=params.get("noise_type", "masking"))
         methods[method] = {"val_ce": rec["ce"], "val_relative_ce": rec["relative_ce"],
                            "eval_decoder": eval_decoder,
                            "kept_epochs": [s["kept_epoch"] for s in trainer.phase_log]}

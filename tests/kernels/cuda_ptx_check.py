@@ -33,8 +33,9 @@ def main():
     for f in (nt.float32, nt.float64):
         cases += [
             (K._fill_kernel, (A(f, 1), f)),
-            (K._gather_kernel, (A(u8, 2), A(i64, 1), b1, f, b1, u64, u64, A(f, 2))),
-            (K._gather_kernel, (A(f, 2), A(i64, 1), b1, f, b1, u64, u64, A(f, 2))),
+            (K._gather_kernel, (A(u8, 2), A(i64, 1), b1, f, i64, u64, u64, A(f, 2))),
+            (K._gather_kernel, (A(f, 2), A(i64, 1), b1, f, i64, u64, u64, A(f, 2))),
+            (K._gaussian_kernel, (A(u8, 2), A(i64, 1), b1, f, u64, f64, A(f, 2))),
             (K._bias_sigmoid_kernel, (A(f, 2), A(f, 1), A(f, 2))),
             (K._sigmoid_ce_kernel, (A(f, 2), A(f, 2), A(f, 2), A(f64, 1))),
             (K._softmax_ce_kernel, (A(f, 2), A(i64, 1), A(f, 2), A(f64, 1))),

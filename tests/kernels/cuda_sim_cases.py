@@ -110,6 +110,25 @@ def test_gather_masked_equals_reference_and_masks_match(dtype, where, seed, epoc
     np.testing.assert_array_equal(got != 0, ref.keep_mask(seed, epoch, rows, D, 0.3))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["device", "host"])
+@pytest.mark.parametrize("kernel, level", [("gather_salt_pepper", 0.4),
+                                           ("gather_gaussian", 0.3)])
+def test_other_noise_kinds_equal_the_reference(dtype, where, kernel, level):
+    rng = np.random.default_rng(3)
+    N, D = 11, 13
+    X = rng.integers(0, 256, size=(N, D), dtype=np.uint8)
+    rows = rng.permutation(N)[:5]
+    src = K.to_device(X) if where == "device" else X
+    want = np.empty((5, D), dtype)
+    getattr(ref, kernel)(X, rows, level, 99, 4, want)
+    out = K.empty((5, D), dtype)
+    getattr(K, kernel)(src, rows, level, 99, 4, out)
+    # The simulator's log/cos are Python's: the Gaussian noise may differ in its last bit.
+    np.testing.assert_allclose(K.to_host(out), want, **_tol(dtype))
+    assert not np.array_equal(want, X[rows] / 255.0)  # the noise did something
+
+
 def test_gather_masked_device_rows_and_batch_independence():
     X = K.to_device(np.full((6, 10), 255, np.uint8))
     rows = np.array([5, 1, 3])

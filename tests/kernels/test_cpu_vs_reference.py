@@ -65,7 +65,8 @@ def _targets(rng, B, D, dtype):
 
 def test_same_public_interface():
     """cpu offers every kernel of the reference with the same signature."""
-    helpers = {"splitmix64", "keep_mask", "noise_row_keys", "sigmoid", "softplus"}
+    helpers = {"splitmix64", "keep_mask", "noise_row_keys", "unit_hashes", "unit_uniforms",
+               "gaussian_noise", "sigmoid", "softplus"}
     names = [
         n
         for n, f in vars(ref).items()

@@ -106,3 +106,57 @@ def test_seed_and_epoch_out_of_uint64_range_raise_like_reference(seed, epoch):
     for backend in BACKENDS:
         with pytest.raises(OverflowError):
             backend.gather_masked(_ones_dataset(), rows, 0.1, seed, epoch, out)
+
+
+# -- the other kinds of corruption: salt-and-pepper and clipped Gaussian -----------------------
+
+KINDS = [("gather_salt_pepper", 0.3), ("gather_gaussian", 0.2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel, level", KINDS)
+def test_cpu_noise_kinds_equal_the_reference(dtype, kernel, level):
+    rng = np.random.default_rng(203)
+    X = rng.integers(0, 256, size=(N, D), dtype=np.uint8)
+    rows = rng.permutation(N)[:33]
+    for seed, epoch in [(0, 0), (2**64 - 1, 79), (987654321, 3)]:
+        want, got = (np.empty((33, D), dtype) for _ in range(2))
+        getattr(ref, kernel)(X, rows, level, seed, epoch, want)
+        getattr(cpu, kernel)(X, rows, level, seed, epoch, got)
+        if kernel == "gather_salt_pepper":
+            np.testing.assert_array_equal(got, want)
+        else:  # libm's log and cos against NumPy's: the noise may differ in its last bit
+            np.testing.assert_allclose(got, want, rtol=0, atol=4 * np.finfo(dtype).eps)
+        # The same sample gets the same noise alone in its batch.
+        one = np.empty((1, D), dtype)
+        getattr(cpu, kernel)(X, rows[7:8], level, seed, epoch, one)
+        np.testing.assert_array_equal(one[0], got[7])
+
+
+def test_salt_and_pepper_hits_at_its_rate_with_zeros_and_ones_alike():
+    grey = np.full((N, D), 128, np.uint8)  # 128/255: neither 0 nor 1
+    out = np.empty((N, D), np.float64)
+    cpu.gather_salt_pepper(grey, np.arange(N), 0.2, 5, 1, out)
+    hit = out != 128 / 255
+    n = hit.size
+    assert abs(hit.mean() - 0.2) < 4 * np.sqrt(0.2 * 0.8 / n)
+    assert set(np.unique(out[hit])) == {0.0, 1.0}
+    assert abs((out[hit] == 1).mean() - 0.5) < 4 * np.sqrt(0.25 / hit.sum())
+    masked = np.empty_like(out)
+    cpu.gather_masked(grey, np.arange(N), 0.2, 5, 1, masked)
+    np.testing.assert_array_equal(hit, masked == 0)  # the same units are hit as masked
+
+
+def test_gaussian_noise_has_its_standard_deviation_and_stays_in_the_unit_interval():
+    grey = np.full((N, D), 128, np.uint8)
+    out = np.empty((N, D), np.float64)
+    cpu.gather_gaussian(grey, np.arange(N), 0.1, 5, 1, out)
+    noise = out - 128 / 255  # 0.5 +- 5 sigma: clipping is negligible here
+    assert abs(noise.mean()) < 4 * 0.1 / np.sqrt(noise.size)
+    assert abs(noise.std() - 0.1) < 0.002
+    assert abs(np.mean(np.abs(noise) < 0.1) - 0.6827) < 0.01  # normal, not uniform
+    white = np.full((N, D), 255, np.uint8)
+    cpu.gather_gaussian(white, np.arange(N), 0.5, 5, 1, out)
+    assert out.max() == 1.0 and out.min() >= 0.0 and (out == 1.0).mean() > 0.4
+    cpu.gather_gaussian(grey, np.arange(N), 0.0, 5, 1, out)
+    np.testing.assert_array_equal(out, np.full((N, D), 128 / 255))
