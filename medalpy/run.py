@@ -5,20 +5,20 @@ the ``preset`` (optimiser conventions), a TOML ``--config`` file, explicit optio
 is checked: unknown names and out-of-range values are errors that name the key.
 """
 
+import copy
 import dataclasses
 import tomllib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 
 import numpy as np
 
+from medalpy import settings
 from medalpy.atomic import write_json_atomic
 from medalpy.corruption import check_level
 from medalpy.errors import ConfigError
-from medalpy.protocols import PROTOCOLS, protocol_for
-
-METHOD_FLAGS = ("stacked", "gradual", "hybrid", "frozen_lower")
+from medalpy.protocols import protocol_for
 
 #: Sizes and epochs. ``quick`` runs in seconds on the bundled sample; ``medium`` is the
 #: paper's MNIST network with a fifth of its epochs; ``paper`` is the dataset's own protocol
@@ -32,8 +32,6 @@ SCALES = {
 
 def scale_settings(scale, dataset):
     """The sizes and epochs a scale sets for a dataset."""
-    from medalpy.protocols import protocol_for
-
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     return protocol_for(dataset).scale() if scale == "paper" else dict(SCALES[scale])
@@ -46,64 +44,22 @@ PRESETS = {
 }
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a pretraining run (the TOML keys and CLI options use these names)."""
-
-    dataset: str = "mnist"
-    method: str = "gradual"
-    fraction: float = None  # hybrid only
-    ablation_budget: str = "updates"  # frozen_lower: equal weight updates or equal epochs
-    scale: str = "quick"
-    preset: str = "medal"
-    layers: list = field(default_factory=lambda: list(SCALES["quick"]["layers"]))
-    noise: float = PROTOCOLS["mnist"].noise  # the dataset's protocol when not given
-    noise_type: str = "masking"  # medalpy.corruption
-    epochs_layer1: int = SCALES["quick"]["epochs_layer1"]
-    budget: int = SCALES["quick"]["budget"]
-    finetune_epochs: int = 0
-    eval_decoder: str = "auto"
-    fit_decoder_epochs: int = None
-    lr: float = 0.1
-    batch_size: int = 20
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
-    normalise_gradients: bool = True
-    init: str = "medal"
-    patience: int = None
-    train_size: int = None
-    val_size: int = None  # default: a sixth of the training set (10,000 of MNIST's 60,000)
-    seed: int = 0
-    backend: str = "cpu"
-    dtype: str = "float32"
-    data_dir: str = None
-    grayscale: bool = False
-    #: Per-phase settings, keyed by phase kind or name: ``{"finetune": {"lr": 0.01}}``; in
-    #: TOML a table such as ``[phase_settings.finetune]`` with ``lr = 0.01``.
-    phase_settings: dict = field(default_factory=dict)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
+def _train_config():
+    """The TrainConfig dataclass, one field per setting of :data:`medalpy.settings.TRAIN`."""
+    fields = [(s.name, object, field(default_factory=lambda s=s: copy.deepcopy(s.default)))
+              for s in settings.TRAIN]
+    # Per-phase settings, keyed by phase kind or name: ``{"finetune": {"lr": 0.01}}``; in
+    # TOML a table such as ``[phase_settings.finetune]`` with ``lr = 0.01``.
+    fields.append(("phase_settings", dict, field(default_factory=dict)))
+    return dataclasses.make_dataclass(
+        "TrainConfig", fields, namespace={
+            "__doc__": "Every setting of a pretraining run (medalpy.settings.TRAIN); the "
+                       "TOML keys and command-line options use these names.",
+            "__module__": __name__, "to_dict": lambda self: dataclasses.asdict(self)})
 
 
+TrainConfig = _train_config()
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
-
-
-#: The type of every setting that is not a string ("?" marks those that may also be None).
-_INTS = {"epochs_layer1": "", "budget": "", "finetune_epochs": "", "fit_decoder_epochs": "?",
-         "batch_size": "", "patience": "?", "train_size": "?", "val_size": "?", "seed": ""}
-_FLOATS = {"fraction": "?", "noise": "", "lr": "", "momentum": "", "weight_decay": ""}
-_BOOLS = {"normalise_gradients": "", "grayscale": ""}
-
-#: Ranges of the settings a phase may also override (see ``phase_settings``).
-_RANGES = {
-    "lr": (lambda v: v > 0, "positive"),
-    "momentum": (lambda v: 0.0 <= v < 1.0, "in [0, 1)"),
-    "weight_decay": (lambda v: v >= 0, "not negative"),
-    "batch_size": (lambda v: v >= 1, "at least 1"),
-    "patience": (lambda v: v is None or v >= 1, "at least 1"),
-    "normalise_gradients": (lambda v: True, ""),
-}
 
 
 def _need(ok, message):
@@ -111,63 +67,18 @@ def _need(ok, message):
         raise ConfigError(message)
 
 
-def _check_types(values, where=""):
-    """Integers must be integers (not bools), floats numbers, bools true or false."""
-    for name, value in values.items():
-        optional = (_INTS.get(name) or _FLOATS.get(name) or _BOOLS.get(name)) == "?"
-        if value is None and optional:
-            continue
-        if name in _INTS:
-            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif name in _FLOATS:
-            ok, kind = (isinstance(value, (int, float)) and not isinstance(value, bool),
-                        "a number")
-        elif name in _BOOLS:
-            ok, kind = isinstance(value, bool), "true or false"
-        else:
-            continue
-        _need(ok, f"{where}{name} must be {kind}, got {value!r}")
-
-
-def _check_ranges(values, where=""):
-    for name, (ok, rule) in _RANGES.items():
-        if name in values:
-            _need(ok(values[name]), f"{where}{name} must be {rule}, got {values[name]!r}")
-
-
 def _check(cfg):
-    from medalpy.config import BACKENDS
-    from medalpy.schedules import ABLATION_BUDGETS, EVAL_DECODERS, METHODS, build_schedule
     from medalpy.trainer import Hyper
 
     need = _need
     values = cfg.to_dict()
-    _check_types(values)
-    need(cfg.method in METHODS, f"method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    need(cfg.scale in SCALES, f"scale must be one of {', '.join(SCALES)}, got {cfg.scale!r}")
-    need(cfg.preset in PRESETS, f"preset must be one of {', '.join(PRESETS)}, got {cfg.preset!r}")
-    need(cfg.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}")
-    need(cfg.dtype in ("float32", "float64"), "dtype must be float32 or float64")
-    need(cfg.eval_decoder in EVAL_DECODERS, f"eval_decoder must be one of {EVAL_DECODERS}")
-    need(cfg.ablation_budget in ABLATION_BUDGETS,
-         f"ablation_budget must be one of {', '.join(ABLATION_BUDGETS)}")
-    need(isinstance(cfg.layers, (list, tuple)) and len(cfg.layers) >= 1
-         and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in cfg.layers),
-         f"layers must be a list of positive integers, got {cfg.layers!r}")
-    _check_ranges(values)
+    settings.check(settings.TRAIN_SETTINGS,
+                   {k: v for k, v in values.items() if k != "phase_settings"})
     check_level(cfg.noise_type, cfg.noise)
-    need(cfg.epochs_layer1 >= 1, f"epochs_layer1 must be at least 1, got {cfg.epochs_layer1}")
     need(cfg.budget >= 1 or len(cfg.layers) == 1,
          f"budget must be at least 1 to train {len(cfg.layers)} layers, got {cfg.budget}")
-    need(cfg.finetune_epochs >= 0, f"finetune_epochs must be >= 0, got {cfg.finetune_epochs}")
-    need(cfg.fit_decoder_epochs is None or cfg.fit_decoder_epochs >= 1,
-         f"fit_decoder_epochs must be at least 1, got {cfg.fit_decoder_epochs}")
-    need(cfg.train_size is None or cfg.train_size >= 1, "train_size must be at least 1")
-    need(cfg.val_size is None or cfg.val_size >= 1, "val_size must be at least 1")
-    need(cfg.seed >= 0, f"seed must not be negative, got {cfg.seed}")
     if cfg.method == "hybrid":
-        need(cfg.fraction is not None and 0.0 <= cfg.fraction <= 1.0,
-             "the hybrid method needs a fraction in [0, 1]")
+        need(cfg.fraction is not None, "the hybrid method needs a fraction in [0, 1]")
     else:
         need(cfg.fraction is None, f"a fraction is only for the hybrid method, not {cfg.method}")
     # Per-phase settings: keys must name a phase (kind or name) of this very schedule, and
@@ -183,8 +94,7 @@ def _check(cfg):
         unknown = sorted(set(overrides) - set(Hyper.FIELDS))
         need(not unknown, f"{where}unknown setting(s) {', '.join(unknown)}; per-phase "
                           f"settings are {', '.join(Hyper.FIELDS)}")
-        _check_types(overrides, where)
-        _check_ranges(overrides, where)
+        settings.check(settings.TRAIN_SETTINGS, overrides, where)
         check_level(overrides.get("noise_type", cfg.noise_type),
                     overrides.get("noise", cfg.noise), f"{where}noise")
 
@@ -206,7 +116,7 @@ def read_toml(path):
             values = tomllib.load(f)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     unknown = sorted(set(values) - FIELDS)
     if unknown:
@@ -228,35 +138,30 @@ def make_config(options=None, config_file=None):
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
     from_file = read_toml(config_file) if config_file else {}
-    scale = options.get("scale", from_file.get("scale", "quick"))
-    preset = options.get("preset", from_file.get("preset", "medal"))
-    dataset = options.get("dataset", from_file.get("dataset", TrainConfig.dataset))
-    if not isinstance(scale, str) or scale not in SCALES:
-        raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    if not isinstance(preset, str) or preset not in PRESETS:
-        raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    protocol = protocol_for(dataset)
-    values = {"noise": protocol.noise, **scale_settings(scale, dataset), **PRESETS[preset],
-              **from_file, **options}
-    values["scale"], values["preset"] = scale, preset
+    chosen = {name: options.get(name, from_file.get(name, settings.TRAIN_SETTINGS[name].default))
+              for name in ("scale", "preset", "dataset")}
+    for name, value in chosen.items():  # these three choose other defaults: check them first
+        settings.TRAIN_SETTINGS[name].check(value)
+    protocol = protocol_for(chosen["dataset"])
+    values = {"noise": protocol.noise, **scale_settings(chosen["scale"], chosen["dataset"]),
+              **PRESETS[chosen["preset"]], **from_file, **options, **chosen}
     if isinstance(values.get("layers"), str):
         values["layers"] = parse_layers(values["layers"])
-    try:
-        cfg = TrainConfig(**values)
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
-    cfg.layers = list(cfg.layers)
+    cfg = TrainConfig(**values)
+    if isinstance(cfg.layers, tuple):
+        cfg.layers = list(cfg.layers)
     _check(cfg)
     return cfg
 
 
 def parse_layers(text):
-    """``"1000,1000"`` -> ``[1000, 1000]``."""
+    """``"1000,1000"`` -> ``[1000, 1000]``; every part must be a positive integer."""
+    parts = str(text).split(",")
     try:
-        widths = [int(part) for part in str(text).split(",") if part.strip()]
+        widths = [int(part) for part in parts]
     except ValueError:
         raise ConfigError(f"layers must be comma-separated integers, got {text!r}") from None
-    if not widths or min(widths) < 1:
+    if min(widths) < 1:
         raise ConfigError(f"layers must be positive integers, got {text!r}")
     return widths
 

@@ -6,54 +6,27 @@ on the negative log-likelihood, with early stopping on validation error (the pap
 is 35 epochs), keeping the best parameters. The test error is reported.
 """
 
-import math
-
 import numpy as np
 
+from medalpy import settings
 from medalpy.errors import ConfigError
 
-#: The classifier's settings (keywords of :func:`train_classifier`) and their defaults:
-#: the most epochs, the early-stopping patience (the paper's 35) and the optimiser.
-CLASSIFIER_DEFAULTS = {"epochs": 200, "patience": 35, "lr": 0.1, "momentum": 0.9,
-                       "weight_decay": 1e-5, "batch_size": 20, "normalise_gradients": False}
-
-_CLASSIFIER_RULES = {
-    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
-    "patience": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
-    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer of at least 1"),
-    "lr": (lambda v: _is_real(v) and 0 < v < math.inf, "a positive finite number"),
-    "momentum": (lambda v: _is_real(v) and 0 <= v < 1, "in [0, 1)"),
-    "weight_decay": (lambda v: _is_real(v) and 0 <= v < math.inf,
-                     "a finite number, not negative"),
-    "normalise_gradients": (lambda v: isinstance(v, bool), "true or false"),
-}
+#: The classifier's settings (keywords of :func:`train_classifier`) and their defaults,
+#: declared in :data:`medalpy.settings.CLASSIFIER`.
+CLASSIFIER_DEFAULTS = {s.name: s.default for s in settings.CLASSIFIER}
 
 
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_real(v):
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) \
-        and not math.isnan(v)
-
-
-def check_classifier_settings(settings, option_prefix=None):
+def check_classifier_settings(values, option_prefix=None):
     """Refuse unknown classifier settings and values out of range, naming the setting (as
     the command-line option ``--{option_prefix}name-with-dashes`` when a prefix is given)."""
-    def label(name):
-        if option_prefix is None:
-            return f"classifier setting {name}"
-        return f"--{option_prefix}{name.replace('_', '-')}"
-
-    unknown = sorted(set(settings) - set(CLASSIFIER_DEFAULTS))
+    unknown = sorted(set(values) - set(CLASSIFIER_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown classifier setting(s) {', '.join(unknown)}; known: "
                           f"{', '.join(CLASSIFIER_DEFAULTS)}")
-    for name, value in settings.items():
-        ok, rule = _CLASSIFIER_RULES[name]
-        if not ok(value):
-            raise ConfigError(f"{label(name)} must be {rule}, got {value!r}")
+    for name, value in values.items():
+        label = (f"classifier setting {name}" if option_prefix is None
+                 else f"--{option_prefix}{name.replace('_', '-')}")
+        settings.CLASSIFIER_SETTINGS[name].check(value, label=label)
 
 
 def copy_encoders(network):

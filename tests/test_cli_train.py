@@ -76,9 +76,13 @@ def test_config_file_and_options(tmp_path):
     (["--layers", "10,x"], "layers must be comma-separated integers"),
     (["--noise", "1.5"], "noise (masking: the probability of setting a unit to 0) must be a "
                          "number of at least 0 and below 1, got 1.5"),
-    (["--hybrid", "2"], "fraction in [0, 1]"),
+    (["--hybrid", "2"], "fraction must be in [0, 1], got 2.0"),
     (["--hybrid", "0.5", "--stacked"], "--hybrid cannot be combined with --stacked"),
     (["--lr", "-1"], "lr must be positive"),
+    (["--lr", "inf"], "lr must be a finite number, got inf"),
+    (["--weight-decay", "inf"], "weight_decay must be a finite number"),
+    (["--layers", "40,,30"], "layers must be comma-separated integers, got '40,,30'"),
+    (["--preset", "nope"], "Invalid value for '--preset'"),
     (["--train-size", "100000"], "train_size 100000 exceeds"),
     (["--backend", "gpu"], "Invalid value for '--backend'"),
     (["--no-such-option"], "No such option"),
@@ -257,14 +261,19 @@ def test_resume_on_other_data_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("toml, message", [
-    ('momentum = "0.9"\n', "momentum must be a number, got '0.9'"),
+    ('momentum = "0.9"\n', "momentum must be a finite number, got '0.9'"),
     ("finetune_epochs = 2.5\n", "finetune_epochs must be an integer"),
     ('normalise_gradients = "false"\n', "normalise_gradients must be true or false"),
     ("[phase_settings.fine_tune]\nlr = 0.1\n", "phase_settings.fine_tune: no such phase"),
     ("[phase_settings.gradual]\nbatch_size = 0\n",
      "phase_settings.gradual: batch_size must be at least 1"),
     ("fit_decoder_epochs = 0\n", "fit_decoder_epochs must be at least 1"),
-    ("seed = -1\n", "seed must not be negative"),
+    ("seed = -1\n", "seed must be not negative"),
+    ("scale = [1]\n", "scale must be a string, got [1]"),
+    ("preset = {}\n", "preset must be a string, got {}"),
+    ("init = []\n", "init must be a string, got []"),
+    ("data_dir = 5\n", "data_dir must be a string, got 5"),
+    ('init = "orthogonal"\n', "init must be one of medal, normal, zeros"),
 ])
 def test_bad_values_in_a_config_file_fail_up_front(tmp_path, toml, message):
     cfg = tmp_path / "c.toml"
@@ -272,6 +281,13 @@ def test_bad_values_in_a_config_file_fail_up_front(tmp_path, toml, message):
     result = _train([*TINY, "--config", str(cfg)], tmp_path / "run")
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
+    cfg = tmp_path / "latin1.toml"
+    cfg.write_bytes("lr = 0.1 # caf\xe9\n".encode("latin-1"))
+    result = _train([*TINY, "--config", str(cfg)], tmp_path / "run")
+    assert result.exit_code == 2 and f"{cfg}: not valid TOML" in result.output, result.output
 
 
 @pytest.mark.parametrize("kind, level", [("salt-pepper", 0.2), ("gaussian", 0.3)])
@@ -301,7 +317,8 @@ def test_other_noise_kinds_train_and_are_evaluated_with_their_own_noise(tmp_path
 @pytest.mark.parametrize("args, message", [
     (["--noise", "1.0"], "noise (masking: the probability of setting a unit to 0) must be"),
     (["--noise-type", "salt-pepper", "--noise", "-0.1"], "noise (salt-pepper"),
-    (["--noise-type", "gaussian", "--noise", "nan"], "noise (gaussian: the standard deviation)"),
+    (["--noise-type", "gaussian", "--noise", "-1"], "noise (gaussian: the standard deviation)"),
+    (["--noise-type", "gaussian", "--noise", "nan"], "noise must be a finite number, got nan"),
     (["--noise-type", "blur"], "Invalid value for '--noise-type'"),
 ])
 def test_noise_levels_are_checked_for_their_kind(tmp_path, args, message):

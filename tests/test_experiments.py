@@ -177,12 +177,12 @@ def test_experiment_settings_are_recorded_and_bad_ones_refused_before_writing(tm
     assert record["cells"]["split0/layer1"]["params"]["noise"] == 0.3
     base = ["experiment", "trainsize", "--dataset", "mnist-sample", "--scale", "smoke",
             "--splits", "1"]
-    for bad, message in ((["--classifier-lr", "-1"], "--classifier-lr must be a positive"),
+    for bad, message in ((["--classifier-lr", "-1"], "--classifier-lr must be positive"),
                          (["--classifier-momentum", "5"], "--classifier-momentum must be in"),
                          (["--classifier-weight-decay", "inf"], "--classifier-weight-decay"),
                          (["--sizes", "5"], "--sizes: 5 is not between the 10 classes"),
                          (["--sizes", "100000"], "--sizes: 100000 is not between"),
-                         (["--preset", "nope"], "preset must be one of"),
+                         (["--preset", "nope"], "Invalid value for '--preset'"),
                          (["--noise", "1.0"], "noise (masking: the probability of setting a unit to 0) must be"),
                          (["--workers", "0"], "--workers must be at least 1")):
         out = tmp_path / "bad"

@@ -75,11 +75,11 @@ def test_classify_bad_input(tmp_path, pretrained):
     result = CliRunner().invoke(main, ["classify", str(tmp_path / "none.h5"), "mnist-sample",
                                        "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no such model" in result.output
-    for bad, message in ((["--lr", "-1"], "--lr must be a positive finite number"),
-                         (["--lr", "inf"], "--lr must be a positive finite number"),
+    for bad, message in ((["--lr", "-1"], "--lr must be positive"),
+                         (["--lr", "inf"], "--lr must be a finite number"),
                          (["--momentum", "5"], "--momentum must be in [0, 1)"),
                          (["--weight-decay", "nan"], "--weight-decay must be a finite"),
-                         (["--batch-size", "0"], "--batch-size must be an integer of at"),
+                         (["--batch-size", "0"], "--batch-size must be at least 1"),
                          (["--patience", "0"], "--patience must be"),
                          (["--train-size", "5"], "smaller than the 10 classes")):
         out = tmp_path / "bad"

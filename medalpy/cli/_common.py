@@ -1,4 +1,5 @@
-"""Helpers shared by the command modules: one way to report a user error."""
+"""Helpers shared by the command modules: one way to report a user error, and options
+defined once (the data directory; every setting of :mod:`medalpy.settings`)."""
 
 import functools
 
@@ -34,3 +35,35 @@ data_dir_option = click.option(
     default=None,
     help="Directory holding datasets (NAME/ files inside); also read from $MEDALPY_DATA.",
 )
+
+
+def setting_options(declared, prefix="", show_defaults=True):
+    """A decorator adding one click option per setting of ``declared`` (a sequence of
+    :class:`medalpy.settings.Setting` with ``option`` set): ``--{prefix}name-with-dashes``,
+    its help and choices from the declaration, default None (not given), so that values
+    from files and presets keep their precedence. The parameter is ``{prefix}name`` with
+    underscores. ``show_defaults=False`` leaves the declared defaults out of the help (for
+    commands that choose other defaults)."""
+
+    def decorate(func):
+        for setting in reversed([s for s in declared if s.option]):
+            flag = f"--{prefix}{setting.name}".replace("_", "-")
+            param = f"{prefix}{setting.name}".replace("-", "_")
+            help_text = setting.help
+            if setting.default is not None and show_defaults:
+                shown = str(setting.default).lower() if setting.kind == "bool" else \
+                    setting.default
+                help_text += f" [default: {shown}]"
+            if setting.kind == "bool":
+                off = f"--{prefix}no-{setting.name}".replace("_", "-")
+                option = click.option(f"{flag}/{off}", param, default=None, help=help_text)
+            else:
+                allowed = setting.allowed()
+                kind = {"int": int, "float": float}.get(setting.kind, str)
+                if allowed is not None:
+                    kind = click.Choice([str(a) for a in allowed])
+                option = click.option(flag, param, type=kind, default=None, help=help_text)
+            func = option(func)
+        return func
+
+    return decorate

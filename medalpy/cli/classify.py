@@ -4,9 +4,9 @@ from pathlib import Path
 
 import click
 
-from medalpy.cli._common import data_dir_option, reports_errors
+from medalpy import settings
+from medalpy.cli._common import data_dir_option, reports_errors, setting_options
 from medalpy.config import BACKENDS
-from medalpy.supervised import CLASSIFIER_DEFAULTS
 
 
 @click.command()
@@ -15,21 +15,7 @@ from medalpy.supervised import CLASSIFIER_DEFAULTS
 @click.option("--train-size", type=int, help="Class-balanced training subset (default: all).")
 @click.option("--val-size", type=int,
               help="Validation images (default: a fifth of the training subset, >= 100).")
-@click.option("--epochs", type=int, default=CLASSIFIER_DEFAULTS["epochs"], show_default=True,
-              help="Most epochs.")
-@click.option("--patience", type=int, default=CLASSIFIER_DEFAULTS["patience"],
-              show_default=True,
-              help="Stop after this many epochs without a better validation error.")
-@click.option("--lr", type=float, default=CLASSIFIER_DEFAULTS["lr"], show_default=True)
-@click.option("--momentum", type=float, default=CLASSIFIER_DEFAULTS["momentum"],
-              show_default=True)
-@click.option("--weight-decay", type=float, default=CLASSIFIER_DEFAULTS["weight_decay"],
-              show_default=True)
-@click.option("--batch-size", type=int, default=CLASSIFIER_DEFAULTS["batch_size"],
-              show_default=True)
-@click.option("--normalise-gradients/--no-normalise-gradients",
-              default=CLASSIFIER_DEFAULTS["normalise_gradients"], show_default=True,
-              help="MEDAL's normGrad: each layer's gradient scaled to unit norm.")
+@setting_options(settings.CLASSIFIER)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--random-init", is_flag=True,
               help="Ignore MODEL's weights: the same architecture, randomly initialised.")
@@ -47,16 +33,18 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
     from medalpy.errors import ConfigError
     from medalpy.kernels import get_backend
     from medalpy.supervised import (
+        CLASSIFIER_DEFAULTS,
         check_classifier_settings,
         classification_data,
         random_encoders,
         train_classifier,
     )
 
-    settings = {"epochs": epochs, "patience": patience, "lr": lr, "momentum": momentum,
-                "weight_decay": weight_decay, "batch_size": batch_size,
-                "normalise_gradients": normalise_gradients}
-    check_classifier_settings(settings, option_prefix="")
+    given = {"epochs": epochs, "patience": patience, "lr": lr, "momentum": momentum,
+             "weight_decay": weight_decay, "batch_size": batch_size,
+             "normalise_gradients": normalise_gradients}
+    clf = {**CLASSIFIER_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+    check_classifier_settings(clf, option_prefix="")
     for name, value in (("--train-size", train_size), ("--val-size", val_size)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
@@ -74,14 +62,14 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
     result = train_classifier(
         get_backend(backend), encoders, ds.train_images[train_rows],
         ds.train_labels[train_rows], ds.train_images[val_rows], ds.train_labels[val_rows],
-        ds.test_images, ds.test_labels, ds.n_classes, seed, **settings)
+        ds.test_images, ds.test_labels, ds.n_classes, seed, **clf)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     record = {"model": str(model), "random_init": random_init, "dataset": dataset,
               "data": ds.source, "n_train": int(len(train_rows)), "n_val": int(len(val_rows)),
               "test_error": result["test_error"], "val_error": result["val_error"],
               "kept_epoch": result["kept_epoch"], "epochs_run": result["epochs_run"], "history": result["history"],
-              "settings": {**settings, "seed": seed}}
+              "settings": {**clf, "seed": seed}}
     checkpoint.save(out / "classifier.h5", result["network"], record["settings"],
                     extra={k: v for k, v in record.items() if k != "history"})
     write_json_atomic(out / "metrics.json", record)

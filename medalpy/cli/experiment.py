@@ -2,9 +2,12 @@
 
 import click
 
-from medalpy.cli._common import data_dir_option, reports_errors
+from medalpy import settings
+from medalpy.cli._common import data_dir_option, reports_errors, setting_options
 from medalpy.config import BACKENDS
-from medalpy.supervised import CLASSIFIER_DEFAULTS
+
+#: The pretraining settings an experiment takes from the command line.
+_PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "noise_type")]
 
 
 @click.command()
@@ -19,28 +22,10 @@ from medalpy.supervised import CLASSIFIER_DEFAULTS
 @click.option("--splits", type=int, default=3, show_default=True,
               help="Train/validation splits to average over.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--preset", default="medal", show_default=True,
-              help="Pretraining optimiser settings (a preset of `medalpy train`).")
-@click.option("--noise", type=float,
-              help="Noise level (default: the dataset's protocol, 0.15 for MNIST).")
-@click.option("--noise-type", type=click.Choice(["masking", "salt-pepper", "gaussian"]),
-              default="masking", show_default=True, help="Kind of corruption.")
+@setting_options(_PRETRAINING)
 @click.option("--sizes", help="Classifiers' training-set sizes, e.g. 1000,10000 ('all': a "
                               "split's whole training part); default: the scale's.")
-@click.option("--classifier-epochs", type=int, help="Classifiers' most epochs (default: the "
-                                                    "scale's).")
-@click.option("--classifier-patience", type=int,
-              help="Classifiers' early-stopping patience (default: the scale's).")
-@click.option("--classifier-lr", type=float,
-              help=f"Classifiers' learning rate (default {CLASSIFIER_DEFAULTS['lr']}).")
-@click.option("--classifier-momentum", type=float,
-              help=f"Classifiers' momentum (default {CLASSIFIER_DEFAULTS['momentum']}).")
-@click.option("--classifier-weight-decay", type=float,
-              help=f"Classifiers' weight decay (default {CLASSIFIER_DEFAULTS['weight_decay']}).")
-@click.option("--classifier-batch-size", type=int,
-              help=f"Classifiers' minibatch (default {CLASSIFIER_DEFAULTS['batch_size']}).")
-@click.option("--classifier-normalise-gradients/--classifier-no-normalise-gradients",
-              default=None, help="Classifiers' normGrad (default off).")
+@setting_options(settings.CLASSIFIER, prefix="classifier-", show_defaults=False)
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--workers", type=int,
               help="Run the cells on a local Dask cluster of N single-threaded processes.")
@@ -49,7 +34,10 @@ from medalpy.supervised import CLASSIFIER_DEFAULTS
 @reports_errors
 def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise_type, sizes,
                backend, workers, scheduler, data_dir, **classifier_options):
-    """Run experiment NAME (fsweep, trainsize, ablation), or `list` them with their costs."""
+    """Run experiment NAME (fsweep, trainsize, ablation), or `list` them with their costs.
+
+    The classifiers' settings default to `medalpy classify`'s, except their epochs and
+    patience, which the scale sets."""
     from medalpy.cli._common import UserError
     from medalpy.supervised import check_classifier_settings
 
@@ -75,8 +63,8 @@ def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise
     out_dir = out_dir or f"runs/experiment-{name}-{scale}"
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     kwargs = dict(scale=scale, splits=splits, data_dir=data_dir, backend=backend, seed=seed,
-                  echo=echo, preset=preset, noise=noise, classifier=classifier, sizes=sizes,
-                  noise_type=noise_type)
+                  echo=echo, preset=preset or "medal", noise=noise, classifier=classifier,
+                  sizes=sizes, noise_type=noise_type or "masking")
     if workers or scheduler:
         from medalpy.cluster import dask_client
 

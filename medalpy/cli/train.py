@@ -2,8 +2,8 @@
 
 import click
 
-from medalpy.cli._common import UserError, data_dir_option, reports_errors
-from medalpy.config import BACKENDS
+from medalpy import settings
+from medalpy.cli._common import UserError, data_dir_option, reports_errors, setting_options
 
 
 @click.command()
@@ -16,40 +16,7 @@ from medalpy.config import BACKENDS
               help="Ablation: noise at the input, lower layers frozen.")
 @click.option("--hybrid", "fraction", type=float, metavar="F",
               help="Hybrid: stacked for a fraction F of each phase's budget, then gradual.")
-@click.option("--ablation-budget", type=click.Choice(["updates", "epochs"]),
-              help="--frozen-lower's equal budget: gradual's weight updates (k*budget epochs, "
-                   "default) or gradual's epochs (budget epochs).")
-@click.option("--layers", help="Units per hidden layer, e.g. 1000,1000.")
-@click.option("--noise", type=float,
-              help="Masking-noise rate (default: the dataset's protocol, 0.15 for MNIST).")
-@click.option("--noise-type", type=click.Choice(["masking", "salt-pepper", "gaussian"]),
-              help="Kind of corruption (default masking, the paper's); --noise is its level: "
-                   "a probability, or the Gaussian's standard deviation.")
-@click.option("--epochs-layer1", type=int, help="Epochs of phase 1.")
-@click.option("--budget", type=int,
-              help="Gradual epochs per deeper phase; phase k costs k*budget units.")
-@click.option("--finetune-epochs", type=int, help="Epochs of full tuning after pretraining.")
-@click.option("--eval-decoder", type=click.Choice(["auto", "direct", "mirror"]),
-              help="Decoder topology for evaluation (auto: the schedule's own).")
-@click.option("--lr", type=float, help="Learning rate.")
-@click.option("--batch-size", type=int, help="Minibatch size.")
-@click.option("--momentum", type=float, help="Momentum.")
-@click.option("--weight-decay", type=float, help="L2 weight decay on weights (not biases).")
-@click.option("--normalise-gradients/--no-normalise-gradients", default=None,
-              help="MEDAL's normGrad: scale each layer's gradient to unit norm.")
-@click.option("--patience", type=int,
-              help="Stop a phase after this many epochs without validation improvement "
-                   "(off by default: budgets are spent in full).")
-@click.option("--train-size", type=int, help="Class-balanced training subset size.")
-@click.option("--val-size", type=int, help="Validation images (default: a sixth of training).")
-@click.option("--seed", type=int, help="Root random seed.")
-@click.option("--scale", type=click.Choice(["quick", "medium", "paper"]),
-              help="quick: seconds on the bundled sample; medium: the paper's network, a fifth "
-                   "of its epochs; paper: the dataset's protocol (network, epochs, full "
-                   "tuning).")
-@click.option("--preset", help="Optimiser settings: medal (MEDAL's defaults).")
-@click.option("--backend", type=click.Choice(list(BACKENDS)), help="Kernel backend.")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]))
+@setting_options(settings.TRAIN)
 @data_dir_option
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: runs/DATASET-METHOD).")

@@ -136,10 +136,11 @@ class SearchSpec:
                          for v in values), f"{name} values must be numbers, got {values}")
             need(len(set(values)) == len(values), f"{name}: repeated values {values}")
         need(all(v >= 1 for v in self.space["units"]), "units must be at least 1")
-        need(all(v > 0 for v in self.space["lr"]), "lr values must be positive")
-        need(all(v >= 1 for v in self.space["batch_size"]), "batch_size must be at least 1")
-        need(all(0 <= v < 1 for v in self.space["momentum"]), "momentum must be in [0, 1)")
-        need(all(v >= 0 for v in self.space["weight_decay"]), "weight_decay must be >= 0")
+        from medalpy.settings import TRAIN_SETTINGS
+
+        for name in ("lr", "batch_size", "momentum", "weight_decay", "seed"):
+            for value in self.space[name]:
+                TRAIN_SETTINGS[name].check(value, where="search ")
         need(self.objective in OBJECTIVES,
              f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         need(self.folds >= 3, f"folds must be at least 3 (nested: one to score, one to stop "
