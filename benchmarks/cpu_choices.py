@@ -38,29 +38,30 @@ import numpy as np
 from medalpy.backprop import Pass
 from medalpy.bench import machine
 from medalpy.kernels import blas, cpu
+from medalpy.kernels import lanes as cpu_lanes
 from medalpy.network import Network
 from medalpy.optim import SGD
 
 B, WIDTHS = 20, (784, 1000, 1000, 784)
 
 
-NT_DOTS_MAX_ROWS = cpu.NT_DOTS_MAX_ROWS
+NT_DOTS_MAX_ROWS = cpu_lanes.NT_DOTS_MAX_ROWS
 
 
 def lanes():
     cpu.use_threads(2)
-    cpu.NT_DOTS_MAX_ROWS = NT_DOTS_MAX_ROWS
+    cpu_lanes.NT_DOTS_MAX_ROWS = NT_DOTS_MAX_ROWS
 
 
 def lanes_without_dots():
     lanes()
-    cpu.NT_DOTS_MAX_ROWS = 0  # every matmul_nt through OpenBLAS
+    cpu_lanes.NT_DOTS_MAX_ROWS = 0  # every matmul_nt through OpenBLAS
 
 
 def openblas(threads):
     def enter():
-        cpu._LANES_READY = False  # np.matmul, nothing parallel in Numba
-        cpu.NT_DOTS_MAX_ROWS = 0
+        cpu_lanes.READY = False  # np.matmul, nothing parallel in Numba
+        cpu_lanes.NT_DOTS_MAX_ROWS = 0
         blas.set_threads(threads)
     return enter
 
@@ -125,9 +126,9 @@ def back_error_from_memory(rng, rows, dots):
         W = Ws[state["i"]]
         state["i"] = (state["i"] + 1) % len(Ws)
         if dots:
-            cpu._matmul_nt_f32_lanes(D, W, out, 2)
+            lanes._matmul_nt_f32_lanes(D, W, out, 2)
         else:
-            cpu._gemm_lanes(D, W, out, False, True, 2)
+            lanes._gemm_lanes(D, W, out, False, True, 2)
     return step
 
 

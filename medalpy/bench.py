@@ -121,7 +121,7 @@ def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_d
 
     ``step.enter()`` sets the threads it runs with (``threads``; default: as found): the
     numpy backend gives them to NumPy's BLAS; the cpu backend runs that many lanes of a
-    single-threaded BLAS (:func:`medalpy.kernels.cpu.use_threads`).
+    single-threaded BLAS (:func:`medalpy.kernels.lanes.use_threads`).
     """
     from medalpy.backprop import Pass
     from medalpy.kernels import get_backend

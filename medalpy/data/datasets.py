@@ -4,7 +4,6 @@ Images are held as uint8 rows, ``(N, D)``; :func:`scale_batch` turns a batch int
 [0, 1] when it is formed. MNIST's training set is 47 MB this way, 188 MB as float32.
 """
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +287,7 @@ def verify(name, data_dir=None):
     hit = locate(spec, data_dir, tried)
     if hit is None:
         raise DataError(_not_found(spec, tried))
-    _, place, contents = hit
+    _, _, contents = hit
     rows = []
     if spec.format == "idx":
         for role, path in contents["files"].items():

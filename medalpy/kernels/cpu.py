@@ -4,16 +4,11 @@ Every public function has the name, signature and semantics of its twin in
 :mod:`medalpy.kernels.reference` (the oracle; read it for the equations). What differs is how
 the work is done:
 
-- Matrix products call NumPy's own OpenBLAS directly from Numba (:mod:`medalpy.kernels.blas`)
-  on *lanes*: the output's columns are split into one block per Numba thread, and each
-  thread makes one single-threaded BLAS call on its block. At the paper's batch sizes the
-  products are skinny (10-20 rows), and a 2-threaded OpenBLAS splits them worse than this
-  (docs/performance.md). OpenBLAS is set to one thread while the backend is loaded
-  (:func:`use_threads`); no temporaries, no copies of weight-sized arrays.
-- The back-propagated error ``delta W^T`` of a small float32 batch is computed as dot products
-  between rows (:func:`matmul_nt`, :func:`_matmul_nt_f32_lanes`), with explicit 8-lane vectors
-  (:mod:`medalpy.kernels.simd`): each weight row is streamed once, where OpenBLAS first packs
-  the weights transposed.
+- Matrix products (:mod:`medalpy.kernels.lanes`) call NumPy's own OpenBLAS from Numba on
+  *lanes* (one single-threaded BLAS call per Numba thread, on a block of the output's
+  columns), and small float32 back-propagated errors are dot products along rows with
+  explicit 8-lane vectors; ``exp`` and ``log1p`` are polynomial forms that vectorise
+  (:mod:`medalpy.kernels.vecmath`).
 - The weight gradient of a layer is never stored whole in a training step:
   :func:`sgd_update_product` forms it a block of rows at a time into a small scratch on
   each lane and applies the SGD step to that block at once, so the weights and velocities
@@ -45,8 +40,6 @@ import threading
 
 import numba
 import numpy as np
-from numba.core import types
-from numba.extending import intrinsic, overload
 
 from medalpy.config import (
     NOISE_BITS,
@@ -56,7 +49,9 @@ from medalpy.config import (
     noise_epoch_key,
     noise_threshold,
 )
-from medalpy.kernels import blas, simd
+from medalpy.kernels import blas, lanes
+from medalpy.kernels.lanes import matmul, matmul_nt, matmul_tn, use_threads  # noqa: F401
+from medalpy.kernels.vecmath import exp_nonpos, log1p_unit
 
 NAME = "cpu"
 
@@ -94,167 +89,6 @@ def _mix(z):
     z = (z ^ (z >> _S30)) * _M1
     z = (z ^ (z >> _S27)) * _M2
     return z ^ (z >> _S31)
-
-
-# ----------------------------------------------------------------------------------------
-# exp and log1p that vectorise. Numba has no vector math library here, so math.exp and
-# math.log1p are scalar libm calls: ~6 ns and ~19 ns per float32 element on these machines,
-# against ~1 ns for the polynomial forms below once LLVM vectorises them (see
-# benchmarks/kernels_micro.py). Each form is accurate to < 2 eps (measured against long
-# double: exp 0.83 eps in float32 and 0.78 in float64; log1p 1.8 eps in both).
-# ----------------------------------------------------------------------------------------
-
-
-@intrinsic
-def _bits_as_float(typingctx, bits):
-    """Reinterpret int32 bits as float32 (int64 as float64): builds 2**k in the exponent."""
-    if bits == types.int32:
-        ret = types.float32
-    elif bits == types.int64:
-        ret = types.float64
-    else:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(ret))
-
-    return ret(bits), codegen
-
-
-_F32 = np.float32
-# Cody-Waite split of ln 2 (the high part has trailing zero bits, so k * hi is exact); the
-# round-to-nearest trick adds and subtracts 1.5 * 2**(mantissa bits).
-_LOG2E_32 = _F32(1.4426950408889634)
-_LN2HI_32, _LN2LO_32 = _F32(0.693145751953125), _F32(1.4286068203094172e-06)
-_ROUND_32, _XMIN_32 = _F32(12582912.0), _F32(-104.0)
-_LOG2E_64 = 1.4426950408889634
-_LN2HI_64, _LN2LO_64 = 6.93147180369123816490e-01, 1.90821492927058770002e-10
-_ROUND_64, _XMIN_64 = 6755399441055744.0, -746.0
-# Taylor coefficients 1/k! of exp on |r| <= ln(2)/2, and 1/(2k+1) of the atanh series.
-_E32 = tuple(_F32(1.0 / math.factorial(k)) for k in range(8))
-_E64 = tuple(1.0 / math.factorial(k) for k in range(14))
-_A32 = tuple(_F32(1.0 / (2 * k + 1)) for k in range(8))
-_A64 = tuple(1.0 / (2 * k + 1) for k in range(17))
-
-
-@_inline
-def _exp_nonpos_32(x):
-    # exp(x) = 2**k exp(r), x = k ln2 + r. Below -104 the result is 0 in float32 anyway; a NaN
-    # passes the clamp and propagates through r. 2**k is applied as two halves so that
-    # subnormal results (exp(-100) ~ 3.7e-44) come out right.
-    x = _XMIN_32 if x < _XMIN_32 else x
-    kf = (x * _LOG2E_32 + _ROUND_32) - _ROUND_32
-    k = np.int32(kf)
-    r = (x - kf * _LN2HI_32) - kf * _LN2LO_32
-    p = _E32[7]
-    p = p * r + _E32[6]
-    p = p * r + _E32[5]
-    p = p * r + _E32[4]
-    p = p * r + _E32[3]
-    p = p * r + _E32[2]
-    p = p * r + _E32[1]
-    p = p * r + _E32[0]
-    k1 = k >> 1
-    k2 = k - k1
-    s1 = _bits_as_float(np.int32((k1 + 127) << 23))
-    s2 = _bits_as_float(np.int32((k2 + 127) << 23))
-    return p * s1 * s2
-
-
-@_inline
-def _exp_nonpos_64(x):
-    x = _XMIN_64 if x < _XMIN_64 else x
-    kf = (x * _LOG2E_64 + _ROUND_64) - _ROUND_64
-    k = np.int64(kf)
-    r = (x - kf * _LN2HI_64) - kf * _LN2LO_64
-    p = _E64[13]
-    p = p * r + _E64[12]
-    p = p * r + _E64[11]
-    p = p * r + _E64[10]
-    p = p * r + _E64[9]
-    p = p * r + _E64[8]
-    p = p * r + _E64[7]
-    p = p * r + _E64[6]
-    p = p * r + _E64[5]
-    p = p * r + _E64[4]
-    p = p * r + _E64[3]
-    p = p * r + _E64[2]
-    p = p * r + _E64[1]
-    p = p * r + _E64[0]
-    k1 = k >> 1
-    k2 = k - k1
-    s1 = _bits_as_float(np.int64((k1 + 1023) << 52))
-    s2 = _bits_as_float(np.int64((k2 + 1023) << 52))
-    return p * s1 * s2
-
-
-@_inline
-def _log1p_unit_32(e):
-    # log(1 + e) = 2 atanh(s), s = e / (2 + e) in [0, 1/3] for e in [0, 1]: no range
-    # reduction needed, and relative accuracy holds down to tiny e.
-    s = e / (_F32(2.0) + e)
-    s2 = s * s
-    p = _A32[7]
-    p = p * s2 + _A32[6]
-    p = p * s2 + _A32[5]
-    p = p * s2 + _A32[4]
-    p = p * s2 + _A32[3]
-    p = p * s2 + _A32[2]
-    p = p * s2 + _A32[1]
-    p = p * s2 + _A32[0]
-    return _F32(2.0) * s * p
-
-
-@_inline
-def _log1p_unit_64(e):
-    s = e / (2.0 + e)
-    s2 = s * s
-    p = _A64[16]
-    p = p * s2 + _A64[15]
-    p = p * s2 + _A64[14]
-    p = p * s2 + _A64[13]
-    p = p * s2 + _A64[12]
-    p = p * s2 + _A64[11]
-    p = p * s2 + _A64[10]
-    p = p * s2 + _A64[9]
-    p = p * s2 + _A64[8]
-    p = p * s2 + _A64[7]
-    p = p * s2 + _A64[6]
-    p = p * s2 + _A64[5]
-    p = p * s2 + _A64[4]
-    p = p * s2 + _A64[3]
-    p = p * s2 + _A64[2]
-    p = p * s2 + _A64[1]
-    p = p * s2 + _A64[0]
-    return 2.0 * s * p
-
-
-def _exp_nonpos(x):
-    """``exp(x)`` for ``x <= 0`` in the dtype of ``x`` (Numba only; dispatches on the type)."""
-    raise NotImplementedError("called from Numba-compiled code only")
-
-
-def _log1p_unit(e):
-    """``log(1 + e)`` for ``0 <= e <= 1`` in the dtype of ``e`` (Numba only)."""
-    raise NotImplementedError("called from Numba-compiled code only")
-
-
-@overload(_exp_nonpos)
-def _exp_nonpos_typed(x):
-    if x == types.float32:
-        return lambda x: _exp_nonpos_32(x)
-    if x == types.float64:
-        return lambda x: _exp_nonpos_64(x)
-    return None
-
-
-@overload(_log1p_unit)
-def _log1p_unit_typed(e):
-    if e == types.float32:
-        return lambda e: _log1p_unit_32(e)
-    if e == types.float64:
-        return lambda e: _log1p_unit_64(e)
-    return None
 
 
 # ----------------------------------------------------------------------------------------
@@ -372,175 +206,11 @@ def gather_gaussian(X, rows, sigma, seed, epoch, out):
 # ----------------------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _gemm_lanes(A, B, C, trans_a, trans_b, lanes):
-    # C = op(A) op(B), row-major, split by columns into ``lanes`` blocks (multiples of 16
-    # columns, 64 bytes), each one single-threaded BLAS call on its own thread. Leading
-    # dimensions come from the row strides, so row slices of workspaces need no copy.
-    m, n = C.shape
-    k = A.shape[0] if trans_a else A.shape[1]
-    size = C.itemsize
-    lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
-    ta = blas.TRANS if trans_a else blas.NO_TRANS
-    tb = blas.TRANS if trans_b else blas.NO_TRANS
-    width = ((n + lanes - 1) // lanes + 15) // 16 * 16
-    a = A.ctypes.data
-    for lane in numba.prange(lanes):
-        j0 = lane * width
-        if j0 < n:
-            cols = min(width, n - j0)
-            # Column j0 of op(B) starts at row j0 of B when B is transposed.
-            b = B.ctypes.data + size * (j0 * ldb if trans_b else j0)
-            c = C.ctypes.data + size * j0
-            if size == 4:
-                blas.sgemm(blas.ROW_MAJOR, ta, tb, m, cols, k, np.float32(1.0), a, lda, b,
-                           ldb, np.float32(0.0), c, ldc)
-            else:
-                blas.dgemm(blas.ROW_MAJOR, ta, tb, m, cols, k, 1.0, a, lda, b, ldb, 0.0, c,
-                           ldc)
-
-
-@numba.njit(error_model="numpy", inline="always")
-def _dots_4x3(D, W, C, i, j, M, j_stop, K):
-    # C[i:i+4, j:j+3] = D[i:i+4] . W[j:j+3]: 12 dot products along the rows, 8 columns per
-    # step, in 12 vector accumulators (with the 3 + 1 loaded vectors, 16 AVX registers; LLVM
-    # spills none). K is a multiple of 8. Rows of D from M on, and of W from j_stop on (the
-    # end of the caller's range), are clamped to the last one before them: the tile computes
-    # and stores that row's results again, bit for bit the same, instead of branching
-    # (conditional stores here made the kernel 30% slower).
-    i1, i2, i3 = min(i + 1, M - 1), min(i + 2, M - 1), min(i + 3, M - 1)
-    j1, j2 = min(j + 1, j_stop - 1), min(j + 2, j_stop - 1)
-    drow0, drow1, drow2, drow3 = D[i], D[i1], D[i2], D[i3]
-    wrow0, wrow1, wrow2 = W[j], W[j1], W[j2]
-    a0, a1, a2 = simd.zeros(), simd.zeros(), simd.zeros()
-    b0, b1, b2 = simd.zeros(), simd.zeros(), simd.zeros()
-    c0, c1, c2 = simd.zeros(), simd.zeros(), simd.zeros()
-    e0, e1, e2 = simd.zeros(), simd.zeros(), simd.zeros()
-    for k in range(0, K, simd.WIDTH):
-        w0, w1, w2 = simd.load(wrow0, k), simd.load(wrow1, k), simd.load(wrow2, k)
-        d = simd.load(drow0, k)
-        a0, a1, a2 = simd.muladd(d, w0, a0), simd.muladd(d, w1, a1), simd.muladd(d, w2, a2)
-        d = simd.load(drow1, k)
-        b0, b1, b2 = simd.muladd(d, w0, b0), simd.muladd(d, w1, b1), simd.muladd(d, w2, b2)
-        d = simd.load(drow2, k)
-        c0, c1, c2 = simd.muladd(d, w0, c0), simd.muladd(d, w1, c1), simd.muladd(d, w2, c2)
-        d = simd.load(drow3, k)
-        e0, e1, e2 = simd.muladd(d, w0, e0), simd.muladd(d, w1, e1), simd.muladd(d, w2, e2)
-    C[i, j], C[i, j1], C[i, j2] = simd.hsum(a0), simd.hsum(a1), simd.hsum(a2)
-    C[i1, j], C[i1, j1], C[i1, j2] = simd.hsum(b0), simd.hsum(b1), simd.hsum(b2)
-    C[i2, j], C[i2, j1], C[i2, j2] = simd.hsum(c0), simd.hsum(c1), simd.hsum(c2)
-    C[i3, j], C[i3, j1], C[i3, j2] = simd.hsum(e0), simd.hsum(e1), simd.hsum(e2)
-
-
-@_jit
-def _matmul_nt_f32_columns(D, W, C, j_start, j_stop):
-    # C[:, j_start:j_stop] = D @ W[j_start:j_stop].T, float32: W's rows (C's columns) in
-    # tiles of 3, and for each all of D's rows in tiles of 4. W's rows are read whole and in
-    # order (streamed from memory once, then from L1 for D's other row tiles); OpenBLAS first
-    # packs W transposed, which made this product slower than the forward one.
-    M, K = D.shape
-    for j in range(j_start, j_stop, 3):
-        for i in range(0, M, 4):
-            _dots_4x3(D, W, C, i, j, M, j_stop, K)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def _matmul_nt_f32_lanes(D, W, C, lanes):
-    # C = D @ W.T, each lane a range of C's columns (a multiple of 3 wide).
-    N = W.shape[0]
-    per_lane = ((N + lanes - 1) // lanes + 2) // 3 * 3
-    for lane in numba.prange(lanes):
-        _matmul_nt_f32_columns(D, W, C, lane * per_lane, min(N, (lane + 1) * per_lane))
-
-
-def _rows_contiguous(a):
-    """Row-major with unit column stride (a row slice of a C array is), non-empty."""
-    return a.strides[1] == a.itemsize and a.strides[0] >= a.shape[1] * a.itemsize > 0
-
-
-def _check_shapes(name, A, B, out, trans_a, trans_b):
-    # The compiled paths index by these shapes without bounds checks: a mismatch must stop
-    # here, as np.matmul would stop it, not read or write past an array.
-    n, k = (A.shape[1], A.shape[0]) if trans_a else A.shape
-    k_b, m = (B.shape[1], B.shape[0]) if trans_b else B.shape
-    if k != k_b or out.shape != (n, m):
-        a = f"{A.shape}{'^T' if trans_a else ''}"
-        b = f"{B.shape}{'^T' if trans_b else ''}"
-        raise ValueError(f"{name}: cannot multiply {a} by {b} into {out.shape}")
-
-
-def _gemm(A, B, out, trans_a, trans_b):
-    # Narrow outputs (a 10-class classifier's) are not worth a second thread: one call, on
-    # the caller's thread.
-    if (_LANES_READY and out.shape[1] >= _LANES_MIN_COLUMNS and out.dtype == A.dtype == B.dtype
-            and out.dtype in _GEMM_DTYPES and A.size and _rows_contiguous(A)
-            and _rows_contiguous(B) and _rows_contiguous(out)):
-        _gemm_lanes(A, B, out, trans_a, trans_b, _LANES)
-    else:
-        np.matmul(A.T if trans_a else A, B.T if trans_b else B, out=out)
-
-
-def use_threads(n):
-    """Run the cpu backend's products on ``n`` lanes (Numba threads), each calling a
-    single-threaded OpenBLAS. Called on import with Numba's thread count (the cores, or
-    ``NUMBA_NUM_THREADS``). Sets NumPy's OpenBLAS to one thread for the whole process: a
-    multi-threaded BLAS inside each lane would oversubscribe the cores."""
-    global _LANES, _LANES_READY
-    numba.set_num_threads(int(n))
-    _LANES, _LANES_READY = int(n), blas.AVAILABLE
-    if blas.AVAILABLE:
-        blas.set_threads(1)
-
-
-_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_LANES_MIN_COLUMNS = 64
-# _LANES: use_threads's count, kept in a global (numba.get_num_threads() took 1.4% of the
-# samples in a py-spy profile of medalpy train). _LANES_READY: OpenBLAS is single-threaded,
-# so parallel kernels may run; every parallel path checks it first (Numba threads beside a
-# multi-threaded OpenBLAS's spinning ones were 10-15x slower).
-_LANES, _LANES_READY = 1, False
-use_threads(numba.get_num_threads())
-
-
-def matmul(A, B, out):
-    """``out = A @ B``: the forward product, (n, k) @ (k, m) -> (n, m)."""
-    _check_shapes("matmul", A, B, out, False, False)
-    _gemm(A, B, out, False, False)
-
-
-def matmul_tn(A, B, out):
-    """``out = A.T @ B``: the weight gradient ``H_{l-1}^T delta_l``, (n, k)^T (n, m) -> (k, m)."""
-    _check_shapes("matmul_tn", A, B, out, True, False)
-    _gemm(A, B, out, True, False)
-
-
-#: Most rows of ``A`` (the batch) for which :func:`matmul_nt` computes float32 products as
-#: dot products along the rows (:func:`_matmul_nt_f32_lanes`) instead of calling OpenBLAS.
-#: For a 1000 x 1000 ``B`` from memory (``benchmarks/cpu_choices.py``): 0.37 ms against
-#: OpenBLAS's 0.58 at 10 rows, 0.48 / 0.68 at 20, 0.69 / 0.80 at 32, a tie at 48 and 64; at
-#: 128 rows 4.2 ms against OpenBLAS's 3.3.
-NT_DOTS_MAX_ROWS = 32
-
-
-def matmul_nt(A, B, out):
-    """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
-    _check_shapes("matmul_nt", A, B, out, False, True)
-    if (A.dtype == B.dtype == out.dtype == np.float32 and 0 < A.shape[0] <= NT_DOTS_MAX_ROWS
-            and A.shape[1] % simd.WIDTH == 0 and _rows_contiguous(A) and _rows_contiguous(B)
-            and _rows_contiguous(out)):
-        if _LANES_READY:
-            _matmul_nt_f32_lanes(A, B, out, _LANES)
-        else:  # no parallel region beside a BLAS that runs its own threads
-            _matmul_nt_f32_columns(A, B, out, 0, B.shape[0])
-        return
-    _gemm(A, B, out, False, True)
-
-
 @_inline
 def _sigmoid(z, one):
     # The reference's two-branch form, 1 / (1 + e) or e / (1 + e) with e = exp(-|z|) <= 1,
     # as one division: nothing overflows, and the roundings are the reference's.
-    e = _exp_nonpos(-abs(z))
+    e = exp_nonpos(-abs(z))
     return (one if z >= 0 else e) / (one + e)
 
 
@@ -607,9 +277,9 @@ def _sigmoid_ce_kernel(Z, T, delta, terms):
         for j in range(d):
             z = Z[i, j]
             t = T[i, j]
-            e = _exp_nonpos(-abs(z))
+            e = exp_nonpos(-abs(z))
             # softplus(z) - t z in the array's dtype, as the reference forms it.
-            row[j] = ((z if z > zero else zero) + _log1p_unit(e)) - t * z
+            row[j] = ((z if z > zero else zero) + log1p_unit(e)) - t * z
             y = (one if z >= 0 else e) / (one + e)
             delta[i, j] = (y - t) / Bf
         loss += _sum_f64(row)
@@ -659,7 +329,7 @@ def _softmax_ce_kernel(Z, labels, delta):
                 m = Z[i, k]
         s = delta.dtype.type(0)
         for k in range(c):
-            s += _exp_nonpos(Z[i, k] - m)
+            s += exp_nonpos(Z[i, k] - m)
         log_norm = math.log(s)
         y = labels[i]
         if y < 0 or y >= c:
@@ -668,7 +338,7 @@ def _softmax_ce_kernel(Z, labels, delta):
         for k in range(c):
             # exp(shifted - log_norm) as the reference, not exp(shifted) / s: p - 1 at the
             # true class cancels, so the two roundings would differ visibly there.
-            p = _exp_nonpos((Z[i, k] - m) - log_norm)
+            p = exp_nonpos((Z[i, k] - m) - log_norm)
             if k == y:
                 p -= one
             delta[i, k] = p / Bf
@@ -908,18 +578,18 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
     (memory-bound) overlaps the products. Otherwise ``matmul_tn`` into a scratch matrix,
     then :func:`sgd_update`.
     """
-    _check_shapes("sgd_update_product", A, delta, P, True, False)
+    lanes.check_shapes("sgd_update_product", A, delta, P, True, False)
     if V.shape != P.shape:
         raise ValueError(f"sgd_update_product: velocity {V.shape} for weights {P.shape}")
-    if (_LANES_READY and A.dtype == delta.dtype == P.dtype == V.dtype
-            and P.dtype in _GEMM_DTYPES and A.size and delta.size
-            and _rows_contiguous(A) and _rows_contiguous(delta)
+    if (lanes.READY and A.dtype == delta.dtype == P.dtype == V.dtype
+            and P.dtype in lanes.GEMM_DTYPES and A.size and delta.size
+            and lanes.rows_contiguous(A) and lanes.rows_contiguous(delta)
             and P.flags.c_contiguous and V.flags.c_contiguous):
-        lanes, size = _LANES, PRODUCT_BLOCK_ROWS * P.shape[1]
-        scratch = _scratch_array("blocks", lanes * size, P.dtype)[:lanes * size]
+        n_lanes, size = lanes.LANES, PRODUCT_BLOCK_ROWS * P.shape[1]
+        scratch = _scratch_array("blocks", n_lanes * size, P.dtype)[:n_lanes * size]
         _sgd_product_kernel(A, delta, P, V, float(lr), float(momentum), float(decay),
-                            float(scale), scratch.reshape(lanes, size), PRODUCT_BLOCK_ROWS,
-                            lanes)
+                            float(scale), scratch.reshape(n_lanes, size), PRODUCT_BLOCK_ROWS,
+                            n_lanes)
         return
     G = _scratch_array("gradient", P.size, P.dtype)[:P.size].reshape(P.shape)
     matmul_tn(A, delta, G)

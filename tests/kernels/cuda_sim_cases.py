@@ -371,3 +371,14 @@ def test_trainer_runs_whole_schedules_on_the_device(method):
     for key in p0:
         np.testing.assert_allclose(p0[key], p1[key], rtol=1e-8, atol=1e-12)
     assert m0["relative_ce"] == pytest.approx(m1["relative_ce"], rel=1e-9)
+
+
+def test_the_cuda_backend_keeps_the_contract():
+    import inspect
+
+    from medalpy.kernels import CONTRACT
+
+    for name in CONTRACT:
+        assert callable(getattr(K, name, None)), name
+        assert inspect.signature(getattr(K, name)) == inspect.signature(getattr(ref, name)), name
+

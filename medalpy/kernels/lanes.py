@@ -1,0 +1,187 @@
+"""Matrix products of the cpu backend: NumPy's OpenBLAS called from Numba, on *lanes*.
+
+At the paper's batch sizes (10-20 rows) every product of a training step is skinny, and a
+multi-threaded OpenBLAS splits such products badly. Here the output's columns are split into
+one block per Numba thread (a lane), and each lane makes one single-threaded BLAS call on its
+block (:mod:`medalpy.kernels.blas` explains how the BLAS is reached). The back-propagated
+error ``delta W^T`` of a small float32 batch is instead computed as dot products between rows
+with explicit 8-lane vectors (:mod:`medalpy.kernels.simd`): each weight row is streamed once,
+where OpenBLAS first packs the weights transposed. Measurements: ``benchmarks/cpu_choices.py``
+and docs/performance.md.
+
+:func:`use_threads` sets the lane count; it is called on import with Numba's thread count
+and sets NumPy's OpenBLAS to one thread while the lanes are on (a multi-threaded BLAS inside
+each lane would oversubscribe the cores). Without a usable OpenBLAS, products go to
+``np.matmul`` and nothing runs in parallel here.
+"""
+
+import numba
+import numpy as np
+
+from medalpy.kernels import blas, simd
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gemm_lanes(A, B, C, trans_a, trans_b, lanes):
+    # C = op(A) op(B), row-major, split by columns into ``lanes`` blocks (multiples of 16
+    # columns, 64 bytes), each one single-threaded BLAS call on its own thread. Leading
+    # dimensions come from the row strides, so row slices of workspaces need no copy.
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    size = C.itemsize
+    lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
+    ta = blas.TRANS if trans_a else blas.NO_TRANS
+    tb = blas.TRANS if trans_b else blas.NO_TRANS
+    width = ((n + lanes - 1) // lanes + 15) // 16 * 16
+    a = A.ctypes.data
+    for lane in numba.prange(lanes):
+        j0 = lane * width
+        if j0 < n:
+            cols = min(width, n - j0)
+            # Column j0 of op(B) starts at row j0 of B when B is transposed.
+            b = B.ctypes.data + size * (j0 * ldb if trans_b else j0)
+            c = C.ctypes.data + size * j0
+            if size == 4:
+                blas.sgemm(blas.ROW_MAJOR, ta, tb, m, cols, k, np.float32(1.0), a, lda, b,
+                           ldb, np.float32(0.0), c, ldc)
+            else:
+                blas.dgemm(blas.ROW_MAJOR, ta, tb, m, cols, k, 1.0, a, lda, b, ldb, 0.0, c,
+                           ldc)
+
+
+@numba.njit(error_model="numpy", inline="always")
+def _dots_4x3(D, W, C, i, j, M, j_stop, K):
+    # C[i:i+4, j:j+3] = D[i:i+4] . W[j:j+3]: 12 dot products along the rows, 8 columns per
+    # step, in 12 vector accumulators (with the 3 + 1 loaded vectors, 16 AVX registers; LLVM
+    # spills none). K is a multiple of 8. Rows of D from M on, and of W from j_stop on (the
+    # end of the caller's range), are clamped to the last one before them: the tile computes
+    # and stores that row's results again, bit for bit the same, instead of branching
+    # (conditional stores here made the kernel 30% slower).
+    i1, i2, i3 = min(i + 1, M - 1), min(i + 2, M - 1), min(i + 3, M - 1)
+    j1, j2 = min(j + 1, j_stop - 1), min(j + 2, j_stop - 1)
+    drow0, drow1, drow2, drow3 = D[i], D[i1], D[i2], D[i3]
+    wrow0, wrow1, wrow2 = W[j], W[j1], W[j2]
+    a0, a1, a2 = simd.zeros(), simd.zeros(), simd.zeros()
+    b0, b1, b2 = simd.zeros(), simd.zeros(), simd.zeros()
+    c0, c1, c2 = simd.zeros(), simd.zeros(), simd.zeros()
+    e0, e1, e2 = simd.zeros(), simd.zeros(), simd.zeros()
+    for k in range(0, K, simd.WIDTH):
+        w0, w1, w2 = simd.load(wrow0, k), simd.load(wrow1, k), simd.load(wrow2, k)
+        d = simd.load(drow0, k)
+        a0, a1, a2 = simd.muladd(d, w0, a0), simd.muladd(d, w1, a1), simd.muladd(d, w2, a2)
+        d = simd.load(drow1, k)
+        b0, b1, b2 = simd.muladd(d, w0, b0), simd.muladd(d, w1, b1), simd.muladd(d, w2, b2)
+        d = simd.load(drow2, k)
+        c0, c1, c2 = simd.muladd(d, w0, c0), simd.muladd(d, w1, c1), simd.muladd(d, w2, c2)
+        d = simd.load(drow3, k)
+        e0, e1, e2 = simd.muladd(d, w0, e0), simd.muladd(d, w1, e1), simd.muladd(d, w2, e2)
+    C[i, j], C[i, j1], C[i, j2] = simd.hsum(a0), simd.hsum(a1), simd.hsum(a2)
+    C[i1, j], C[i1, j1], C[i1, j2] = simd.hsum(b0), simd.hsum(b1), simd.hsum(b2)
+    C[i2, j], C[i2, j1], C[i2, j2] = simd.hsum(c0), simd.hsum(c1), simd.hsum(c2)
+    C[i3, j], C[i3, j1], C[i3, j2] = simd.hsum(e0), simd.hsum(e1), simd.hsum(e2)
+
+
+@_jit
+def _matmul_nt_f32_columns(D, W, C, j_start, j_stop):
+    # C[:, j_start:j_stop] = D @ W[j_start:j_stop].T, float32: W's rows (C's columns) in
+    # tiles of 3, and for each all of D's rows in tiles of 4. W's rows are read whole and in
+    # order (streamed from memory once, then from L1 for D's other row tiles); OpenBLAS first
+    # packs W transposed, which made this product slower than the forward one.
+    M, K = D.shape
+    for j in range(j_start, j_stop, 3):
+        for i in range(0, M, 4):
+            _dots_4x3(D, W, C, i, j, M, j_stop, K)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _matmul_nt_f32_lanes(D, W, C, lanes):
+    # C = D @ W.T, each lane a range of C's columns (a multiple of 3 wide).
+    N = W.shape[0]
+    per_lane = ((N + lanes - 1) // lanes + 2) // 3 * 3
+    for lane in numba.prange(lanes):
+        _matmul_nt_f32_columns(D, W, C, lane * per_lane, min(N, (lane + 1) * per_lane))
+
+
+def rows_contiguous(a):
+    """Row-major with unit column stride (a row slice of a C array is), non-empty."""
+    return a.strides[1] == a.itemsize and a.strides[0] >= a.shape[1] * a.itemsize > 0
+
+
+def check_shapes(name, A, B, out, trans_a, trans_b):
+    # The compiled paths index by these shapes without bounds checks: a mismatch must stop
+    # here, as np.matmul would stop it, not read or write past an array.
+    n, k = (A.shape[1], A.shape[0]) if trans_a else A.shape
+    k_b, m = (B.shape[1], B.shape[0]) if trans_b else B.shape
+    if k != k_b or out.shape != (n, m):
+        a = f"{A.shape}{'^T' if trans_a else ''}"
+        b = f"{B.shape}{'^T' if trans_b else ''}"
+        raise ValueError(f"{name}: cannot multiply {a} by {b} into {out.shape}")
+
+
+def _gemm(A, B, out, trans_a, trans_b):
+    # Narrow outputs (a 10-class classifier's) are not worth a second thread: one call, on
+    # the caller's thread.
+    if (READY and out.shape[1] >= MIN_COLUMNS and out.dtype == A.dtype == B.dtype
+            and out.dtype in GEMM_DTYPES and A.size and rows_contiguous(A)
+            and rows_contiguous(B) and rows_contiguous(out)):
+        _gemm_lanes(A, B, out, trans_a, trans_b, LANES)
+    else:
+        np.matmul(A.T if trans_a else A, B.T if trans_b else B, out=out)
+
+
+def use_threads(n):
+    """Run the cpu backend's products on ``n`` lanes (Numba threads), each calling a
+    single-threaded OpenBLAS. Called on import with Numba's thread count (the cores, or
+    ``NUMBA_NUM_THREADS``). Sets NumPy's OpenBLAS to one thread for the whole process: a
+    multi-threaded BLAS inside each lane would oversubscribe the cores."""
+    global LANES, READY
+    numba.set_num_threads(int(n))
+    LANES, READY = int(n), blas.AVAILABLE
+    if blas.AVAILABLE:
+        blas.set_threads(1)
+
+
+GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+MIN_COLUMNS = 64
+#: LANES: use_threads's count, kept in a global (numba.get_num_threads() is slow enough to
+#: show in a profile of a training step). READY: OpenBLAS is single-threaded, so parallel
+#: kernels may run; every parallel path checks it first (Numba threads beside a
+#: multi-threaded OpenBLAS's spinning ones were many times slower).
+LANES, READY = 1, False
+use_threads(numba.get_num_threads())
+
+
+def matmul(A, B, out):
+    """``out = A @ B``: the forward product, (n, k) @ (k, m) -> (n, m)."""
+    check_shapes("matmul", A, B, out, False, False)
+    _gemm(A, B, out, False, False)
+
+
+def matmul_tn(A, B, out):
+    """``out = A.T @ B``: the weight gradient ``H_{l-1}^T delta_l``, (n, k)^T (n, m) -> (k, m)."""
+    check_shapes("matmul_tn", A, B, out, True, False)
+    _gemm(A, B, out, True, False)
+
+
+#: Most rows of ``A`` (the batch) for which :func:`matmul_nt` computes float32 products as
+#: dot products along the rows (:func:`_matmul_nt_f32_lanes`) instead of calling OpenBLAS.
+#: For a 1000 x 1000 ``B`` from memory (``benchmarks/cpu_choices.py``): 0.37 ms against
+#: OpenBLAS's 0.58 at 10 rows, 0.48 / 0.68 at 20, 0.69 / 0.80 at 32, a tie at 48 and 64; at
+#: 128 rows 4.2 ms against OpenBLAS's 3.3.
+NT_DOTS_MAX_ROWS = 32
+
+
+def matmul_nt(A, B, out):
+    """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
+    check_shapes("matmul_nt", A, B, out, False, True)
+    if (A.dtype == B.dtype == out.dtype == np.float32 and 0 < A.shape[0] <= NT_DOTS_MAX_ROWS
+            and A.shape[1] % simd.WIDTH == 0 and rows_contiguous(A) and rows_contiguous(B)
+            and rows_contiguous(out)):
+        if READY:
+            _matmul_nt_f32_lanes(A, B, out, LANES)
+        else:  # no parallel region beside a BLAS that runs its own threads
+            _matmul_nt_f32_columns(A, B, out, 0, B.shape[0])
+        return
+    _gemm(A, B, out, False, True)
