@@ -23,9 +23,9 @@ from medalpy.objectives import objective_for
 #: Largest batch for which gradient norms come from Gram matrices (see _sq_norm): their cost
 #: grows as n (n + 1) / 2 (D_in + D_out) multiply-adds, against one read of a stored dW.
 #: With the norm known before dW exists, train_step lets the backend form dW inside the
-#: update (sgd_update_product: about a third less time for gradual phase 2's three layers,
-#: benchmarks/cpu_choices.py, whose runs docs/performance.md lists). At batch 128 Gram norms (then as BLAS products) bought nothing
-#: measurable (steps of 21.4-24.1 ms against 19.9-21.5), so larger batches store dW.
+#: update (sgd_update_product), which saves a full write and read of dW per layer
+#: (benchmarks/cpu_choices.py; docs/performance.md lists its runs). At large batches the
+#: Grams cost more than that saving, so larger batches store dW.
 GRAM_MAX_BATCH = 32
 
 

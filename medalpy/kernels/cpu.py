@@ -23,7 +23,7 @@ the work is done:
   serial: they are short, and the one long one (the SGD pass) ran no faster on two threads.
 - Without a usable OpenBLAS (a NumPy built on another BLAS), products go to ``np.matmul``
   with NumPy's own threads and nothing runs in parallel in Numba: Numba threads beside a
-  multi-threaded OpenBLAS's spinning ones were 10-15x slower (see ``shared/PERF-NOTES.md``).
+  multi-threaded OpenBLAS's spinning ones slow both down many times (docs/performance.md).
 - Arithmetic is done in the dtype of the output array, with the same operations in the same
   order as the reference, so float64 results agree to a few ulps and float32 results to the
   difference between NumPy's and libm's ``exp``/``log1p`` (about 1 ulp each) and, in
@@ -229,7 +229,7 @@ def _bias_sigmoid_kernel(Z, b, out):
 def _bias_sigmoid_inplace_kernel(Z, b):
     # The same as _bias_sigmoid_kernel with out = Z, written with one array: given two, LLVM
     # checks at run time whether they overlap and, when they do, runs its scalar loop
-    # (0.16-0.20 ms against 0.03 ms for 20 x 1000 float32: benchmarks/cpu_choices.py).
+    # (several times slower: benchmarks/cpu_choices.py times both).
     one = Z.dtype.type(1)
     n, d = Z.shape
     for i in range(n):

@@ -58,7 +58,7 @@ def _dots_4x3(D, W, C, i, j, M, j_stop, K):
     # spills none). K is a multiple of 8. Rows of D from M on, and of W from j_stop on (the
     # end of the caller's range), are clamped to the last one before them: the tile computes
     # and stores that row's results again, bit for bit the same, instead of branching
-    # (conditional stores here made the kernel 30% slower).
+    # (conditional stores here made the kernel markedly slower).
     i1, i2, i3 = min(i + 1, M - 1), min(i + 2, M - 1), min(i + 3, M - 1)
     j1, j2 = min(j + 1, j_stop - 1), min(j + 2, j_stop - 1)
     drow0, drow1, drow2, drow3 = D[i], D[i1], D[i2], D[i3]
@@ -166,10 +166,9 @@ def matmul_tn(A, B, out):
 
 
 #: Most rows of ``A`` (the batch) for which :func:`matmul_nt` computes float32 products as
-#: dot products along the rows (:func:`_matmul_nt_f32_lanes`) instead of calling OpenBLAS.
-#: For a 1000 x 1000 ``B`` from memory (``benchmarks/cpu_choices.py``): 0.37 ms against
-#: OpenBLAS's 0.58 at 10 rows, 0.48 / 0.68 at 20, 0.69 / 0.80 at 32, a tie at 48 and 64; at
-#: 128 rows 4.2 ms against OpenBLAS's 3.3.
+#: dot products along the rows (:func:`_matmul_nt_f32_lanes`) instead of calling OpenBLAS:
+#: faster up to here, level at 48-64 rows, slower at 128 (``benchmarks/cpu_choices.py``
+#: times both at 10-128 rows; docs/performance.md lists its runs).
 NT_DOTS_MAX_ROWS = 32
 
 
