@@ -37,6 +37,7 @@ import numpy as np
 
 from medalpy.backprop import Pass
 from medalpy.bench import machine
+from medalpy import config
 from medalpy.kernels import blas, cpu
 from medalpy.kernels import lanes as cpu_lanes
 from medalpy.network import Network
@@ -45,23 +46,23 @@ from medalpy.optim import SGD
 B, WIDTHS = 20, (784, 1000, 1000, 784)
 
 
-NT_DOTS_MAX_ROWS = cpu_lanes.NT_DOTS_MAX_ROWS
+NT_DOTS_MAX_ROWS = config.NT_DOTS_MAX_ROWS
 
 
 def lanes():
     cpu.use_threads(2)
-    cpu_lanes.NT_DOTS_MAX_ROWS = NT_DOTS_MAX_ROWS
+    config.NT_DOTS_MAX_ROWS = NT_DOTS_MAX_ROWS
 
 
 def lanes_without_dots():
     lanes()
-    cpu_lanes.NT_DOTS_MAX_ROWS = 0  # every matmul_nt through OpenBLAS
+    config.NT_DOTS_MAX_ROWS = 0  # every matmul_nt through OpenBLAS
 
 
 def openblas(threads):
     def enter():
         cpu_lanes.READY = False  # np.matmul, nothing parallel in Numba
-        cpu_lanes.NT_DOTS_MAX_ROWS = 0
+        config.NT_DOTS_MAX_ROWS = 0
         blas.set_threads(threads)
     return enter
 

@@ -18,15 +18,9 @@ them; nothing below the lowest trainable layer is computed. All buffers are allo
 
 import numpy as np
 
+from medalpy import config
 from medalpy.objectives import objective_for
 
-#: Largest batch for which gradient norms come from Gram matrices (see _sq_norm): their cost
-#: grows as n (n + 1) / 2 (D_in + D_out) multiply-adds, against one read of a stored dW.
-#: With the norm known before dW exists, train_step lets the backend form dW inside the
-#: update (sgd_update_product), which saves a full write and read of dW per layer
-#: (benchmarks/cpu_choices.py; docs/performance.md lists its runs). At large batches the
-#: Grams cost more than that saving, so larger batches store dW.
-GRAM_MAX_BATCH = 32
 
 
 class Pass:
@@ -208,7 +202,7 @@ class Pass:
         _, _, delta_out, backward = self._plan(n)
         loss = self.objective.loss_and_delta(k, Z, target, delta_out)
         normalise = optimiser.normalise_gradients
-        by_product = not normalise or n <= GRAM_MAX_BATCH
+        by_product = not normalise or n <= config.GRAM_MAX_BATCH
         weight_grads = None if by_product else self._shared_weight_grads_views()
         for i, delta, below, down in backward:
             trainable = i in self.bias_grads
@@ -234,13 +228,13 @@ class Pass:
     def _sq_norm(self, below, delta, dW, db):
         """``||dW||^2 + ||db||^2`` of one layer.
 
-        For a batch of n <= GRAM_MAX_BATCH rows, ``||dW||^2 = ||A^T delta||_F^2 =
+        For a batch of n <= config.GRAM_MAX_BATCH rows, ``||dW||^2 = ||A^T delta||_F^2 =
         trace((A A^T)(delta delta^T))`` comes from the batch's Gram matrices
         (``product_sq_norm``), and ``dW`` need not exist (``dW`` may be None). Larger batches
         read ``dW``.
         """
         k = self.backend
-        if below.shape[0] <= GRAM_MAX_BATCH:
+        if below.shape[0] <= config.GRAM_MAX_BATCH:
             w = k.product_sq_norm(below, delta)
         else:
             w = k.sum_of_squares(dW)

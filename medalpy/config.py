@@ -1,7 +1,11 @@
-"""Process-wide constants shared by every layer of medalpy, kernels included.
+"""Process-wide constants shared by every layer of medalpy, kernels included: dtypes,
+backend names, the noise hash, the environment switches and the speed tunables.
 
-Nothing here imports anything heavy: this module is read at ``medalpy --help`` time.
+Nothing here imports anything heavy: this module is read at ``medalpy --help`` time. The
+kernels read the tunables as ``config.NAME`` when they run, so a benchmark may change them.
 """
+
+import os
 
 import numpy as np
 
@@ -22,6 +26,37 @@ SPLITMIX_M1 = 0xBF58476D1CE4E5B9
 SPLITMIX_M2 = 0x94D049BB133111EB
 #: A unit is dropped when the top 53 bits of its hash fall below ``rate * 2**53``.
 NOISE_BITS = 53
+
+# -- environment switches (read once, here) -----------------------------------------------
+
+#: ``MEDALPY_CPU_GEMM=numpy`` turns the cpu backend's direct calls of NumPy's OpenBLAS off
+#: (products through ``np.matmul``; for tests and for comparing the two paths).
+CPU_GEMM = os.environ.get("MEDALPY_CPU_GEMM", "lanes")
+#: ``MEDALPY_CUDA_GEMM``: the cuda backend's matrix products (``cublas``, or ``cupy``).
+CUDA_GEMM = os.environ.get("MEDALPY_CUDA_GEMM", "cublas")
+
+# -- speed tunables (benchmarks/cpu_choices.py measures the choices; docs/performance.md) ---
+
+#: Rows per batch of the validation and test passes (memory, not results: the losses are
+#: sums over rows).
+EVAL_BATCH = 1000
+#: Largest batch for which gradient norms come from Gram matrices (backprop's _sq_norm):
+#: their cost grows as n (n + 1) / 2 (D_in + D_out) multiply-adds, against one read of a
+#: stored dW. With the norm known before dW exists, train_step lets the backend form dW
+#: inside the update (sgd_update_product), which saves a full write and read of dW per
+#: layer; at large batches the Grams cost more than that saving, so larger batches store dW.
+GRAM_MAX_BATCH = 32
+#: Narrowest output the cpu backend splits over lanes: a 10-class classifier's products are
+#: not worth a second thread.
+LANES_MIN_COLUMNS = 64
+#: Most rows of ``A`` (the batch) for which the cpu backend's ``matmul_nt`` computes float32
+#: products as dot products along rows instead of calling OpenBLAS: faster up to here,
+#: level at 48-64 rows, slower at 128.
+NT_DOTS_MAX_ROWS = 32
+#: Rows of the weight gradient the cpu backend's ``sgd_update_product`` forms per block: a
+#: (32, 1000) float32 block is 128 KB, a quarter of a typical core's L2 cache; 16 and 64
+#: were no faster.
+PRODUCT_BLOCK_ROWS = 32
 
 
 def resolve_dtype(dtype):

@@ -10,6 +10,7 @@ value is reported beside it.
 
 import numpy as np
 
+from medalpy import config
 from medalpy.backprop import Pass
 from medalpy.corruption import DEFAULT, corrupter
 from medalpy.errors import ConfigError
@@ -17,7 +18,6 @@ from medalpy.objectives import entropy
 
 #: Noise seed of the corrupted test set (fixed, so every method sees the same corruption).
 TEST_NOISE_SEED = 20150412
-BATCH = 1000
 
 
 def _scaled(X, rows):
@@ -46,19 +46,20 @@ def reconstruction_metrics(backend, network, X, noise, noise_seed=TEST_NOISE_SEE
     _check_reconstructs_input(net, X)
     net.place(backend.to_device)
     X_host, X = X, backend.to_device(X)
-    p = Pass(backend, net.path(0), BATCH, net.head, net.dtype, train=False)
-    X_in = backend.empty((BATCH, X.shape[1]), net.dtype)
-    X_target = backend.empty((BATCH, X.shape[1]), net.dtype)
+    p = Pass(backend, net.path(0), config.EVAL_BATCH, net.head, net.dtype, train=False)
+    X_in = backend.empty((config.EVAL_BATCH, X.shape[1]), net.dtype)
+    X_target = backend.empty((config.EVAL_BATCH, X.shape[1]), net.dtype)
     corrupt = corrupter(backend, noise_type)
     ce = ce_clean = ent = 0.0
-    for start in range(0, N, BATCH):
-        rows = np.arange(start, min(start + BATCH, N))
-        n = len(rows)
-        backend.gather(X, rows, X_target[:n])
-        corrupt(X, rows, noise, noise_seed, 0, X_in[:n])
-        ce += p.loss(X_in[:n], X_target[:n]) * n
-        ce_clean += p.loss(X_target[:n], X_target[:n]) * n
-        ent += float(entropy(_scaled(X_host, rows)).sum())
+    with backend.session():
+        for start in range(0, N, config.EVAL_BATCH):
+            rows = np.arange(start, min(start + config.EVAL_BATCH, N))
+            n = len(rows)
+            backend.gather(X, rows, X_target[:n])
+            corrupt(X, rows, noise, noise_seed, 0, X_in[:n])
+            ce += p.loss(X_in[:n], X_target[:n]) * n
+            ce_clean += p.loss(X_target[:n], X_target[:n]) * n
+            ent += float(entropy(_scaled(X_host, rows)).sum())
     net.place(backend.to_host)
     return {"relative_ce": (ce - ent) / N, "relative_ce_clean": (ce_clean - ent) / N,
             "ce": ce / N, "ce_clean": ce_clean / N, "entropy": ent / N}
@@ -81,8 +82,8 @@ def mean_image_relative_ce(X_train, X_test):
     m = np.clip(X_train.mean(axis=0, dtype=np.float64) / (255.0 if X_train.dtype == np.uint8
                                                             else 1.0), 1e-6, 1 - 1e-6)
     total = 0.0
-    for start in range(0, X_test.shape[0], BATCH):
-        T = _scaled(X_test, np.arange(start, min(start + BATCH, X_test.shape[0])))
+    for start in range(0, X_test.shape[0], config.EVAL_BATCH):
+        T = _scaled(X_test, np.arange(start, min(start + config.EVAL_BATCH, X_test.shape[0])))
         ce = -(T * np.log(m) + (1 - T) * np.log1p(-m)).sum(axis=1)
         total += float((ce - entropy(T)).sum())
     return total / X_test.shape[0]
@@ -96,9 +97,10 @@ def reconstruct(backend, network, X, rows, noise, noise_seed=TEST_NOISE_SEED,
     net.place(backend.to_device)
     p = Pass(backend, net.path(0), n, net.head, net.dtype, train=False)
     X_in = backend.empty((n, X.shape[1]), net.dtype)
-    corrupter(backend, noise_type)(backend.to_device(X), np.asarray(rows), noise, noise_seed, 0,
-                                   X_in)
-    p.forward(X_in)
+    with backend.session():
+        corrupter(backend, noise_type)(backend.to_device(X), np.asarray(rows), noise,
+                                       noise_seed, 0, X_in)
+        p.forward(X_in)
     result = np.array(backend.to_host(X_in)), np.array(backend.to_host(p.output[:n]))
     net.place(backend.to_host)
     return result

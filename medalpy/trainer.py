@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medalpy import config
 from medalpy.backprop import Pass, encode
 from medalpy.corruption import corrupter
 from medalpy.errors import ConfigError, TrainingDiverged
@@ -43,7 +44,6 @@ from medalpy.optim import SGD
 
 #: Stream tags (see the module docstring).
 ORDER, INIT, NOISE, VAL_NOISE = 1, 2, 3, 4
-EVAL_BATCH = 1000
 #: The paper's budget rule: over the last RULE_EPOCHS epochs of a phase, the best-so-far
 #: validation score improved by at most RULE_TOLERANCE (relative).
 RULE_EPOCHS, RULE_TOLERANCE = 10, 0.005
@@ -187,6 +187,11 @@ class Trainer:
 
     def run(self):
         """Run from :attr:`position` to the end of the schedule; returns the history."""
+        with self.backend.session():
+            self._run()
+        return self.history
+
+    def _run(self):
         while self.position.phase < len(self.phases):
             p = self.position.phase
             phase = self.phases[p]
@@ -203,7 +208,6 @@ class Trainer:
             self._emit("on_phase_end", p, phase)
             self.position = Position(p + 1, -1)
         self._emit("on_run_end")
-        return self.history
 
     def _build(self, p, phase):
         """Change the network's structure as the phase asks (fresh layers seeded by p)."""
@@ -241,7 +245,7 @@ class Trainer:
             val_source = encode(k, below, self.X_val)
         chain = net.path(phase.input_level)
         train_pass = Pass(k, chain, settings["batch_size"], net.head, net.dtype)
-        val_pass = Pass(k, chain, EVAL_BATCH, net.head, net.dtype, train=False)
+        val_pass = Pass(k, chain, config.EVAL_BATCH, net.head, net.dtype, train=False)
         # Divergence is detected from the loss itself; NumPy's floating-point warnings on
         # the way there would only add noise to the message.
         with np.errstate(over="ignore", invalid="ignore"):
@@ -315,12 +319,12 @@ class Trainer:
         k, N = self.backend, val_source.shape[0]
         corrupt = corrupter(k, noise_type)
         width = val_source.shape[1]
-        X_in = k.empty((EVAL_BATCH, width), self.network.dtype)
-        X_target = k.empty((EVAL_BATCH, width), self.network.dtype)
+        X_in = k.empty((config.EVAL_BATCH, width), self.network.dtype)
+        X_target = k.empty((config.EVAL_BATCH, width), self.network.dtype)
         seed_v = noise_seed(self.seed, VAL_NOISE)
         total = 0.0
-        for start in range(0, N, EVAL_BATCH):
-            rows = np.arange(start, min(start + EVAL_BATCH, N))
+        for start in range(0, N, config.EVAL_BATCH):
+            rows = np.arange(start, min(start + config.EVAL_BATCH, N))
             n = len(rows)
             corrupt(val_source, rows, rate, seed_v, 0, X_in[:n])
             k.gather(val_source, rows, X_target[:n])
@@ -380,11 +384,12 @@ def classification_error(backend, forward_pass, X, y, dtype):
     X_in = backend.empty((B, X.shape[1]), dtype)
     predicted = backend.empty((B,), np.int64)
     wrong = 0
-    for start in range(0, N, B):
-        rows = np.arange(start, min(start + B, N))
-        n = len(rows)
-        backend.gather(X, rows, X_in[:n])
-        Z = forward_pass.forward(X_in[:n])
-        backend.softmax_predict(Z, predicted[:n])
-        wrong += int(np.count_nonzero(backend.to_host(predicted[:n]) != y[rows]))
+    with backend.session():
+        for start in range(0, N, B):
+            rows = np.arange(start, min(start + B, N))
+            n = len(rows)
+            backend.gather(X, rows, X_in[:n])
+            Z = forward_pass.forward(X_in[:n])
+            backend.softmax_predict(Z, predicted[:n])
+            wrong += int(np.count_nonzero(backend.to_host(predicted[:n]) != y[rows]))
     return wrong / N

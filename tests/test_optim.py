@@ -51,7 +51,8 @@ def test_zero_gradient_with_normalisation_does_not_divide_by_zero():
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 @pytest.mark.parametrize("n", [3, 40])  # Gram route (n <= 32) and the direct sum of squares
 def test_gradient_norms_from_the_pass_equal_the_direct_ones(backend, n):
-    from medalpy.backprop import GRAM_MAX_BATCH, Pass
+    from medalpy.backprop import Pass
+    from medalpy.config import GRAM_MAX_BATCH
     from medalpy.network import Network
 
     assert 3 <= GRAM_MAX_BATCH < 40
@@ -92,7 +93,7 @@ def _both_forms(k, nets, dtype, normalise, batches, rel):
 def test_train_step_equals_backward_then_update(backend, normalise, n, frozen):
     """Pass.train_step updates each layer as soon as its gradient is final, through one
     shared gradient buffer; three steps of it must equal backward() + SGD.update()."""
-    from medalpy.backprop import GRAM_MAX_BATCH
+    from medalpy.config import GRAM_MAX_BATCH
     from medalpy.network import Network
 
     assert 5 <= GRAM_MAX_BATCH < 40  # so the two batch sizes take the two norm paths

@@ -17,13 +17,19 @@ def step_seconds(widths_in_out, head="decoder", batch=20, steps=20, backend="cpu
     from medalpy.backprop import Pass
     from medalpy.kernels import get_backend
     from medalpy.network import new_layer
-    from medalpy.optim import SGD
 
     k = get_backend(backend)
     rng = np.random.default_rng(0)
     chain = [(f"l{i}", new_layer(a, b, rng, np.float32)) for i, (a, b) in
              enumerate(zip(widths_in_out, widths_in_out[1:]))]
     p = Pass(k, chain, batch, head, np.float32)
+    with k.session():
+        return _timed_steps(p, widths_in_out, head, batch, steps, rng)
+
+
+def _timed_steps(p, widths_in_out, head, batch, steps, rng):
+    from medalpy.optim import SGD
+
     X = rng.uniform(size=(batch, widths_in_out[0])).astype(np.float32)
     T = (rng.integers(0, widths_in_out[-1], batch) if head == "classifier"
          else rng.uniform(size=(batch, widths_in_out[-1])).astype(np.float32))

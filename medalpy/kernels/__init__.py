@@ -16,6 +16,7 @@ place and nothing else is modified unless said; a kernel returns at most a scala
 ==============================================  ==========================================
 kernel                                          shapes; what it writes
 ==============================================  ==========================================
+``session()``                                   a context around a block of computations
 ``empty(shape, dtype)``, ``zeros(...)``         a new backend array
 ``to_device(a)``, ``to_host(a)``                the array on the backend / as NumPy
 ``gather(X, rows, out)``                        (N, D) -> out (B, D) = X[rows] (/255 if uint8)
@@ -42,7 +43,7 @@ import importlib
 from medalpy.config import BACKENDS
 
 #: The kernels every backend offers, with the reference's signatures.
-CONTRACT = ("empty", "zeros", "to_device", "to_host", "gather", "gather_masked",
+CONTRACT = ("session", "empty", "zeros", "to_device", "to_host", "gather", "gather_masked",
             "gather_salt_pepper", "gather_gaussian", "matmul", "matmul_tn", "matmul_nt",
             "add_bias_sigmoid", "sigmoid_cross_entropy", "softmax_cross_entropy",
             "softmax_predict", "sigmoid_backward", "column_sum", "sum_of_squares",

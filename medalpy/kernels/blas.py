@@ -25,6 +25,8 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import types
 
+from medalpy import config
+
 #: CBLAS enums (cblas.h).
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
@@ -78,7 +80,7 @@ def _numpy_openblas():
 
 def _find():
     lib, funcs = _numpy_openblas()
-    if lib is None or os.environ.get("MEDALPY_CPU_GEMM", "lanes") == "numpy":
+    if lib is None or config.CPU_GEMM == "numpy":
         return False
     for symbol, func in zip((SGEMM_SYMBOL, DGEMM_SYMBOL), funcs):
         llvm.add_symbol(symbol, ctypes.cast(func, ctypes.c_void_p).value)
@@ -103,22 +105,30 @@ def core_name():
     return None
 
 
+_THREAD_FUNCTIONS = {}  # library path -> (name, setter, getter), or None when it has none
+
+
 def _thread_functions():
-    """[(library name, set_num_threads, get_num_threads)] for every loaded OpenBLAS."""
-    found = []
+    """[(library name, set_num_threads, get_num_threads)] for every loaded OpenBLAS (each
+    library is opened once; the list follows libraries loaded later)."""
     for path in loaded_openblas():
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for name in _THREAD_SETTERS:
-            setter = getattr(lib, name, None)
-            getter = getattr(lib, name.replace("set_", "get_"), None)
-            if setter is not None and getter is not None:
-                setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
-                found.append((os.path.basename(path), setter, getter))
-                break
-    return found
+        if path not in _THREAD_FUNCTIONS:
+            _THREAD_FUNCTIONS[path] = _open_thread_functions(path)
+    return [f for path, f in _THREAD_FUNCTIONS.items() if f is not None]
+
+
+def _open_thread_functions(path):
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    for name in _THREAD_SETTERS:
+        setter = getattr(lib, name, None)
+        getter = getattr(lib, name.replace("set_", "get_"), None)
+        if setter is not None and getter is not None:
+            setter.argtypes, getter.restype = [ctypes.c_int], ctypes.c_int
+            return os.path.basename(path), setter, getter
+    return None
 
 
 def set_threads(n):

@@ -41,6 +41,7 @@ import threading
 import numba
 import numpy as np
 
+from medalpy import config
 from medalpy.config import (
     NOISE_BITS,
     SPLITMIX_GAMMA,
@@ -75,6 +76,13 @@ _inline = numba.njit(error_model="numpy")
 # ----------------------------------------------------------------------------------------
 
 from medalpy.kernels.reference import empty, to_device, to_host, zeros  # noqa: E402,F401
+
+
+def session():
+    """A context for a block of computations: products on lanes, NumPy's OpenBLAS
+    single-threaded, Numba's and OpenBLAS's thread counts restored after
+    (:func:`medalpy.kernels.lanes.threads`)."""
+    return lanes.threads()
 
 
 # ----------------------------------------------------------------------------------------
@@ -528,15 +536,9 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     P -= V
 
 
-#: Rows of the weight gradient computed per block by :func:`sgd_update_product`: a block of
-#: (32, 1000) float32 is 128 KB, a quarter of a core's 512 KB L2 cache here. 16 and 64 timed
-#: the same within the noise (one-off timings of a training step).
-PRODUCT_BLOCK_ROWS = 32
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 def _sgd_product_kernel(A, delta, P, V, lr, momentum, decay, scale, scratch, block, lanes):
-    # G = A^T delta, PRODUCT_BLOCK_ROWS rows at a time, each block written by a
+    # G = A^T delta, ``config.PRODUCT_BLOCK_ROWS`` rows at a time, each block written by a
     # single-threaded BLAS call into this lane's scratch and applied to P and V at once:
     # P and V are read and written once, and G never leaves the cache. Lanes take
     # contiguous row ranges of P.
@@ -573,7 +575,7 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
     """:func:`sgd_update` with the weight gradient ``G = A.T @ delta`` (see the reference).
 
     With NumPy's OpenBLAS callable (:mod:`medalpy.kernels.blas`), ``G`` is computed
-    :data:`PRODUCT_BLOCK_ROWS` rows at a time on each lane and each block applied at once:
+    :data:`medalpy.config.PRODUCT_BLOCK_ROWS` rows at a time on each lane and each block applied at once:
     the weight-sized gradient is never written to memory, and the pass over ``P`` and ``V``
     (memory-bound) overlaps the products. Otherwise ``matmul_tn`` into a scratch matrix,
     then :func:`sgd_update`.
@@ -585,11 +587,11 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
             and P.dtype in lanes.GEMM_DTYPES and A.size and delta.size
             and lanes.rows_contiguous(A) and lanes.rows_contiguous(delta)
             and P.flags.c_contiguous and V.flags.c_contiguous):
-        n_lanes, size = lanes.LANES, PRODUCT_BLOCK_ROWS * P.shape[1]
+        block = config.PRODUCT_BLOCK_ROWS
+        n_lanes, size = lanes.LANES, block * P.shape[1]
         scratch = _scratch_array("blocks", n_lanes * size, P.dtype)[:n_lanes * size]
         _sgd_product_kernel(A, delta, P, V, float(lr), float(momentum), float(decay),
-                            float(scale), scratch.reshape(n_lanes, size), PRODUCT_BLOCK_ROWS,
-                            n_lanes)
+                            float(scale), scratch.reshape(n_lanes, size), block, n_lanes)
         return
     G = _scratch_array("gradient", P.size, P.dtype)[:P.size].reshape(P.shape)
     matmul_tn(A, delta, G)

@@ -29,12 +29,13 @@ multiply-adds round differently from NumPy's, and cuBLAS sums the products of a 
 own order.
 """
 
+import contextlib
 import math
-import os
 import threading
 
 import numpy as np
 
+from medalpy import config
 from medalpy.config import (
     NOISE_BITS,
     SPLITMIX_GAMMA,
@@ -53,11 +54,13 @@ _HINT = ("the cuda backend needs the numba-cuda package and a CUDA GPU; install 
          "NUMBA_ENABLE_CUDASIM=1 before starting Python to run its kernels on numba's CUDA "
          "simulator (slow; meant for tests)")
 
-# numba-cuda 0.30.4 registers an overload for np.row_stack when it first compiles a kernel;
-# NumPy 2.5 removed that alias of np.vstack, and every kernel compilation then fails with
-# AttributeError (seen on a GPU machine with numpy 2.5.2). Restore the alias for it.
+# numba-cuda 0.30 registers an overload for np.row_stack when it first compiles a kernel;
+# NumPy 2.5 removed that alias of np.vstack, so every compilation would fail, and numba-cuda
+# will not change (NVIDIA/numba-cuda#907). The cuda extra pins numpy < 2.5; say so here
+# rather than patch NumPy for the whole process.
 if not hasattr(np, "row_stack"):
-    np.row_stack = np.vstack
+    raise BackendError(f"the cuda backend's numba-cuda needs numpy < 2.5, found {np.__version__}"
+                       " (NVIDIA/numba-cuda#907): pip install 'numpy<2.5'")
 
 try:
     from numba import cuda
@@ -109,6 +112,11 @@ _SHIFT = np.uint64(64 - NOISE_BITS)
 def _is_device(a):
     """True for numba device arrays (real or simulated) and other CUDA-array-interface objects."""
     return getattr(a, "__cuda_ndarray__", False) or hasattr(a, "__cuda_array_interface__")
+
+
+def session():
+    """A context for a block of computations: nothing to set up on the device."""
+    return contextlib.nullcontext()
 
 
 def empty(shape, dtype):
@@ -452,7 +460,7 @@ def _gemm(A, B, out, trans_a, trans_b):
                 f"{type(a).__name__}: put parameters and workspaces on the device with "
                 "to_device/empty/zeros of this backend")
     if _gemm_impl is None:
-        set_gemm("host" if SIMULATOR else os.environ.get("MEDALPY_CUDA_GEMM", "cublas"))
+        set_gemm("host" if SIMULATOR else config.CUDA_GEMM)
     _gemm_impl(A, B, out, trans_a, trans_b)
 
 

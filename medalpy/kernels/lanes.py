@@ -9,15 +9,18 @@ with explicit 8-lane vectors (:mod:`medalpy.kernels.simd`): each weight row is s
 where OpenBLAS first packs the weights transposed. Measurements: ``benchmarks/cpu_choices.py``
 and docs/performance.md.
 
-:func:`use_threads` sets the lane count; it is called on import with Numba's thread count
-and sets NumPy's OpenBLAS to one thread while the lanes are on (a multi-threaded BLAS inside
-each lane would oversubscribe the cores). Without a usable OpenBLAS, products go to
-``np.matmul`` and nothing runs in parallel here.
+Lanes are on inside :func:`threads` (the cpu backend's ``session()``, which the trainer and
+the evaluation enter), and NumPy's OpenBLAS is single-threaded meanwhile (a multi-threaded
+BLAS inside each lane would oversubscribe the cores); importing this module changes
+nothing. Outside a session, or without a usable OpenBLAS, products go to ``np.matmul``.
 """
+
+import contextlib
 
 import numba
 import numpy as np
 
+from medalpy import config
 from medalpy.kernels import blas, simd
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -123,7 +126,7 @@ def check_shapes(name, A, B, out, trans_a, trans_b):
 def _gemm(A, B, out, trans_a, trans_b):
     # Narrow outputs (a 10-class classifier's) are not worth a second thread: one call, on
     # the caller's thread.
-    if (READY and out.shape[1] >= MIN_COLUMNS and out.dtype == A.dtype == B.dtype
+    if (READY and out.shape[1] >= config.LANES_MIN_COLUMNS and out.dtype == A.dtype == B.dtype
             and out.dtype in GEMM_DTYPES and A.size and rows_contiguous(A)
             and rows_contiguous(B) and rows_contiguous(out)):
         _gemm_lanes(A, B, out, trans_a, trans_b, LANES)
@@ -133,9 +136,9 @@ def _gemm(A, B, out, trans_a, trans_b):
 
 def use_threads(n):
     """Run the cpu backend's products on ``n`` lanes (Numba threads), each calling a
-    single-threaded OpenBLAS. Called on import with Numba's thread count (the cores, or
-    ``NUMBA_NUM_THREADS``). Sets NumPy's OpenBLAS to one thread for the whole process: a
-    multi-threaded BLAS inside each lane would oversubscribe the cores."""
+    single-threaded OpenBLAS, until told otherwise: sets NumPy's OpenBLAS to one thread (a
+    multi-threaded BLAS inside each lane would oversubscribe the cores). :func:`threads`
+    does the same for a block of code and restores everything after it."""
     global LANES, READY
     numba.set_num_threads(int(n))
     LANES, READY = int(n), blas.AVAILABLE
@@ -143,14 +146,30 @@ def use_threads(n):
         blas.set_threads(1)
 
 
+@contextlib.contextmanager
+def threads(n=None):
+    """Products on ``n`` lanes (default: Numba's thread count, the cores or
+    ``NUMBA_NUM_THREADS``) inside the block; the lanes, Numba's thread count and every
+    OpenBLAS's thread count are restored when it ends, so nothing outside medalpy's own
+    computations (the trainer, evaluation) changes. Blocks nest."""
+    global LANES, READY
+    before = LANES, READY, numba.get_num_threads(), blas.get_threads()
+    use_threads(n or numba.config.NUMBA_NUM_THREADS)
+    try:
+        yield
+    finally:
+        LANES, READY = before[0], before[1]
+        numba.set_num_threads(before[2])
+        blas.restore_threads(before[3])
+
+
 GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-MIN_COLUMNS = 64
 #: LANES: use_threads's count, kept in a global (numba.get_num_threads() is slow enough to
 #: show in a profile of a training step). READY: OpenBLAS is single-threaded, so parallel
 #: kernels may run; every parallel path checks it first (Numba threads beside a
-#: multi-threaded OpenBLAS's spinning ones were many times slower).
+#: multi-threaded OpenBLAS's spinning ones were many times slower). Off until
+#: :func:`threads` (or :func:`use_threads`): outside them products go to ``np.matmul``.
 LANES, READY = 1, False
-use_threads(numba.get_num_threads())
 
 
 def matmul(A, B, out):
@@ -165,17 +184,11 @@ def matmul_tn(A, B, out):
     _gemm(A, B, out, True, False)
 
 
-#: Most rows of ``A`` (the batch) for which :func:`matmul_nt` computes float32 products as
-#: dot products along the rows (:func:`_matmul_nt_f32_lanes`) instead of calling OpenBLAS:
-#: faster up to here, level at 48-64 rows, slower at 128 (``benchmarks/cpu_choices.py``
-#: times both at 10-128 rows; docs/performance.md lists its runs).
-NT_DOTS_MAX_ROWS = 32
-
 
 def matmul_nt(A, B, out):
     """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
     check_shapes("matmul_nt", A, B, out, False, True)
-    if (A.dtype == B.dtype == out.dtype == np.float32 and 0 < A.shape[0] <= NT_DOTS_MAX_ROWS
+    if (A.dtype == B.dtype == out.dtype == np.float32 and 0 < A.shape[0] <= config.NT_DOTS_MAX_ROWS
             and A.shape[1] % simd.WIDTH == 0 and rows_contiguous(A) and rows_contiguous(B)
             and rows_contiguous(out)):
         if READY:

@@ -24,6 +24,8 @@ log of a clipped sigmoid, and the output delta never divides by ``y (1 - y)``: b
 finite and exact for pre-activations of +-100.
 """
 
+import contextlib
+
 import numpy as np
 
 from medalpy.config import (
@@ -39,6 +41,13 @@ NAME = "numpy"
 # ----------------------------------------------------------------------------------------
 # Arrays: a device backend allocates and copies here; on the CPU these are trivial.
 # ----------------------------------------------------------------------------------------
+
+
+def session():
+    """A context for a block of computations (a training run, an evaluation): nothing to set
+    up here; the cpu backend turns its lanes on inside it and restores the thread counts
+    after."""
+    return contextlib.nullcontext()
 
 
 def empty(shape, dtype):

@@ -31,6 +31,7 @@ import os
 import numpy as np
 import pytest
 
+from medalpy import config
 from medalpy.kernels import cpu, lanes
 from medalpy.kernels import reference as ref
 
@@ -157,7 +158,7 @@ def test_matmul_nt_dot_products(n_lanes, n, k, m, monkeypatch):
     lanes._matmul_nt_f32_lanes(delta, W, workspace[:n, :k], n_lanes)
     assert np.all(np.abs(workspace[:n, :k] - want) <= bound)
     assert np.isnan(workspace[n:]).all() and np.isnan(workspace[:, k:]).all()
-    assert n <= lanes.NT_DOTS_MAX_ROWS and m % 8 == 0
+    assert n <= config.NT_DOTS_MAX_ROWS and m % 8 == 0
     got = np.full((n, k), np.nan, np.float32)
     cpu.matmul_nt(delta, W, got)
     np.testing.assert_array_equal(got, workspace[:n, :k])
@@ -430,8 +431,23 @@ def test_products_call_numpys_openblas_on_lanes_unless_told_not_to():
 
     from medalpy.kernels import blas
 
-    assert blas.AVAILABLE and lanes.READY
+    assert blas.AVAILABLE and lanes.READY  # this module's tests run inside a session
     assert all(n == 1 for name, n in blas.get_threads().items() if "scipy_openblas64" in name)
+    # In a fresh interpreter: importing the backend changes no thread count; a session turns
+    # the lanes on with a single-threaded OpenBLAS, sessions nest, and the end of the
+    # outermost one restores everything.
+    code = ("import numba, numpy as np; from medalpy.kernels import blas, cpu, lanes; "
+            "np.ones((2, 2)) @ np.ones((2, 2)); before = blas.get_threads(); "
+            "assert not lanes.READY and max(before.values()) > 1, before\n"
+            "with cpu.session():\n"
+            "    assert lanes.READY and lanes.LANES == numba.config.NUMBA_NUM_THREADS\n"
+            "    assert set(blas.get_threads().values()) == {1}\n"
+            "    with cpu.session():\n"
+            "        assert lanes.READY\n"
+            "    assert lanes.READY and set(blas.get_threads().values()) == {1}\n"
+            "assert not lanes.READY and blas.get_threads() == before\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(
+        os.environ, OPENBLAS_NUM_THREADS="2"))
     code = ("import numpy as np; from medalpy.kernels import blas, cpu; "
             "A = np.arange(12.).reshape(3, 4); B = np.ones((4, 5)); C = np.empty((3, 5)); "
             "cpu.matmul(A, B, C); assert (C == A @ B).all(); print(blas.AVAILABLE)")
