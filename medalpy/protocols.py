@@ -28,6 +28,9 @@ class Protocol:
     budget: int
     finetune_epochs: int
     folds: int
+    #: The preset of medalpy.run.PRESETS with the settings searched for this protocol (what
+    #: ``--scale paper`` uses), or None while there is none.
+    preset: str = None
 
     def scale(self):
         """The sizes and epochs of the ``paper`` scale (what ``--scale paper`` sets)."""

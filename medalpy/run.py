@@ -30,6 +30,14 @@ SCALES = {
 }
 
 
+def default_preset(scale, dataset):
+    """The preset a run takes when none is given: at the ``paper`` scale the one the
+    dataset's protocol names (settings searched as the paper searched them), else MEDAL's."""
+    if scale == "paper" and protocol_for(dataset).preset:
+        return protocol_for(dataset).preset
+    return settings.TRAIN_SETTINGS["preset"].default
+
+
 def scale_settings(scale, dataset):
     """The sizes and epochs a scale sets for a dataset."""
     if scale not in SCALES:
@@ -37,7 +45,9 @@ def scale_settings(scale, dataset):
     return protocol_for(dataset).scale() if scale == "paper" else dict(SCALES[scale])
 
 
-#: Optimiser conventions. ``medal``: MEDAL's defaults, which the paper ran on.
+#: Optimiser settings by name. ``medal``: MEDAL's defaults, which the paper ran on (not the
+#: settings the paper chose: it searched them). A searched preset records where it came from
+#: in :data:`PRESET_NOTES`, and a dataset's protocol may name it for ``--scale paper``.
 PRESETS = {
     "medal": {"batch_size": 20, "momentum": 0.9, "weight_decay": 1e-3,
               "normalise_gradients": True, "init": "medal"},
@@ -139,10 +149,13 @@ def make_config(options=None, config_file=None):
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}")
     from_file = read_toml(config_file) if config_file else {}
     chosen = {name: options.get(name, from_file.get(name, settings.TRAIN_SETTINGS[name].default))
-              for name in ("scale", "preset", "dataset")}
-    for name, value in chosen.items():  # these three choose other defaults: check them first
+              for name in ("scale", "dataset")}
+    for name, value in chosen.items():  # these choose other defaults: check them first
         settings.TRAIN_SETTINGS[name].check(value)
     protocol = protocol_for(chosen["dataset"])
+    chosen["preset"] = options.get("preset", from_file.get("preset", default_preset(
+        chosen["scale"], chosen["dataset"])))
+    settings.TRAIN_SETTINGS["preset"].check(chosen["preset"])
     values = {"noise": protocol.noise, **scale_settings(chosen["scale"], chosen["dataset"]),
               **PRESETS[chosen["preset"]], **from_file, **options, **chosen}
     if isinstance(values.get("layers"), str):

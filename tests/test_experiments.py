@@ -189,3 +189,24 @@ def test_experiment_settings_are_recorded_and_bad_ones_refused_before_writing(tm
         result = CliRunner().invoke(main, [*base, *bad, "--out", str(out)])
         assert result.exit_code == 2 and message in result.output, (bad, result.output)
         assert not out.exists(), bad
+
+
+def test_reproduce_classifies_from_the_f0_and_f1_encoders_of_the_fsweep(tmp_path):
+    record = run_experiment("reproduce", "mnist-sample", tmp_path, scale="smoke", splits=1,
+                            sizes=[100])
+    cells = record["cells"]
+    assert sorted(k for k in cells if "/f" in k) == ["split0/f0", "split0/f1"]
+    assert cells["split0/classify-gradual-n100"]["params"]["encoders"] == "split0/f0"
+    assert cells["split0/classify-stacked-n100"]["params"]["encoders"] == "split0/f1"
+    assert cells["split0/classify-stacked-n100"]["encoders_sha"] == \
+        cells["split0/f1"]["weights_sha"]
+    assert "tuned_relative_ce" in cells["split0/f1"]
+    summary = record["summary"]
+    assert [r["f"] for r in summary["fsweep"]["rows"]] == [0.0, 1.0]
+    assert summary["trainsize"]["rows"][0]["random"]["n"] == 1
+    report = (tmp_path / "report.md").read_text()
+    assert "## Reconstruction (fsweep)" in report and "## Classification" in report
+    with pytest.raises(Exception, match="fractions 0 \\(gradual\\) and 1"):
+        run_experiment("reproduce", "mnist-sample", tmp_path / "x", scale="smoke", splits=1,
+                       fractions=[0.5, 1.0])
+    assert not (tmp_path / "x").exists()

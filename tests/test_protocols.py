@@ -57,3 +57,24 @@ def test_every_noise_kind_has_a_kernel_on_every_backend():
     for kind in NOISE_TYPES.values():
         assert callable(getattr(ref, kind.kernel)) and callable(getattr(cpu, kind.kernel))
         assert f"def {kind.kernel}(X, rows, " in cuda_source, kind.name
+
+
+def test_the_paper_scale_takes_the_protocols_searched_preset(monkeypatch):
+    """A protocol that names a preset gives it to --scale paper runs and experiments (unless
+    another is asked for); other scales keep MEDAL's."""
+    import dataclasses
+
+    from medalpy import protocols, run
+
+    searched = {**run.PRESETS["medal"], "lr": 0.01, "momentum": 0.7}
+    monkeypatch.setitem(run.PRESETS, "searched", searched)
+    monkeypatch.setitem(protocols.PROTOCOLS, "mnist",
+                        dataclasses.replace(PROTOCOLS["mnist"], preset="searched"))
+    cfg = make_config({"dataset": "mnist", "scale": "paper"})
+    assert (cfg.preset, cfg.lr, cfg.momentum) == ("searched", 0.01, 0.7)
+    assert make_config({"dataset": "mnist"}).preset == "medal"
+    chosen = make_config({"dataset": "mnist", "scale": "paper", "preset": "medal"})
+    assert (chosen.preset, chosen.lr) == ("medal", 0.1)
+    assert base_params("mnist", "paper")["lr"] == 0.01
+    assert base_params("mnist", "paper")["preset"] == "searched"
+    assert base_params("mnist", "medium")["preset"] == "medal"

@@ -11,7 +11,8 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 
 
 @click.command()
-@click.argument("name", type=click.Choice(["fsweep", "trainsize", "ablation", "list"]))
+@click.argument("name", type=click.Choice(["fsweep", "trainsize", "ablation", "reproduce",
+                                           "list"]))
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output directory (default: runs/experiment-NAME-SCALE).")
@@ -23,6 +24,8 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
               help="Train/validation splits to average over.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @setting_options(_PRETRAINING)
+@click.option("--fractions", help="Stacked fractions f of fsweep and reproduce, e.g. 0,1 "
+                                  "(default: fsweep 0,0.25,0.5,0.75,1; reproduce 0,1).")
 @click.option("--sizes", help="Classifiers' training-set sizes, e.g. 1000,10000 ('all': a "
                               "split's whole training part); default: the scale's.")
 @setting_options(settings.CLASSIFIER, prefix="classifier-", show_defaults=False)
@@ -32,9 +35,10 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 @click.option("--scheduler", metavar="ADDRESS", help="Run the cells on an existing Dask cluster.")
 @data_dir_option
 @reports_errors
-def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise_type, sizes,
-               backend, workers, scheduler, data_dir, **classifier_options):
-    """Run experiment NAME (fsweep, trainsize, ablation), or `list` them with their costs.
+def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise_type,
+               fractions, sizes, backend, workers, scheduler, data_dir, **classifier_options):
+    """Run experiment NAME (fsweep, trainsize, ablation, reproduce), or `list` them with their
+    costs.
 
     The classifiers' settings default to `medalpy classify`'s, except their epochs and
     patience, which the scale sets."""
@@ -46,6 +50,12 @@ def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise
     check_classifier_settings(classifier, option_prefix="classifier-")
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
+    if fractions is not None:
+        try:
+            fractions = [float(part) for part in fractions.split(",")]
+        except ValueError:
+            raise UserError(f"--fractions must be comma-separated numbers, got "
+                            f"{fractions!r}") from None
     if sizes is not None:
         try:
             sizes = [None if part.strip() == "all" else int(part)
@@ -63,8 +73,8 @@ def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise
     out_dir = out_dir or f"runs/experiment-{name}-{scale}"
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     kwargs = dict(scale=scale, splits=splits, data_dir=data_dir, backend=backend, seed=seed,
-                  echo=echo, preset=preset or "medal", noise=noise, classifier=classifier,
-                  sizes=sizes, noise_type=noise_type or "masking")
+                  echo=echo, preset=preset, noise=noise, classifier=classifier,
+                  sizes=sizes, noise_type=noise_type or "masking", fractions=fractions)
     if workers or scheduler:
         from medalpy.cluster import dask_client
 

@@ -24,12 +24,13 @@ __all__ = ["EXPERIMENTS", "SCALES", "run_experiment"]
 
 
 def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=None,
-                   backend="cpu", seed=0, fractions=FRACTIONS, client=None, echo=None,
-                   preset="medal", noise=None, classifier=None, sizes=None,
+                   backend="cpu", seed=0, fractions=None, client=None, echo=None,
+                   preset=None, noise=None, classifier=None, sizes=None,
                    noise_type="masking"):
     """Run (or resume) experiment ``name``; writes results.json, report.md and figures.
 
-    ``preset``, ``noise`` and ``noise_type`` set the pretraining (see :func:`definitions.base_params`),
+    ``fractions``: the stacked fractions of fsweep (default all five) and reproduce
+    (default 0 and 1). ``preset``, ``noise`` and ``noise_type`` set the pretraining (see :func:`definitions.base_params`),
     ``classifier`` the classifier's settings, ``sizes`` the training-set sizes of the
     classifiers (default: the scale's).
 
@@ -41,11 +42,20 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
         raise ConfigError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
     if splits < 1:
         raise ConfigError(f"splits must be at least 1, got {splits}")
+    if fractions is None:
+        fractions = (0.0, 1.0) if name == "reproduce" else FRACTIONS
+    fractions = tuple(float(f) for f in fractions)
+    if not fractions or not all(0.0 <= f <= 1.0 for f in fractions):
+        raise ConfigError(f"--fractions must be numbers in [0, 1], got {list(fractions)}")
+    if name == "reproduce" and not {0.0, 1.0} <= set(fractions):
+        raise ConfigError("--fractions: reproduce needs the fractions 0 (gradual) and 1 "
+                          "(stacked)")
     ds = _dataset(dataset, data_dir)
     n_images = ds.train_images.shape[0]
     params = base_params(dataset, scale, data_dir, backend, seed, n_images, preset=preset,
                          noise=noise, classifier=classifier, noise_type=noise_type)
     sizes = sizes_for(params, n_images, sizes, ds.n_classes)
+    preset = params["preset"]
     spec = {"experiment": name, "dataset": dataset, "scale": scale, "splits": splits,
             "seed": seed, "fractions": list(fractions), "sizes": sizes, "preset": preset,
             "noise": params["noise"], "classifier": params["classifier"]}

@@ -43,14 +43,15 @@ FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_images=None,
-                preset="medal", noise=None, classifier=None, noise_type="masking"):
+                preset=None, noise=None, classifier=None, noise_type="masking"):
     """Parameters every cell of an experiment shares (the seed is set per split).
 
     Parameters
     ----------
     dataset : a dataset of the registry; its protocol gives the noise rate and, at the
         ``paper`` scale, the network and epochs (``protocol`` names another one).
-    preset : a preset of :data:`medalpy.run.PRESETS`: the pretraining optimiser.
+    preset : a preset of :data:`medalpy.run.PRESETS`: the pretraining optimiser (default:
+        :func:`medalpy.run.default_preset`, the protocol's searched one at the paper scale).
     noise : the noise level (default: the protocol's); ``noise_type`` its kind.
     classifier : dict of classifier settings overriding
         :data:`medalpy.supervised.CLASSIFIER_DEFAULTS` and the scale's epochs and patience.
@@ -58,13 +59,14 @@ def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_im
         it and the pretraining set at what is left, so small datasets work at any scale.
     """
     from medalpy.protocols import protocol_for
-    from medalpy.run import make_config
+    from medalpy.run import default_preset, make_config
     from medalpy.supervised import CLASSIFIER_DEFAULTS, check_classifier_settings
 
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
     proto = protocol_for(dataset)
     s = {**SCALES[scale], **(proto.scale() if scale == "paper" else {})}
+    preset = preset or default_preset("paper" if scale == "paper" else "quick", dataset)
     optimiser = make_config({"dataset": dataset, "preset": preset,
                              "noise": proto.noise if noise is None else noise,
                              "noise_type": noise_type})
@@ -169,11 +171,29 @@ def ablation_cells(params, splits, sizes, **_):
     return cells
 
 
+def reproduce_cells(params, splits, fractions=(0.0, 1.0), sizes=(), **_):
+    """The paper's two results from one set of encoders: fsweep's cells (pretraining of
+    each f, then full tuning), and classifiers on ``sizes`` labelled images initialised from
+    the pretrained f = 0 (gradual) and f = 1 (stacked) encoders, and from random weights."""
+    cells = fsweep_cells(params, splits, fractions)
+    by_key = {cell.key: cell for cell in cells}
+    for s in range(splits):
+        for n in sizes:
+            cells.append(_classify_cell(params, s, "gradual", n, by_key[f"split{s}/f0"]))
+            cells.append(_classify_cell(params, s, "stacked", n, by_key[f"split{s}/f1"]))
+            cells.append(_classify_cell(params, s, "random", n))
+    return cells
+
+
 EXPERIMENTS = {
     "fsweep": (fsweep_cells, "relative reconstruction cross-entropy vs stacked fraction f, "
                              "with and without full tuning"),
     "trainsize": (trainsize_cells, "classification error vs training-set size: gradual, "
                                    "stacked and random initialisation"),
+    "reproduce": (reproduce_cells, "the paper's result from one set of encoders: fsweep at "
+                                   "the chosen fractions (0 and 1 at least) with full tuning, "
+                                   "and trainsize's classifiers from the f = 0 and f = 1 "
+                                   "encoders"),
     "ablation": (ablation_cells, "gradual vs input noise with frozen lower layers, in "
                                  "reconstruction and classification"),
 }

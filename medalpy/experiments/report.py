@@ -94,6 +94,9 @@ def summarise(name, results, splits, fractions=None, sizes=None):
 
 
 def _summary(name, results, splits, fractions=None, sizes=None):
+    if name == "reproduce":
+        return {"fsweep": _summary("fsweep", results, splits, fractions, sizes),
+                "trainsize": _summary("trainsize", results, splits, fractions, sizes)}
     S = range(splits)
     if name == "fsweep":
         rows = []
@@ -147,6 +150,19 @@ def markdown(name, summary, header):
                      "cell recorded).")
     if summary.get("recomputed_weights"):
         lines.append("")
+    if name == "reproduce":
+        lines += ["## Reconstruction (fsweep)", ""] + _body("fsweep", summary["fsweep"])
+        lines += ["", "## Classification (trainsize, from the f = 0 and f = 1 encoders)", ""]
+        lines += _body("trainsize", summary["trainsize"])
+    else:
+        lines += _body(name, summary)
+    lines += _budget_rule_lines(summary.get("budget_rule", []))
+    return "\n".join(lines) + "\n"
+
+
+def _body(name, summary):
+    """The tables of one experiment's summary."""
+    lines = []
     if name == "fsweep":
         lines += ["Test relative reconstruction cross-entropy (nats per image; mean ± sd over "
                   "splits). f is the stacked fraction: f = 0 gradual, f = 1 stacked. The "
@@ -203,7 +219,11 @@ def markdown(name, summary, header):
                 f"{diff(du, 4)} ({_fmt_p(du['p_value'])}) | "
                 f"{_fmt(r['frozen_lower-epochs'], 4)} | {diff(de, 4)} "
                 f"({_fmt_p(de['p_value'])}) |")
-    rule = summary.get("budget_rule", [])
+    return lines
+
+
+def _budget_rule_lines(rule):
+    lines = []
     if rule:
         judged = [r for r in rule if r["held"] is not None]
         lines += ["", "## Budget rule and kept epochs", "",
@@ -220,12 +240,15 @@ def markdown(name, summary, header):
             held = "n/a" if r["held"] is None else ("yes" if r["held"] else "no")
             lines.append(f"| {r['cell']} | {r['phase']} | {r['epochs']} | {r['kept_epoch']} | "
                          f"{gain} | {held} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def figures(name, summary, out_dir):
     """PNG figures in the style of the paper's; returns the paths written ([] without
     matplotlib, which is an optional extra)."""
+    if name == "reproduce":
+        return (figures("fsweep", summary["fsweep"], out_dir)
+                + figures("trainsize", summary["trainsize"], out_dir))
     try:
         import matplotlib
 
