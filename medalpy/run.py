@@ -235,7 +235,21 @@ def build_trainer(cfg, X_train, X_val, network=None, callbacks=()):
                    cfg.layers, cfg.seed, callbacks)
 
 
-def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
+def train(cfg, out_dir, resume=False, callbacks=(), echo=None, overwrite=False):
+    """Run (or resume) one pretraining run and write ``model.h5`` and ``metrics.json``.
+
+    The output folder is claimed first (:func:`medalpy.outputs.claim`): a folder holding
+    another command's results or a finished run is refused unless ``overwrite``, an
+    unfinished run is continued only with ``resume``, and a second run into the same folder
+    stops at once. See :func:`_train` for the parameters and what is returned.
+    """
+    from medalpy import outputs
+
+    with outputs.claim(out_dir, "train", resume=resume, overwrite=overwrite):
+        return _train(cfg, out_dir, resume, callbacks, echo)
+
+
+def _train(cfg, out_dir, resume=False, callbacks=(), echo=None):
     """Run (or resume) one pretraining run and write ``model.h5`` and ``metrics.json``.
 
     Parameters
@@ -258,7 +272,6 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
 
     echo = echo or (lambda message: None)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.h5"
     config = cfg.to_dict()
     saved = None
@@ -272,9 +285,6 @@ def train(cfg, out_dir, resume=False, callbacks=(), echo=None):
         if differ:
             raise ConfigError(f"--resume: the options {', '.join(differ)} differ from the "
                               f"checkpoint's ({ckpt_path}); give the same options or none")
-    elif ckpt_path.exists():
-        raise ConfigError(f"{ckpt_path} exists: pass --resume to continue that run, or choose "
-                          "another --out")
 
     backend = get_backend(cfg.backend)  # an unavailable backend fails before data is read
     ds, train_rows, val_rows, notes = prepare_data(cfg)

@@ -106,7 +106,7 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
     assert _train([*TINY, "--gradual"], tmp_path / "run").exit_code == 0
     before = (tmp_path / "run" / "model.h5").read_bytes()
     result = _train([*TINY, "--gradual"], tmp_path / "run")
-    assert result.exit_code == 2 and "pass --resume" in result.output
+    assert result.exit_code == 2 and "holds a finished `medalpy train` result" in result.output
     assert (tmp_path / "run" / "model.h5").read_bytes() == before
 
 

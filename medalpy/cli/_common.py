@@ -28,6 +28,11 @@ def reports_errors(func):
     return wrapper
 
 
+overwrite_option = click.option(
+    "--overwrite", is_flag=True,
+    help="Write into --out even when it holds another command's results or a finished one "
+         "(they are replaced, file by file).")
+
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=str),

@@ -2,7 +2,7 @@
 
 import click
 
-from medalpy.cli._common import data_dir_option, reports_errors
+from medalpy.cli._common import data_dir_option, overwrite_option, reports_errors
 
 _PHASES = ("layer1", "stacked", "gradual", "supervised")
 
@@ -31,9 +31,10 @@ _PHASES = ("layer1", "stacked", "gradual", "supervised")
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--output", type=click.Path(dir_okay=False), help="Also write the JSON here.")
+@overwrite_option
 @reports_errors
 def bench(phases, batch_sizes, implementations, repeats, seconds, threads,
-          normalise_gradients, memory, data_dir, as_json, output):
+          normalise_gradients, memory, data_dir, as_json, output, overwrite):
     """Time one full training step (corruption, forward, loss, backward, update).
 
     Compares medalpy's cpu backend, its numpy reference backend and standard PyTorch code
@@ -43,6 +44,10 @@ def bench(phases, batch_sizes, implementations, repeats, seconds, threads,
     import json
 
     from medalpy import bench as b
+    from medalpy import outputs
+
+    if output:  # checked before the minutes of timing, not after
+        outputs.check_file(output, overwrite)
 
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     result = b.run_bench(phases=phases or tuple(b.PHASES),

@@ -3,7 +3,12 @@
 import click
 
 from medalpy import settings
-from medalpy.cli._common import data_dir_option, reports_errors, setting_options
+from medalpy.cli._common import (
+    data_dir_option,
+    overwrite_option,
+    reports_errors,
+    setting_options,
+)
 from medalpy.config import BACKENDS
 
 #: The pretraining settings an experiment takes from the command line.
@@ -15,7 +20,8 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
                                            "list"]))
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Output directory (default: runs/experiment-NAME-SCALE).")
+              help="Output directory (default: runs/experiment-NAME-SCALE); rerun to resume.")
+@overwrite_option
 @click.option("--scale", type=click.Choice(["smoke", "quick", "medium", "paper"]),
               default="quick", show_default=True,
               help="smoke: seconds, checks the pipeline; quick: minutes; medium: the paper's "
@@ -35,7 +41,8 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 @click.option("--scheduler", metavar="ADDRESS", help="Run the cells on an existing Dask cluster.")
 @data_dir_option
 @reports_errors
-def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise_type,
+def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, noise,
+               noise_type,
                fractions, sizes, backend, workers, scheduler, data_dir, **classifier_options):
     """Run experiment NAME (fsweep, trainsize, ablation, reproduce), or `list` them with their
     costs.
@@ -68,13 +75,16 @@ def experiment(name, dataset, out_dir, scale, splits, seed, preset, noise, noise
 
         click.echo(describe(dataset, data_dir))
         return
+    from medalpy import outputs
     from medalpy.experiments import run_experiment
 
     out_dir = out_dir or f"runs/experiment-{name}-{scale}"
+    outputs.check(out_dir, "experiment", overwrite=overwrite)  # before a cluster starts
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     kwargs = dict(scale=scale, splits=splits, data_dir=data_dir, backend=backend, seed=seed,
                   echo=echo, preset=preset, noise=noise, classifier=classifier,
-                  sizes=sizes, noise_type=noise_type or "masking", fractions=fractions)
+                  sizes=sizes, noise_type=noise_type or "masking", fractions=fractions,
+                  overwrite=overwrite)
     if workers or scheduler:
         from medalpy.cluster import dask_client
 

@@ -2,7 +2,7 @@
 
 import click
 
-from medalpy.cli._common import UserError, data_dir_option, reports_errors
+from medalpy.cli._common import UserError, data_dir_option, overwrite_option, reports_errors
 
 
 def _bool(text):
@@ -72,8 +72,10 @@ def _values(kind):
 @click.option("--scheduler", metavar="ADDRESS",
               help="Run on an existing Dask cluster (tcp://host:8786) instead.")
 @click.option("--retry-errors", is_flag=True, help="Run again trials recorded with an error.")
+@overwrite_option
 @reports_errors
-def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, **options):
+def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, overwrite,
+           **options):
     """Cross-validated search over the paper's hyper-parameter grid (or a subset of it) on
     DATASET (default: mnist).
 
@@ -98,11 +100,15 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, **opti
     except TypeError as exc:
         raise UserError(str(exc)) from None
     out_dir = out_dir or f"runs/search-{spec.dataset}"
+    from medalpy import outputs
+
+    outputs.check(out_dir, "search", overwrite=overwrite)  # before a cluster starts
     if workers is not None and scheduler:
         raise UserError("--workers is for the local cluster; --scheduler uses an existing one")
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
     with dask_client(workers, scheduler, echo=echo) as client:
-        record = run_search(spec, out_dir, client=client, retry_errors=retry_errors, echo=echo)
+        record = run_search(spec, out_dir, client=client, retry_errors=retry_errors, echo=echo,
+                            overwrite=overwrite)
     click.echo(f"{record['trials']} trials: {record['done']} done, {record['error']} failed; "
                f"wall time {record['wall_seconds']:.1f} s")
     click.echo(f"table: {out_dir}/trials.md, {out_dir}/trials.csv")

@@ -4,35 +4,43 @@ from pathlib import Path
 
 import click
 
-from medalpy.cli._common import data_dir_option, reports_errors
+from medalpy.cli._common import data_dir_option, overwrite_option, reports_errors
 
 
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("dataset", required=False)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True)
+@overwrite_option
 @click.option("--count", type=click.IntRange(1, 400), default=100, show_default=True,
               help="Filters to show.")
 @click.option("--digits", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Test images to reconstruct.")
 @data_dir_option
 @reports_errors
-def show(model, dataset, out_dir, count, digits, data_dir):
+def show(model, dataset, out_dir, count, digits, data_dir, overwrite):
     """Write OUT/filters.png and OUT/reconstructions.png (clean | corrupted | reconstruction)."""
-    import numpy as np
-
-    from medalpy import checkpoint
+    from medalpy import checkpoint, outputs
     from medalpy.data import load
-    from medalpy.evaluation import reconstruct
-    from medalpy.kernels import get_backend
-    from medalpy.visualise import filters_image, reconstructions_image, write_png
 
+    outputs.check(out_dir, "show", overwrite=overwrite)
     saved = checkpoint.load(model)
     net, config = saved["network"], saved["config"]
     ds = load(dataset or config.get("dataset", "mnist"), data_dir,
               grayscale=config.get("grayscale", False))
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with outputs.claim(out_dir, "show", overwrite=overwrite) as out:
+        _draw(out, net, config, ds, count, digits)
+    click.echo(f"wrote {Path(out_dir) / 'filters.png'} and "
+               f"{Path(out_dir) / 'reconstructions.png'}")
+
+
+def _draw(out, net, config, ds, count, digits):
+    import numpy as np
+
+    from medalpy.evaluation import reconstruct
+    from medalpy.kernels import get_backend
+    from medalpy.visualise import filters_image, reconstructions_image, write_png
+
     write_png(out / "filters.png", filters_image(net.encoders[0].W, ds.image_shape, count),
               zoom=2)
     rows = np.arange(min(digits, ds.test_images.shape[0]))
@@ -42,4 +50,3 @@ def show(model, dataset, out_dir, count, digits, data_dir):
     clean = ds.test_images[rows] / 255.0
     write_png(out / "reconstructions.png",
               reconstructions_image(clean, corrupted, recon, ds.image_shape), zoom=2)
-    click.echo(f"wrote {out / 'filters.png'} and {out / 'reconstructions.png'}")

@@ -3,7 +3,13 @@
 import click
 
 from medalpy import settings
-from medalpy.cli._common import UserError, data_dir_option, reports_errors, setting_options
+from medalpy.cli._common import (
+    UserError,
+    data_dir_option,
+    overwrite_option,
+    reports_errors,
+    setting_options,
+)
 
 
 @click.command()
@@ -21,11 +27,13 @@ from medalpy.cli._common import UserError, data_dir_option, reports_errors, sett
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output directory (default: runs/DATASET-METHOD).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@overwrite_option
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML file with the same setting names (underscores).")
 @click.option("--quiet", is_flag=True, help="No per-epoch progress lines.")
 @reports_errors
-def train(dataset, method, fraction, out_dir, resume, config_file, quiet, **options):
+def train(dataset, method, fraction, out_dir, resume, overwrite, config_file, quiet,
+          **options):
     """Pretrain a deep denoising autoencoder on DATASET (default: mnist).
 
     Writes OUT/model.h5, OUT/metrics.json, OUT/log.jsonl and a resumable OUT/checkpoint.h5.
@@ -41,7 +49,7 @@ def train(dataset, method, fraction, out_dir, resume, config_file, quiet, **opti
     cfg = run.make_config(options, config_file)
     out_dir = out_dir or f"runs/{cfg.dataset}-{cfg.method}"
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
-    metrics = run.train(cfg, out_dir, resume=resume, echo=echo,
+    metrics = run.train(cfg, out_dir, resume=resume, overwrite=overwrite, echo=echo,
                         callbacks=[] if quiet else [ProgressPrinter()])
     click.echo(f"data: {metrics['data']['dataset']} ({metrics['data']['kind']}), "
                f"{metrics['data']['n_train']} training images")

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from medalpy import outputs
 from medalpy.atomic import write_json_atomic, write_text_atomic
 from medalpy.errors import ConfigError
 from medalpy.experiments.cells import forget_failed, run_cells
@@ -26,13 +27,17 @@ __all__ = ["EXPERIMENTS", "SCALES", "run_experiment"]
 def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=None,
                    backend="cpu", seed=0, fractions=None, client=None, echo=None,
                    preset=None, noise=None, classifier=None, sizes=None,
-                   noise_type="masking"):
+                   noise_type="masking", overwrite=False):
     """Run (or resume) experiment ``name``; writes results.json, report.md and figures.
 
     ``fractions``: the stacked fractions of fsweep (default all five) and reproduce
     (default 0 and 1). ``preset``, ``noise`` and ``noise_type`` set the pretraining (see :func:`definitions.base_params`),
     ``classifier`` the classifier's settings, ``sizes`` the training-set sizes of the
     classifiers (default: the scale's).
+
+    The output folder is claimed first (:func:`medalpy.outputs.claim`): rerun into its own
+    folder, an experiment resumes; a folder holding another command's results is refused
+    unless ``overwrite``, and a second run into the same folder stops at once.
 
     Returns the results dict written to ``results.json``.
     """
@@ -61,8 +66,13 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
             "noise": params["noise"], "classifier": params["classifier"]}
     if noise_type != "masking":  # (experiments made before other kinds existed resume)
         spec["noise_type"] = noise_type
-    out = Path(out_dir)  # made only once every setting has been checked
-    out.mkdir(parents=True, exist_ok=True)
+    with outputs.claim(out_dir, "experiment", overwrite=overwrite) as out:  # settings checked
+        return _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo)
+
+
+def _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo):
+    dataset, scale, seed, preset = spec["dataset"], spec["scale"], spec["seed"], spec["preset"]
+    n_images = ds.train_images.shape[0]
     spec_path = out / "experiment.json"
     if spec_path.exists():
         previous = json.loads(spec_path.read_text())

@@ -3,7 +3,6 @@
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -125,7 +124,7 @@ def _check_resume(out, spec):
         write_json_atomic(path, current)
 
 
-def run_search(spec, out_dir, client=None, retry_errors=False, echo=None):
+def run_search(spec, out_dir, client=None, retry_errors=False, echo=None, overwrite=False):
     """Run (or resume) a search; writes every trial as it finishes, then the summaries.
 
     Parameters
@@ -140,14 +139,23 @@ def run_search(spec, out_dir, client=None, retry_errors=False, echo=None):
     -------
     dict, the record written to ``results.json`` (``best`` is None when no configuration
     finished every fold).
+
+    The output folder is claimed first (:func:`medalpy.outputs.claim`): a search resumes in
+    its own folder, refuses another command's unless ``overwrite``, and a second search into
+    the same folder stops at once.
     """
+    from medalpy import outputs
+
+    echo = echo or (lambda message: None)
+    with outputs.claim(out_dir, "search", overwrite=overwrite) as out:
+        _check_resume(out, spec)
+        return _run_search(spec, out, client, retry_errors, echo)
+
+
+def _run_search(spec, out, client, retry_errors, echo):
     from medalpy.atomic import write_json_atomic
     from medalpy.experiments.cells import forget_failed, run_cells
 
-    echo = echo or (lambda message: None)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_resume(out, spec)
     t0 = time.perf_counter()
     configs = configurations(spec)
     by_id = {config_id(c): c for c in configs}
