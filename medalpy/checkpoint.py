@@ -30,7 +30,15 @@ from medalpy.network import Layer, Network
 from medalpy.trainer import Position
 
 FORMAT = "medalpy"
-FORMAT_VERSION = 2  # 2: random streams keyed [seed, tag, ...] (resume needs the same)
+#: 2: random streams keyed [seed, tag, ...] (resume needs the same); 3: every array stored
+#: with an HDF5 Fletcher-32 checksum, so a damaged file is refused instead of read.
+FORMAT_VERSION = 3
+#: Versions this medalpy reads (version 2 files are version 3 without checksums).
+READABLE_VERSIONS = (2, 3)
+
+
+def _array(group, name, data):
+    group.create_dataset(name, data=data, fletcher32=True)
 
 
 def _h5py():
@@ -75,8 +83,8 @@ def save(path, network, config, trainer=None, extra=None):
                            else network.decoder_target)
             for name, layer in network.layers().items():
                 lg = g.create_group(name)
-                lg.create_dataset("W", data=host(layer.W))
-                lg.create_dataset("b", data=host(layer.b))
+                _array(lg, "W", host(layer.W))
+                _array(lg, "b", host(layer.b))
                 lg.attrs["trainable"] = bool(layer.trainable)
             if trainer is not None:
                 _save_trainer(f.create_group("trainer"), trainer)
@@ -94,14 +102,14 @@ def _save_trainer(g, trainer):
                    units_spent=state["units_spent"])
     vel = g.create_group("velocity")
     for name, v in state["velocity"].items():
-        vel.create_dataset(name, data=v)
+        _array(vel, name, v)
     best = g.create_group("best")
     if state["start_val"] is not None:
         g.attrs["start_val"] = state["start_val"]
     if state["best"] is not None:
         g.attrs.update(best_val=state["best"]["val"], best_epoch=state["best"]["epoch"])
         for name, array in state["best"]["params"].items():
-            best.create_dataset(name, data=array)
+            _array(best, name, array)
     _write_json(g, "history", state["history"])
     _write_json(g, "phase_log", state["phase_log"])
 
@@ -128,9 +136,9 @@ def load(path):
             if f.attrs.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not a medalpy file (no format stamp)")
             version = int(f.attrs.get("format_version", -1))
-            if version != FORMAT_VERSION:
+            if version not in READABLE_VERSIONS:
                 raise CheckpointError(f"{path}: format version {version}, this medalpy reads "
-                                      f"version {FORMAT_VERSION}")
+                                      f"versions {', '.join(map(str, READABLE_VERSIONS))}")
             out = {"kind": f.attrs["kind"], "config": json.loads(f.attrs["config"]),
                    "network": _load_network(f["network"]), "extra": _read_json(f, "extra")}
             if "trainer" in f:
