@@ -1,6 +1,7 @@
 """Benchmarks: one full SGD training step, medalpy against PyTorch and the machine's GEMM peak.
 
-A *step* is exactly what the trainer does per minibatch (:meth:`medalpy.trainer.Trainer`):
+A *step* is the trainer's own per-minibatch step (``Trainer.prepare(p).step``, on synthetic
+images):
 
     gather_masked(source, rows, ...)   corrupted input, from uint8 (or cached float codes)
     gather(source, rows, ...)          clean target (labels for the supervised phase)
@@ -8,8 +9,6 @@ A *step* is exactly what the trainer does per minibatch (:meth:`medalpy.trainer.
                                        forward through the chain, objective, backward; each
                                        layer updated (normGrad, momentum, decay) as soon as
                                        its gradient is final
-
-timed with the real :class:`~medalpy.backprop.Pass`, :class:`~medalpy.optim.SGD` and kernels.
 PyTorch, when installed, runs the code a user would write: ``nn.Linear`` + ``nn.Sigmoid``,
 ``nn.BCELoss`` summed over units and averaged over the batch (``nn.CrossEntropyLoss`` for
 the supervised phase), ``torch.optim.SGD(momentum, weight_decay)``, masking noise as
@@ -117,45 +116,41 @@ def _batches(rng, batch_size):
 
 def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_decay=1e-3,
                  normalise_gradients=True, noise=0.15, seed=0, threads=None):
-    """A closure running one medalpy training step (the trainer's composition) per call.
+    """A closure running one training step of ``phase`` per call: the trainer's own step
+    (:meth:`medalpy.trainer.Trainer.prepare` and ``PhaseRun.step``) on synthetic images.
 
     ``step.enter()`` sets the threads it runs with (``threads``; default: as found): the
     numpy backend gives them to NumPy's BLAS; the cpu backend runs that many lanes of a
     single-threaded BLAS (:func:`medalpy.kernels.lanes.use_threads`).
     """
-    from medalpy.backprop import Pass
     from medalpy.kernels import get_backend
-    from medalpy.network import Layer, new_layer
-    from medalpy.optim import SGD
+    from medalpy.network import Network
+    from medalpy.schedules import build_schedule, classifier_schedule
+    from medalpy.trainer import Hyper, Trainer
 
     k = get_backend(backend_name)
-    widths, lowest, _, head = PHASES[phase]
+    widths, _, _, head = PHASES[phase]
     rng = np.random.default_rng(seed)
-    source, labels = _synthetic(phase, rng)
-    layers = [new_layer(a, b, rng, np.float32) for a, b in zip(widths, widths[1:])]
-    for i, layer in enumerate(layers):
-        layer.trainable = i >= lowest
-    names = [f"encoder.{i}" for i in range(len(layers) - 1)]
-    names.append("classifier" if head == "classifier" else "decoder")
-    chain = list(zip(names, [Layer(layer.W, layer.b, layer.trainable) for layer in layers]))
-    train_pass = Pass(k, chain, batch_size, head, np.float32)
-    optimiser = SGD(lr, momentum, weight_decay, normalise_gradients)
-    X_in = k.empty((batch_size, widths[0]), np.float32)
-    X_target = k.empty((batch_size, widths[0]), np.float32)
-    batches = _batches(rng, batch_size)
+    X = rng.integers(0, 256, size=(N_SAMPLES, 784), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=N_SAMPLES).astype(np.int64)
+    # The phase of a real schedule whose chain has the widths of PHASES[phase].
+    phases, p = {"layer1": (build_schedule("gradual", 1, 1, 0)[0], 0),
+                 "stacked": (build_schedule("stacked", 2, 1, 1)[0], 1),
+                 "gradual": (build_schedule("gradual", 2, 1, 1)[0], 1),
+                 "supervised": (classifier_schedule(2, 1), 0)}[phase]
+    hyper = Hyper(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                  normalise_gradients=normalise_gradients, batch_size=batch_size, noise=noise)
     supervised = head == "classifier"
-    epoch = 0
+    trainer = Trainer(k, Network(784, "float32"), phases, hyper, X, X[:100], [1000, 1000],
+                      seed, labels=(labels, labels[:100]) if supervised else None,
+                      n_classes=10 if supervised else None)
+    run = trainer.prepare(p)
+    chain = trainer.network.path(phases[p].input_level)
+    assert [chain[0][1].n_in] + [layer.n_out for _, layer in chain] == widths
+    batches = _batches(rng, batch_size)
 
     def step():
-        rows = next(batches)
-        k.gather_masked(source, rows, noise, seed, epoch, X_in)
-        if supervised:
-            target = labels[rows]
-        else:
-            target = X_target
-            k.gather(source, rows, target)
-        loss = train_pass.train_step(X_in, target, optimiser)
-        return loss
+        return run.step(next(batches), 0, trainer.optimiser)
 
     step.layers = [layer for _, layer in chain]  # for tests: the parameters it trains
     if threads is not None:

@@ -26,6 +26,11 @@ SPLITMIX_M1 = 0xBF58476D1CE4E5B9
 SPLITMIX_M2 = 0x94D049BB133111EB
 #: A unit is dropped when the top 53 bits of its hash fall below ``rate * 2**53``.
 NOISE_BITS = 53
+#: The hash's constants as typed np.uint64, for compiled kernels: Numba types a bare Python
+#: int above 2**63 unpredictably and promotes int64 (op) uint64 to float64.
+U64_GAMMA, U64_M1, U64_M2 = (np.uint64(c) for c in (SPLITMIX_GAMMA, SPLITMIX_M1, SPLITMIX_M2))
+U64_S30, U64_S27, U64_S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+U64_SHIFT = np.uint64(64 - NOISE_BITS)
 
 # -- environment switches (read once, here) -----------------------------------------------
 

@@ -17,7 +17,7 @@ import numpy as np
 from medalpy import settings
 from medalpy.atomic import write_json_atomic
 from medalpy.corruption import check_level
-from medalpy.errors import ConfigError
+from medalpy.errors import ConfigError, TrainingDiverged
 from medalpy.protocols import protocol_for
 
 #: Sizes and epochs. ``quick`` runs in seconds on the bundled sample; ``medium`` is the
@@ -317,7 +317,12 @@ def _train(cfg, out_dir, resume=False, callbacks=(), echo=None):
         trainer.restore(saved["trainer"])
         echo(f"resuming {ckpt_path} at phase {trainer.position.phase + 1}, "
              f"after epoch {trainer.position.epoch + 1}")
-    trainer.run()
+    try:
+        trainer.run()
+    except TrainingDiverged as exc:
+        if not ckpt_path.exists():
+            raise
+        raise TrainingDiverged(f"{exc} (the epochs before it are in {ckpt_path})") from None
     train_seconds = checkpointer.wall_seconds()
 
     test = reconstruction_metrics(backend, network, ds.test_images, cfg.noise,

@@ -228,73 +228,63 @@ class Trainer:
         elif phase.decoder == "classifier":
             net.attach_classifier(self.n_classes, rng, init=self.hyper.init)
 
+    def prepare(self, p):
+        """Phase ``p`` as :meth:`run` starts it: the layers and heads of the phases up to it
+        built, a new optimiser, its data and workspaces on the backend. Returns its
+        :class:`PhaseRun`, whose ``step`` is the training step the trainer takes (what
+        ``medalpy bench`` times)."""
+        for q in range(p + 1):
+            self._build(q, self.phases[q])
+        phase, settings = self.phases[p], self.hyper.for_phase(self.phases[p])
+        self.optimiser = SGD(settings["lr"], settings["momentum"], settings["weight_decay"],
+                             settings["normalise_gradients"])
+        self.position = Position(p, -1)
+        for i, layer in enumerate(self.network.encoders):
+            layer.trainable = i in phase.trainable
+        return PhaseRun(self, p, phase, settings)
+
     def _train_phase(self, p, phase, settings):
-        net, k = self.network, self.backend
-        for i, layer in enumerate(net.encoders):
+        for i, layer in enumerate(self.network.encoders):
             layer.trainable = i in phase.trainable
         if self.position.stopped or self.position.epoch + 1 >= phase.epochs:
             return
-        # For a whole phase, weights and data stay where the backend computes; they come back
-        # to the host when the phase ends (callbacks read them through to_host meanwhile).
-        net.place(k.to_device)
-        if phase.input_level == 0:
-            source, val_source = k.to_device(self.X_train), k.to_device(self.X_val)
-        else:  # stacked: clean codes of the frozen layers below, computed once per phase
-            below = net.encoders[:phase.input_level]
-            source = encode(k, below, self.X_train)
-            val_source = encode(k, below, self.X_val)
-        chain = net.path(phase.input_level)
-        train_pass = Pass(k, chain, settings["batch_size"], net.head, net.dtype)
-        val_pass = Pass(k, chain, config.EVAL_BATCH, net.head, net.dtype, train=False)
+        run = PhaseRun(self, p, phase, settings)
         # Divergence is detected from the loss itself; NumPy's floating-point warnings on
         # the way there would only add noise to the message.
         with np.errstate(over="ignore", invalid="ignore"):
             if self.best is None:  # a fresh phase: its start is the first candidate
-                self.start_val = self._score(phase, settings, val_pass, val_source)
+                self.start_val = self._score(phase, settings, run)
                 self.best = {"val": self.start_val, "epoch": -1,
                              "params": self._snapshot(phase)}
-            self._epochs(p, phase, settings, source, val_source, train_pass, val_pass)
+            self._epochs(p, phase, settings, run)
 
-    def _score(self, phase, settings, val_pass, val_source):
+    def _score(self, phase, settings, run):
         """The phase's validation score (lower is better) of the current parameters."""
         if phase.kind == "supervised":
-            val = self._validation_error(val_pass, val_source)
+            val = self._validation_error(run.val_pass, run.val_source)
         else:
-            val = self._validation_loss(val_pass, val_source, settings["noise"],
+            val = self._validation_loss(run.val_pass, run.val_source, settings["noise"],
                                         settings["noise_type"])
         if not math.isfinite(val):
             raise TrainingDiverged(f"validation loss became {val} in phase {phase.name}")
         return val
 
-    def _epochs(self, p, phase, settings, source, val_source, train_pass, val_pass):
+    def _epochs(self, p, phase, settings, run):
         """Epochs of minibatches from :attr:`position` to the phase's end (or early stop)."""
-        k, net = self.backend, self.network
-        B, N = settings["batch_size"], source.shape[0]
-        X_in = k.empty((B, source.shape[1]), net.dtype)
-        X_target = k.empty((B, source.shape[1]), net.dtype)
-        rate, seed_p = settings["noise"], noise_seed(self.seed, NOISE, p)
-        corrupt = corrupter(k, settings["noise_type"])
-        supervised = phase.kind == "supervised"
+        B, N = settings["batch_size"], run.source.shape[0]
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
             order = np.random.default_rng([self.seed, ORDER, p, epoch]).permutation(N)
             total = 0.0
             for start in range(0, N, B):
                 rows = order[start:start + B]
-                n = len(rows)
-                corrupt(source, rows, rate, seed_p, epoch, X_in[:n])
-                if supervised:
-                    target = self.labels[0][rows]
-                else:
-                    target = X_target[:n]
-                    k.gather(source, rows, target)
-                loss = train_pass.train_step(X_in[:n], target, self.optimiser)
+                loss = run.step(rows, epoch, self.optimiser)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
-                        "lower the learning rate (the last checkpoint is intact)")
-                total += loss * n
-            val = self._score(phase, settings, val_pass, val_source)
+                        "lower the learning rate")
+                total += loss * len(rows)
+            val = self._score(phase, settings, run)
             improved = val < self.best["val"]
             if improved:
                 self.best = {"val": val, "epoch": epoch, "params": self._snapshot(phase)}
@@ -376,6 +366,49 @@ class Trainer:
             self.network.use_mirror()
         self.best = None
         self.start_val = None
+
+
+class PhaseRun:
+    """One phase's data, passes and workspaces on the backend, and its training step.
+
+    For a whole phase, weights and data stay where the backend computes (they come back to
+    the host when the phase ends; callbacks read them through ``to_host`` meanwhile). A
+    stacked phase's input is the clean codes of the frozen layers below, computed once here.
+    """
+
+    def __init__(self, trainer, p, phase, settings):
+        net, k = trainer.network, trainer.backend
+        self.backend = k
+        net.place(k.to_device)
+        if phase.input_level == 0:
+            self.source = k.to_device(trainer.X_train)
+            self.val_source = k.to_device(trainer.X_val)
+        else:
+            below = net.encoders[:phase.input_level]
+            self.source = encode(k, below, trainer.X_train)
+            self.val_source = encode(k, below, trainer.X_val)
+        chain = net.path(phase.input_level)
+        self.train_pass = Pass(k, chain, settings["batch_size"], net.head, net.dtype)
+        self.val_pass = Pass(k, chain, config.EVAL_BATCH, net.head, net.dtype, train=False)
+        B, width = settings["batch_size"], self.source.shape[1]
+        self.X_in = k.empty((B, width), net.dtype)
+        self.X_target = k.empty((B, width), net.dtype)
+        self.rate, self.seed = settings["noise"], noise_seed(trainer.seed, NOISE, p)
+        self.corrupt = corrupter(k, settings["noise_type"])
+        self.labels = trainer.labels[0] if phase.kind == "supervised" else None
+
+    def step(self, rows, epoch, optimiser):
+        """One SGD step on the samples ``rows`` in epoch ``epoch``: the batch gathered and
+        corrupted, forward, loss, backward and update (``Pass.train_step``); returns the
+        batch's mean loss."""
+        n = len(rows)
+        self.corrupt(self.source, rows, self.rate, self.seed, epoch, self.X_in[:n])
+        if self.labels is not None:
+            target = self.labels[rows]
+        else:
+            target = self.X_target[:n]
+            self.backend.gather(self.source, rows, target)
+        return self.train_pass.train_step(self.X_in[:n], target, optimiser)
 
 
 def classification_error(backend, forward_pass, X, y, dtype):

@@ -325,3 +325,14 @@ def test_noise_levels_are_checked_for_their_kind(tmp_path, args, message):
     result = _train([*TINY, "--gradual", *args], tmp_path / "run")
     assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_divergence_names_the_checkpoint_only_when_there_is_one(tmp_path):
+    args = ["mnist-sample", "--layers", "20,10", "--epochs-layer1", "2", "--budget", "1",
+            "--train-size", "200", "--val-size", "100", "--quiet", "--no-normalise-gradients",
+            "--lr", "1e30"]
+    result = _train(args, tmp_path / "run")
+    assert result.exit_code == 2 and "loss became" in result.output, result.output
+    assert "lower the learning rate" in result.output
+    # The first epoch diverged: no checkpoint was written, and none is promised.
+    assert "checkpoint" not in result.output

@@ -38,9 +38,6 @@ import numpy as np
 from medalpy import config
 from medalpy.config import (
     NOISE_BITS,
-    SPLITMIX_GAMMA,
-    SPLITMIX_M1,
-    SPLITMIX_M2,
     noise_epoch_key,
     noise_threshold,
 )
@@ -94,15 +91,9 @@ _TPB = 32 if SIMULATOR else 256
 _RB = 8 if SIMULATOR else 128          # a power of two: the tree reduction halves it
 _SS_BLOCKS = 2 if SIMULATOR else 120   # blocks of the sum-of-squares reduction
 
-# Numba types a bare Python int above 2**63 unpredictably and promotes int64 (op) uint64 to
-# float64, so every constant of the hash is a typed np.uint64 global.
-_GAMMA = np.uint64(SPLITMIX_GAMMA)
-_M1 = np.uint64(SPLITMIX_M1)
-_M2 = np.uint64(SPLITMIX_M2)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
-_SHIFT = np.uint64(64 - NOISE_BITS)
+# The hash's constants, typed for Numba (config.py says why).
+_GAMMA, _M1, _M2 = config.U64_GAMMA, config.U64_M1, config.U64_M2
+_S30, _S27, _S31, _SHIFT = config.U64_S30, config.U64_S27, config.U64_S31, config.U64_SHIFT
 
 # ----------------------------------------------------------------------------------------
 # Arrays: device memory.
