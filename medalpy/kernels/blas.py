@@ -15,7 +15,10 @@ then call them by name, which keeps them cacheable (``cache=True``): a ctypes fu
 pointer would be baked into the machine code and make caching impossible.
 
 Where NumPy's BLAS is not such an OpenBLAS (a NumPy built against MKL, Accelerate or a
-32-bit-integer OpenBLAS), :data:`AVAILABLE` is False and the cpu backend uses ``np.matmul``.
+32-bit-integer OpenBLAS), :func:`available` is False and the cpu backend uses ``np.matmul``.
+Nothing happens at import: the symbols are looked up and registered on the first call of
+:func:`available` (the cpu backend's first session), before any kernel that calls them is
+compiled.
 """
 
 import ctypes
@@ -87,10 +90,15 @@ def _find():
     return True
 
 
-#: True when compiled kernels may call :data:`sgemm` and :data:`dgemm`. Setting the
-#: environment variable ``MEDALPY_CPU_GEMM=numpy`` turns the direct path off (for tests and
-#: for comparing the two paths).
-AVAILABLE = _find()
+_FOUND = []  # [bool] once available() has looked
+
+
+def available():
+    """True when compiled kernels may call :data:`sgemm` and :data:`dgemm` (NumPy's OpenBLAS
+    found and its GEMMs registered; ``MEDALPY_CPU_GEMM=numpy`` says no: config.py)."""
+    if not _FOUND:
+        _FOUND.append(_find())
+    return _FOUND[0]
 
 
 def core_name():

@@ -141,8 +141,8 @@ def use_threads(n):
     does the same for a block of code and restores everything after it."""
     global LANES, READY
     numba.set_num_threads(int(n))
-    LANES, READY = int(n), blas.AVAILABLE
-    if blas.AVAILABLE:
+    LANES, READY = int(n), blas.available()
+    if READY:
         blas.set_threads(1)
 
 

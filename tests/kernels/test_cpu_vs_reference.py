@@ -431,7 +431,7 @@ def test_products_call_numpys_openblas_on_lanes_unless_told_not_to():
 
     from medalpy.kernels import blas
 
-    assert blas.AVAILABLE and lanes.READY  # this module's tests run inside a session
+    assert blas.available() and lanes.READY  # this module's tests run inside a session
     assert all(n == 1 for name, n in blas.get_threads().items() if "scipy_openblas64" in name)
     # In a fresh interpreter: importing the backend changes no thread count; a session turns
     # the lanes on with a single-threaded OpenBLAS, sessions nest, and the end of the
@@ -450,7 +450,7 @@ def test_products_call_numpys_openblas_on_lanes_unless_told_not_to():
         os.environ, OPENBLAS_NUM_THREADS="2"))
     code = ("import numpy as np; from medalpy.kernels import blas, cpu; "
             "A = np.arange(12.).reshape(3, 4); B = np.ones((4, 5)); C = np.empty((3, 5)); "
-            "cpu.matmul(A, B, C); assert (C == A @ B).all(); print(blas.AVAILABLE)")
+            "cpu.matmul(A, B, C); assert (C == A @ B).all(); print(blas.available())")
     env = dict(os.environ, MEDALPY_CPU_GEMM="numpy")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout
