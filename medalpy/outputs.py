@@ -8,7 +8,8 @@ Every command that writes results claims its output folder first (:func:`claim`)
   with ``resume``; ``experiment`` and ``search`` resume when rerun into their own folder;
 * a lock (``OUT/.medalpy.lock``, held with ``flock`` for the life of the process, so a killed
   run never leaves it stuck) makes a second run into the same folder stop at once;
-* temporary files left by killed writers (``.NAME.tmpPID`` whose process is gone) are removed.
+* temporary files left by killed writers (``.NAME.tmpPID`` whose process is gone) are removed;
+* a folder the claim made is removed again when the run stops before writing anything in it.
 
 What each command leaves in its folder is :data:`MARKERS`: the files that say "this folder
 holds that command's results" (the first of them says "finished").
@@ -142,6 +143,7 @@ def claim(folder, command, resume=False, overwrite=False):
     remove stale temporary files, and hold its lock until the block ends."""
     folder = Path(folder)
     check(folder, command, resume, overwrite)
+    created = not folder.exists()
     _writable(folder)
     handle = open(folder / LOCK, "a")
     try:
@@ -151,5 +153,11 @@ def claim(folder, command, resume=False, overwrite=False):
             raise ConfigError(f"{folder}: another medalpy run is writing there now") from None
         remove_stale_temporaries(folder)
         yield folder
+    except BaseException:
+        # A run that stopped before writing anything leaves no folder behind it.
+        if created and [p.name for p in folder.iterdir()] == [LOCK]:
+            (folder / LOCK).unlink()
+            folder.rmdir()
+        raise
     finally:
         handle.close()  # releases the lock

@@ -77,7 +77,9 @@ def test_config_file_and_options(tmp_path):
     (["--noise", "1.5"], "noise (masking: the probability of setting a unit to 0) must be a "
                          "number of at least 0 and below 1, got 1.5"),
     (["--hybrid", "2"], "fraction must be in [0, 1], got 2.0"),
-    (["--hybrid", "0.5", "--stacked"], "--hybrid cannot be combined with --stacked"),
+    (["--hybrid", "0.5", "--stacked"], "--stacked and --hybrid: choose one schedule"),
+    (["--gradual", "--stacked"], "--gradual and --stacked: choose one schedule"),
+    (["--data-dir", "/no/such/dir"], "--data-dir /no/such/dir: no such directory"),
     (["--lr", "-1"], "lr must be positive"),
     (["--lr", "inf"], "lr must be a finite number, got inf"),
     (["--weight-decay", "inf"], "weight_decay must be a finite number"),

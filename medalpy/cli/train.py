@@ -14,11 +14,11 @@ from medalpy.cli._common import (
 
 @click.command()
 @click.argument("dataset", required=False)
-@click.option("--gradual", "method", flag_value="gradual",
+@click.option("--gradual", is_flag=True,
               help="Gradual: lower layers keep training, noise at the input (default).")
-@click.option("--stacked", "method", flag_value="stacked",
+@click.option("--stacked", is_flag=True,
               help="Stacked: lower layers frozen, noise at the layer being trained.")
-@click.option("--frozen-lower", "method", flag_value="frozen_lower",
+@click.option("--frozen-lower", is_flag=True,
               help="Ablation: noise at the input, lower layers frozen.")
 @click.option("--hybrid", "fraction", type=float, metavar="F",
               help="Hybrid: stacked for a fraction F of each phase's budget, then gradual.")
@@ -32,8 +32,8 @@ from medalpy.cli._common import (
               help="TOML file with the same setting names (underscores).")
 @click.option("--quiet", is_flag=True, help="No per-epoch progress lines.")
 @reports_errors
-def train(dataset, method, fraction, out_dir, resume, overwrite, config_file, quiet,
-          **options):
+def train(dataset, gradual, stacked, frozen_lower, fraction, out_dir, resume, overwrite,
+          config_file, quiet, **options):
     """Pretrain a deep denoising autoencoder on DATASET (default: mnist).
 
     Writes OUT/model.h5, OUT/metrics.json, OUT/log.jsonl and a resumable OUT/checkpoint.h5.
@@ -41,10 +41,13 @@ def train(dataset, method, fraction, out_dir, resume, overwrite, config_file, qu
     from medalpy import run
     from medalpy.callbacks import ProgressPrinter
 
-    if fraction is not None:
-        if method is not None:
-            raise UserError(f"--hybrid cannot be combined with --{method.replace('_', '-')}")
-        method = "hybrid"
+    chosen = [flag for flag, on in (("--gradual", gradual), ("--stacked", stacked),
+                                     ("--frozen-lower", frozen_lower),
+                                     ("--hybrid", fraction is not None)) if on]
+    if len(chosen) > 1:
+        raise UserError(f"{' and '.join(chosen)}: choose one schedule")
+    method = {"--gradual": "gradual", "--stacked": "stacked", "--frozen-lower": "frozen_lower",
+              "--hybrid": "hybrid"}[chosen[0]] if chosen else None
     options.update(dataset=dataset, method=method, fraction=fraction)
     cfg = run.make_config(options, config_file)
     out_dir = out_dir or f"runs/{cfg.dataset}-{cfg.method}"

@@ -21,11 +21,19 @@ from medalpy.errors import DataError
 
 
 def explicit_data_dir(data_dir=None):
-    """``data_dir`` if given, else ``$MEDALPY_DATA`` if set and non-empty, else ``None``."""
+    """``data_dir`` if given, else ``$MEDALPY_DATA`` if set and non-empty, else ``None``.
+
+    A data directory that was asked for but does not exist is an error (naming it), not a
+    reason to fall back to the bundled sample."""
     if data_dir is not None and str(data_dir) != "":
-        return Path(data_dir)
-    env = os.environ.get("MEDALPY_DATA")
-    return Path(env) if env else None
+        where, path = "--data-dir", Path(data_dir)
+    elif os.environ.get("MEDALPY_DATA"):
+        where, path = "$MEDALPY_DATA", Path(os.environ["MEDALPY_DATA"])
+    else:
+        return None
+    if not path.is_dir():
+        raise DataError(f"{where} {path}: no such directory")
+    return path
 
 
 def candidates(spec, data_dir=None):

@@ -34,10 +34,21 @@ def test_sample_loads_class_balanced():
 
 
 def test_mnist_falls_back_to_sample_loudly(offline, tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.warns(SampleDataWarning, match="BUNDLED SAMPLE"):
         ds = load("mnist", tmp_path / "empty")
     assert ds.source["kind"] == "sample" and ds.source["requested"] == "mnist"
     assert "download" in ds.source["fallback_reason"]
+
+
+def test_a_data_dir_that_does_not_exist_is_an_error_not_a_fallback(tmp_path, monkeypatch):
+    from medalpy.errors import DataError
+
+    with pytest.raises(DataError, match=f"--data-dir {tmp_path / 'typo'}: no such directory"):
+        load("mnist", tmp_path / "typo")
+    monkeypatch.setenv("MEDALPY_DATA", str(tmp_path / "typo"))
+    with pytest.raises(DataError, match="MEDALPY_DATA .*: no such directory"):
+        load("mnist")
 
 
 def test_explicit_dir_before_env_before_cache(tmp_path, monkeypatch, isolated_cache):
