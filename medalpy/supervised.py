@@ -72,9 +72,7 @@ def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, 
         raise ConfigError("the classifier needs at least one pretrained encoder layer")
     net = copy_encoders(encoders)
     phases = classifier_schedule(net.depth, c["epochs"])
-    hyper = Hyper(lr=c["lr"], momentum=c["momentum"], weight_decay=c["weight_decay"],
-                  normalise_gradients=c["normalise_gradients"], batch_size=c["batch_size"],
-                  noise=0.0, patience=c["patience"])
+    hyper = Hyper.from_settings(c, noise=0.0)  # clean inputs: no corruption
     widths = [layer.n_out for layer in net.encoders]
     trainer = Trainer(backend, net, phases, hyper, X_train, X_val, widths, seed,
                       callbacks=callbacks, labels=(y_train, y_val), n_classes=n_classes)

@@ -61,7 +61,10 @@ def test_stacked_phase_leaves_frozen_layers_bit_identical(n_layers):
         for i in range(k - 1):
             for part in "Wb":
                 assert np.array_equal(before[f"encoder.{i}.{part}"], after[f"encoder.{i}.{part}"])
-        assert _moved(before | {f"encoder.{k-1}.W": np.zeros(1)}, after, f"encoder.{k-1}.W")
+        # The new layer trained: its weights at the phase's end differ from its start's.
+        start = snaps.phase_start[f"{k}:stacked"]
+        assert _moved(start, after, f"encoder.{k-1}.W") and _moved(start, after,
+                                                                   f"encoder.{k-1}.b")
     assert trainer.network.head == "mirror" and sorted(trainer.network.mirror) == list(
         range(n_layers))
 
@@ -84,7 +87,8 @@ def test_ablation_freezes_exactly_the_lower_layers():
     for part in "Wb":
         assert np.array_equal(before[f"encoder.0.{part}"], after[f"encoder.0.{part}"])
         assert np.array_equal(before[f"encoder.1.{part}"], after[f"encoder.1.{part}"])
-    assert _moved(before | {"encoder.2.W": np.zeros(1)}, after, "encoder.2.W")
+    start = snaps.phase_start["3:frozen_lower"]
+    assert _moved(start, after, "encoder.2.W") and _moved(start, after, "encoder.2.b")
 
 
 def test_hybrid_discards_the_stacked_decoder_and_spends_the_budget():
