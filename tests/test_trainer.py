@@ -238,3 +238,27 @@ def test_random_streams_never_share_a_seed_sequence():
     keys += [[seed, INIT, p] for p in range(4)] + [[seed, NOISE, p] for p in range(4)]
     states = {tuple(np.random.SeedSequence(k).generate_state(4)) for k in keys}
     assert len(states) == len(keys)
+
+
+@pytest.mark.parametrize("method, p, level", [("gradual", 1, 0), ("stacked", 1, 1),
+                                              ("gradual", 0, 0)])
+def test_noise_enters_where_the_phase_says_at_its_rate(method, p, level):
+    """Gradual phases corrupt the input images, stacked ones the clean codes of the layer
+    below; masking zeroes each unit with probability `noise` (and the target stays clean)."""
+    rng = np.random.default_rng(5)
+    X = rng.integers(1, 256, size=(400, 30), dtype=np.uint8)  # no zero pixel to begin with
+    phases, _ = build_schedule(method, 2, 1, 1)
+    trainer = Trainer(get_backend("cpu"), Network(30), phases, Hyper(lr=0.05, noise=0.3,
+                                                                      batch_size=400),
+                      X, X[:50], [20, 10], seed=4)
+    run = trainer.prepare(p)
+    assert phases[p].input_level == level and run.source.shape[1] == (30 if level == 0 else 20)
+    assert np.all(np.asarray(run.source) > 0)  # images without zeros; codes of a sigmoid
+    run.step(np.arange(400), 0, trainer.optimiser)
+    masked = np.asarray(run.X_in) == 0
+    assert abs(masked.mean() - 0.3) < 4 * np.sqrt(0.3 * 0.7 / masked.size)
+    clean = np.asarray(run.source, dtype=np.float64)
+    clean = clean / 255 if level == 0 else clean
+    kept = ~masked
+    np.testing.assert_allclose(np.asarray(run.X_in)[kept], clean[kept], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(run.X_target), clean, rtol=1e-6)
