@@ -6,7 +6,6 @@
 
 import json
 import time
-from pathlib import Path
 
 from medalpy import outputs
 from medalpy.atomic import write_json_atomic, write_text_atomic

@@ -25,7 +25,6 @@ reductions. Hence:
   column_sum, sgd_update, argmax) must agree exactly.
 """
 
-import inspect
 import os
 
 import numpy as np
