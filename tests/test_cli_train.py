@@ -80,6 +80,7 @@ def test_config_file_and_options(tmp_path):
     (["--hybrid", "0.5", "--stacked"], "--stacked and --hybrid: choose one schedule"),
     (["--gradual", "--stacked"], "--gradual and --stacked: choose one schedule"),
     (["--data-dir", "/no/such/dir"], "--data-dir /no/such/dir: no such directory"),
+    (["--layers", "4000000000,10"], "not enough memory: Unable to allocate"),
     (["--lr", "-1"], "lr must be positive"),
     (["--lr", "inf"], "lr must be a finite number, got inf"),
     (["--weight-decay", "inf"], "weight_decay must be a finite number"),

@@ -24,6 +24,9 @@ def reports_errors(func):
             return func(*args, **kwargs)
         except (MedalpyError, BackendError) as exc:
             raise UserError(str(exc)) from exc
+        except MemoryError as exc:  # NumPy names the array it could not allocate
+            raise UserError(f"not enough memory: {exc} (smaller --layers or --batch-size?)"
+                            ) from exc
 
     return wrapper
 
