@@ -54,8 +54,9 @@ class ProgressPrinter:
         left = (phase.epochs - record["epoch"]) * _chain_cost(trainer, phase)
         left += sum(q.epochs * _chain_cost(trainer, q) for q in trainer.phases[p + 1:])
         mark = "*" if record["improved"] else " "
+        val = "        -" if record["val_loss"] is None else f"{record['val_loss']:9.3f}"
         print(f"  {record['phase']:>14} epoch {record['epoch']:>3}/{record['epochs']:<3} "
-              f"loss {record['train_loss']:9.3f}  val {record['val_loss']:9.3f}{mark} "
+              f"loss {record['train_loss']:9.3f}  val {val}{mark} "
               f"units {record['units_spent']:>4}  {record['seconds']:6.1f}s  "
               f"left ~{_fmt_seconds(left * self.rate)}", file=self.stream, flush=True)
 

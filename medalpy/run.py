@@ -85,6 +85,12 @@ def _check(cfg):
     settings.check(settings.TRAIN_SETTINGS,
                    {k: v for k, v in values.items() if k != "phase_settings"})
     check_level(cfg.noise_type, cfg.noise)
+    need(cfg.init_from is None or Path(cfg.init_from).is_file(),
+         f"init_from: no such model file {cfg.init_from}")
+    if cfg.val_size == 0:
+        need(cfg.keep == "last" and cfg.patience is None,
+             "val_size 0 (no validation images) needs keep = last and no patience: without "
+             "validation no phase can choose its best epoch or stop early")
     need(cfg.budget >= 1 or len(cfg.layers) == 1,
          f"budget must be at least 1 to train {len(cfg.layers)} layers, got {cfg.budget}")
     if cfg.method == "hybrid":
@@ -198,7 +204,10 @@ def prepare_data(cfg):
     notes = [str(w.message) for w in caught]
     N = ds.train_images.shape[0]
     n_val = cfg.val_size if cfg.val_size is not None else N // 6
-    train_rows, val_rows = train_val_split(ds.train_labels, n_val, cfg.seed)
+    if n_val == 0:
+        train_rows, val_rows = np.arange(N), np.arange(0)
+    else:
+        train_rows, val_rows = train_val_split(ds.train_labels, n_val, cfg.seed)
     if cfg.train_size is not None:
         if cfg.train_size > len(train_rows):
             raise ConfigError(f"train_size {cfg.train_size} exceeds the {len(train_rows)} "
@@ -208,7 +217,7 @@ def prepare_data(cfg):
     return ds, train_rows, val_rows, notes
 
 
-def build_trainer(cfg, X_train, X_val, network=None, callbacks=()):
+def build_trainer(cfg, X_train, X_val, network=None, callbacks=(), initial=None):
     """The trainer of a configuration's schedule on in-memory images: what ``medalpy train``
     runs (it adds the data, checkpoints, logs and metrics around it).
 
@@ -219,6 +228,8 @@ def build_trainer(cfg, X_train, X_val, network=None, callbacks=()):
         each phase's best parameters.
     network : the :class:`medalpy.network.Network` to train (default: a new, empty one).
     callbacks : trainer callbacks.
+    initial : optional {array name: array} the first phase's new layers start from (see
+        :class:`medalpy.trainer.Trainer`); default: those of ``cfg.init_from``, if set.
 
     Returns
     -------
@@ -232,7 +243,19 @@ def build_trainer(cfg, X_train, X_val, network=None, callbacks=()):
     hyper = Hyper.from_settings(cfg.to_dict(), overrides=cfg.phase_settings)
     network = network if network is not None else Network(X_train.shape[1], cfg.dtype)
     return Trainer(get_backend(cfg.backend), network, phases, hyper, X_train, X_val,
-                   cfg.layers, cfg.seed, callbacks)
+                   cfg.layers, cfg.seed, callbacks,
+                   initial=initial if initial is not None else initial_arrays(cfg))
+
+
+def initial_arrays(cfg):
+    """The arrays of the ``init_from`` model file ({name: array}), or None."""
+    if cfg.init_from is None:
+        return None
+    from medalpy import checkpoint
+
+    saved = checkpoint.load(cfg.init_from)
+    return {name: np.asarray(array, dtype=cfg.dtype)
+            for name, array in saved["network"].parameters().items()}
 
 
 def train(cfg, out_dir, resume=False, callbacks=(), echo=None, overwrite=False):

@@ -145,13 +145,20 @@ TRAIN = (
        "to unit norm."),
     _s("init", "str", "medal", "Weight initialisation.", choices="medalpy.network:INITIALISERS",
        option=False),
+    _s("batch_order", "str", "shuffle", "Minibatch order: shuffle (a new permutation every "
+       "epoch) or medal (MEDAL's fixed contiguous blocks).",
+       choices="medalpy.trainer:BATCH_ORDERS"),
+    _s("keep", "str", "best", "Parameters a phase ends with: best (on validation) or last "
+       "(MEDAL's rule).", choices="medalpy.trainer:KEEPS"),
+    _s("init_from", "str", None, "Start the layers the first phase creates from this model "
+       "file's arrays of the same names (encoder.0, decoder).", optional=True),
     _s("patience", "int", None, "Stop a phase after this many epochs without validation "
        "improvement (off by default: budgets are spent in full).", (_at_least_1, "at least 1"),
        optional=True),
     _s("train_size", "int", None, "Class-balanced training subset size.",
        (_at_least_1, "at least 1"), optional=True),
-    _s("val_size", "int", None, "Validation images (default: a sixth of the training images).",
-       (_at_least_1, "at least 1"), optional=True),
+    _s("val_size", "int", None, "Validation images (default: a sixth of the training images; "
+       "0: none, with --keep last).", (_not_negative, "not negative"), optional=True),
     _s("seed", "int", 0, "Root random seed.", (_not_negative, "not negative")),
     _s("backend", "str", "cpu", "Kernel backend.", choices="medalpy.config:BACKENDS"),
     _s("dtype", "str", "float32", "Floating-point type.", choices=("float32", "float64")),

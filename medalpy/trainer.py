@@ -9,7 +9,8 @@ is bit-identical to an uninterrupted one without saving any generator state. Eve
 keyed ``[seed, TAG, ...]`` with its own non-zero tag in second place, so no two streams share
 a seed sequence (NumPy pads keys with zeros: ``[s, p]`` and ``[s, p, 0]`` are the same):
 
-* the minibatch order of epoch e of phase p: ``default_rng([seed, ORDER, p, e])``;
+* the minibatch order of epoch e of phase p: ``default_rng([seed, ORDER, p, e])`` (with
+  ``batch_order="medal"``, MEDAL's fixed contiguous blocks instead, :func:`minibatches`);
 * the new layers of phase p: ``default_rng([seed, INIT, p])``;
 * the noise of training sample i in epoch e of phase p (of the phase's kind,
   :mod:`medalpy.corruption`) is keyed by
@@ -19,7 +20,9 @@ a seed sequence (NumPy pads keys with zeros: ``[s, p]`` and ``[s, p, 0]`` are th
 Every phase keeps the parameters that scored best on the validation set (loss for
 reconstruction, classification error for a supervised phase) and restores them when it ends.
 The parameters a phase starts from are scored before its first epoch and are a candidate too
-(epoch 0), so no phase ends worse on validation than it began. With ``patience`` set, a phase
+(epoch 0), so no phase ends worse on validation than it began. With ``keep="last"`` (MEDAL's
+own rule: it never restores a best network) a phase ends on its last epoch instead; only then
+may the validation set be empty (no scores at all). With ``patience`` set, a phase
 also stops once the validation loss has not improved for that many epochs (runs without a
 budget); by default every phase spends all its epochs, so equal budgets stay equal.
 
@@ -47,6 +50,25 @@ ORDER, INIT, NOISE, VAL_NOISE = 1, 2, 3, 4
 #: The paper's budget rule: over the last RULE_EPOCHS epochs of a phase, the best-so-far
 #: validation score improved by at most RULE_TOLERANCE (relative).
 RULE_EPOCHS, RULE_TOLERANCE = 10, 0.005
+#: Minibatch orders (:func:`minibatches`) and which parameters a phase ends with.
+BATCH_ORDERS = ("shuffle", "medal")
+KEEPS = ("best", "last")
+
+
+def minibatches(batch_order, N, B, seed, p, epoch):
+    """The row indices of each minibatch of epoch ``epoch`` of phase ``p``, in order.
+
+    ``shuffle``: a fresh permutation of the N rows (``default_rng([seed, ORDER, p, epoch])``)
+    cut into batches of B, the last one shorter. ``medal``: MEDAL's order, the same every
+    epoch: ``ceil(N / B)`` contiguous blocks cut at MATLAB's ``round(linspace(1, N + 1,
+    nB + 1))`` (halves rounded away from zero), so blocks differ in size by at most one.
+    """
+    if batch_order == "medal":
+        n_batches = -(-N // B)
+        edges = np.floor(np.linspace(1, N + 1, n_batches + 1) + 0.5).astype(np.int64) - 1
+        return [np.arange(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    order = np.random.default_rng([seed, ORDER, p, epoch]).permutation(N)
+    return [order[start:start + B] for start in range(0, N, B)]
 
 
 def noise_seed(seed, *key):
@@ -70,11 +92,13 @@ class Hyper:
     noise: float = 0.15
     noise_type: str = "masking"
     patience: int = None
+    batch_order: str = "shuffle"
+    keep: str = "best"
     init: str = "medal"
     overrides: dict = field(default_factory=dict)
 
     FIELDS = ("lr", "momentum", "weight_decay", "normalise_gradients", "batch_size", "noise",
-              "noise_type", "patience")
+              "noise_type", "patience", "batch_order", "keep")
 
     @classmethod
     def from_settings(cls, settings, **changes):
@@ -117,10 +141,13 @@ class Trainer:
     callbacks : objects with any of the ``on_*`` methods.
     labels : optional (y_train, y_val) int arrays, for supervised phases.
     n_classes : int, classes of a supervised phase's softmax layer.
+    initial : optional {array name: array} (``encoder.0.W``, ``decoder.b``...): the layers the
+        first phase creates start from these arrays instead of fresh ones (MEDAL's given
+        initial weights, or a model's); a layer needs both its ``W`` and ``b``.
     """
 
     def __init__(self, backend, network, phases, hyper, X_train, X_val, widths, seed,
-                 callbacks=(), labels=None, n_classes=None):
+                 callbacks=(), labels=None, n_classes=None, initial=None):
         self.backend = backend
         self.network = network
         self.phases = list(phases)
@@ -141,6 +168,14 @@ class Trainer:
         self.phase_log = []  # one summary per finished phase (see the module docstring)
         self.start_val = None  # validation score of the current phase's starting parameters
         self.units_spent = 0
+        self.initial = dict(initial or {})
+        if X_val.shape[0] == 0:
+            for phase in self.phases:
+                settings = hyper.for_phase(phase)
+                if settings["keep"] != "last" or settings["patience"] is not None:
+                    raise ConfigError(f"phase {phase.name}: without validation images a phase "
+                                      "must keep its last epoch (keep = last) and cannot stop "
+                                      "early (patience)")
 
     # -- state ---------------------------------------------------------------------------
 
@@ -212,6 +247,24 @@ class Trainer:
     def _build(self, p, phase):
         """Change the network's structure as the phase asks (fresh layers seeded by p)."""
         net = self.network
+        existing = {id(layer) for layer in net.layers().values()}
+        self._build_layers(p, phase)
+        if p == 0 and self.initial:
+            for name, layer in net.layers().items():
+                if id(layer) not in existing and f"{name}.W" in self.initial:
+                    self._set_initial(name, layer)
+
+    def _set_initial(self, name, layer):
+        for part in ("W", "b"):
+            given = np.asarray(self.initial[f"{name}.{part}"])
+            target = getattr(layer, part)
+            if given.shape != target.shape:
+                raise ConfigError(f"initial {name}.{part} is {given.shape}, but this run's "
+                                  f"{name}.{part} is {target.shape}")
+            target[...] = given
+
+    def _build_layers(self, p, phase):
+        net = self.network
         rng = np.random.default_rng([self.seed, INIT, p])
         while net.depth < phase.depth:
             net.add_encoder(self.widths[net.depth], rng, self.hyper.init)
@@ -252,7 +305,8 @@ class Trainer:
         # Divergence is detected from the loss itself; NumPy's floating-point warnings on
         # the way there would only add noise to the message.
         with np.errstate(over="ignore", invalid="ignore"):
-            if self.best is None:  # a fresh phase: its start is the first candidate
+            if self.best is None and run.val_source.shape[0]:
+                # a fresh phase: its start is the first candidate
                 self.start_val = self._score(phase, settings, run)
                 self.best = {"val": self.start_val, "epoch": -1,
                              "params": self._snapshot(phase)}
@@ -274,31 +328,32 @@ class Trainer:
         B, N = settings["batch_size"], run.source.shape[0]
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
-            order = np.random.default_rng([self.seed, ORDER, p, epoch]).permutation(N)
             total = 0.0
-            for start in range(0, N, B):
-                rows = order[start:start + B]
+            for rows in minibatches(settings["batch_order"], N, B, self.seed, p, epoch):
                 loss = run.step(rows, epoch, self.optimiser)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
                         f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
                         "lower the learning rate")
                 total += loss * len(rows)
-            val = self._score(phase, settings, run)
-            improved = val < self.best["val"]
-            if improved:
-                self.best = {"val": val, "epoch": epoch, "params": self._snapshot(phase)}
+            val, improved = None, False
+            if self.best is not None:  # None: no validation images
+                val = self._score(phase, settings, run)
+                improved = val < self.best["val"]
+                if improved:
+                    self.best = {"val": val, "epoch": epoch, "params": self._snapshot(phase)}
             if phase.counted:
                 self.units_spent += len(phase.trainable)
             record = {
                 "phase": phase.name, "phase_index": p, "epoch": epoch + 1,
                 "epochs": phase.epochs, "train_loss": total / N, "val_loss": val,
-                "best_val_loss": self.best["val"], "improved": improved,
+                "best_val_loss": self.best and self.best["val"], "improved": improved,
                 "units_spent": self.units_spent, "seconds": time.perf_counter() - t0,
             }
             self.history.append(record)
             patience = settings["patience"]
-            stopped = patience is not None and epoch - self.best["epoch"] >= patience
+            stopped = (patience is not None and self.best is not None
+                       and epoch - self.best["epoch"] >= patience)
             self.position = Position(p, epoch, stopped)
             self._emit("on_epoch_end", record)
             if stopped:
@@ -338,12 +393,13 @@ class Trainer:
     def _summary(self, p, phase):
         """The finished phase's summary for :attr:`phase_log` (see the module docstring)."""
         best_so_far = [r["best_val_loss"] for r in self.history if r["phase_index"] == p]
+        keep_last = self.hyper.for_phase(phase)["keep"] == "last"
+        kept = len(best_so_far) if keep_last else self.best["epoch"] + 1 if self.best else None
         summary = {"phase": phase.name, "epochs_run": len(best_so_far),
                    "start_val": self.start_val,
                    "best_val": self.best["val"] if self.best else None,
-                   "kept_epoch": self.best["epoch"] + 1 if self.best else None,
-                   "last10_improvement": None, "budget_rule": None}
-        if len(best_so_far) >= RULE_EPOCHS:
+                   "kept_epoch": kept, "last10_improvement": None, "budget_rule": None}
+        if self.best is not None and len(best_so_far) >= RULE_EPOCHS:
             before = ([self.start_val] + best_so_far)[-RULE_EPOCHS - 1]
             gain = (before - best_so_far[-1]) / abs(before) if before else 0.0
             summary.update(last10_improvement=gain, budget_rule=bool(gain <= RULE_TOLERANCE))
@@ -354,7 +410,7 @@ class Trainer:
         net = self.network
         net.place(self.backend.to_host)
         self.phase_log.append(self._summary(self.position.phase, phase))
-        if self.best is not None:
+        if self.best is not None and self.hyper.for_phase(phase)["keep"] == "best":
             params = net.parameters()
             for name, array in self.best["params"].items():
                 params[name][...] = array

@@ -38,7 +38,8 @@ COMMON = ["mnist-sample", "--layers", "60,40", "--epochs-layer1", "3", "--budget
 VOLATILE = {"wall_seconds", "seconds", "location", "files", "data_dir"}
 #: Settings added to the configuration over time, with the value that keeps the old
 #: behaviour: dropped when they hold it, so old and new revisions compare.
-ADDED = {"ablation_budget": "updates", "noise_type": "masking"}
+ADDED = {"ablation_budget": "updates", "noise_type": "masking", "batch_order": "shuffle",
+         "keep": "best", "init_from": None}
 
 
 def _clean(value):
@@ -77,7 +78,7 @@ def digest(checkout, work):
         _medalpy(["train", *COMMON, *options, "--out", str(run)], checkout)
         metrics = json.loads((run / "metrics.json").read_text())
         for key, default in ADDED.items():
-            if metrics["config"].get(key) == default:
+            if key in metrics["config"] and metrics["config"][key] == default:
                 del metrics["config"][key]
         out[f"train/{name}"] = {"weights": _weights(run / "model.h5"),
                                 "metrics": _clean(metrics)}

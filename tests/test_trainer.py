@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from medalpy.backprop import Pass
-from medalpy.errors import TrainingDiverged
+from medalpy.errors import ConfigError, TrainingDiverged
+from medalpy.run import make_config
 from medalpy.kernels import get_backend
 from medalpy.network import Network
 from medalpy.schedules import build_schedule
@@ -262,3 +263,82 @@ def test_noise_enters_where_the_phase_says_at_its_rate(method, p, level):
     kept = ~masked
     np.testing.assert_allclose(np.asarray(run.X_in)[kept], clean[kept], rtol=1e-6)
     np.testing.assert_allclose(np.asarray(run.X_target), clean, rtol=1e-6)
+
+
+def _last_epoch_params(snaps, phase_name):
+    return [p for r, p in snaps.epochs if r["phase"] == phase_name][-1]
+
+
+def test_keep_last_ends_each_phase_on_its_last_epoch_not_its_best():
+    """MEDAL's rule (keep = last): no best network restored. The same run with keep = best
+    ends phase 1 on its second epoch, so the two rules are told apart."""
+    best, best_snaps = _run("gradual", hyper=Hyper(lr=0.5, normalise_gradients=False))
+    assert best.phase_log[0]["kept_epoch"] == 2
+    assert _moved(_last_epoch_params(best_snaps, "1:layer"), best_snaps.phase_end["1:layer"],
+                  "encoder.0.W")
+    last, snaps = _run("gradual", hyper=Hyper(lr=0.5, normalise_gradients=False, keep="last"))
+    assert [p["kept_epoch"] for p in last.phase_log] == [3, 2]
+    for phase in ("1:layer", "2:gradual"):
+        final = snaps.phase_end[phase]
+        for name, array in _last_epoch_params(snaps, phase).items():
+            assert np.array_equal(final[name], array), (phase, name)
+
+
+def test_no_validation_images_need_keep_last_and_then_score_nothing():
+    X = _data()
+    phases, _ = build_schedule("gradual", 2, 2, 1)
+    with pytest.raises(ConfigError, match="keep = last"):
+        Trainer(get_backend("numpy"), Network(X.shape[1]), phases, Hyper(), X, X[:0], [16, 12], 0)
+    trainer = Trainer(get_backend("numpy"), Network(X.shape[1]), phases, Hyper(keep="last"),
+                      X, X[:0], [16, 12], 0)
+    trainer.run()
+    assert [r["val_loss"] for r in trainer.history] == [None] * 3
+    assert all(np.isfinite(r["train_loss"]) for r in trainer.history)
+    with pytest.raises(ConfigError, match="val_size 0"):
+        make_config({"val_size": 0})
+    assert make_config({"val_size": 0, "keep": "last"}).val_size == 0
+
+
+def test_initial_arrays_start_the_first_phase_only():
+    """Given arrays replace the fresh layers of phase 1 (encoder.0 and its decoder); the
+    decoder phase 2 creates is fresh even when a 'decoder' is given."""
+    X = _data()
+    rng = np.random.default_rng(7)
+    initial = {"encoder.0.W": rng.uniform(-0.1, 0.1, (24, 16)), "encoder.0.b": rng.normal(size=16),
+               "decoder.W": rng.uniform(-0.1, 0.1, (16, 24)), "decoder.b": rng.normal(size=24)}
+    snaps = Snapshots()
+    phases, _ = build_schedule("gradual", 2, 2, 1)
+    Trainer(get_backend("numpy"), Network(24, "float64"), phases, Hyper(), X[:200], X[200:],
+            [16, 12], 0, [snaps], initial=initial).run()
+    start = snaps.phase_start["1:layer"]
+    for name, array in initial.items():
+        assert np.array_equal(start[name], array), name
+    assert snaps.phase_start["2:gradual"]["decoder.W"].shape == (12, 24)
+    fresh = Snapshots()
+    Trainer(get_backend("numpy"), Network(24, "float64"), phases, Hyper(), X[:200], X[200:],
+            [16, 12], 0, [fresh]).run()
+    assert _moved(fresh.phase_start["1:layer"], start, "encoder.0.W")
+    wrong = {**initial, "encoder.0.W": initial["encoder.0.W"][:, :5]}
+    with pytest.raises(ConfigError, match=r"initial encoder.0.W is \(24, 5\)"):
+        Trainer(get_backend("numpy"), Network(24, "float64"), phases, Hyper(), X[:200],
+                X[200:], [16, 12], 0, initial=wrong).run()
+
+
+def test_init_from_a_model_file(tmp_path):
+    """``init_from``: a saved model's arrays start the first phase of a new run."""
+    from medalpy import checkpoint
+    from medalpy.run import build_trainer
+
+    X = _data()
+    cfg = make_config({"layers": [16], "epochs_layer1": 1, "backend": "numpy"})
+    first = build_trainer(cfg, X[:200], X[200:])
+    first.run()
+    checkpoint.save(tmp_path / "m.h5", first.network, cfg.to_dict())
+    snaps = Snapshots()
+    cfg2 = make_config({"layers": [16, 12], "epochs_layer1": 1, "budget": 1,
+                        "backend": "numpy", "init_from": str(tmp_path / "m.h5"), "seed": 5})
+    build_trainer(cfg2, X[:200], X[200:], callbacks=[snaps]).run()
+    for name, array in first.network.parameters().items():
+        assert np.array_equal(snaps.phase_start["1:layer"][name], array), name
+    with pytest.raises(ConfigError, match="init_from: no such model file"):
+        make_config({"init_from": str(tmp_path / "absent.h5")})
