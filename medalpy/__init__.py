@@ -34,6 +34,9 @@ _API = {
     "Trainer": "medalpy.trainer", "Hyper": "medalpy.trainer",
     "get_backend": "medalpy.kernels",
     "reconstruction_metrics": "medalpy.evaluation",
+    # what a trained network does, on host arrays
+    "encode": "medalpy.api", "decode": "medalpy.api", "reconstruct": "medalpy.api",
+    "evaluate": "medalpy.api", "predict_proba": "medalpy.api",
     "mean_image_relative_ce": "medalpy.evaluation",
     "train_classifier": "medalpy.supervised", "load_model": "medalpy.checkpoint",
     "PROTOCOLS": "medalpy.protocols",

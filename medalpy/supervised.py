@@ -55,7 +55,7 @@ def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, 
     """Fine-tune ``encoders`` (a Network; copied, not modified) plus a softmax layer.
 
     ``settings`` are those of :data:`CLASSIFIER_DEFAULTS` (checked; the others take their
-    defaults).
+    defaults). ``X_test`` may be None (no test set: ``test_error`` is None).
 
     Returns
     -------
@@ -77,8 +77,10 @@ def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, 
     trainer = Trainer(backend, net, phases, hyper, X_train, X_val, widths, seed,
                       callbacks=callbacks, labels=(y_train, y_val), n_classes=n_classes)
     trainer.run()
-    test_pass = Pass(backend, net.path(), 1000, net.head, net.dtype, train=False)
-    test_error = classification_error(backend, test_pass, X_test, y_test, net.dtype)
+    test_error = None
+    if X_test is not None:
+        test_pass = Pass(backend, net.path(), 1000, net.head, net.dtype, train=False)
+        test_error = classification_error(backend, test_pass, X_test, y_test, net.dtype)
     return {"test_error": test_error,
             "val_error": trainer.phase_log[-1]["best_val"],
             "kept_epoch": trainer.phase_log[-1]["kept_epoch"],
