@@ -8,6 +8,11 @@ For each trainable layer with gradient ``g = [dW; db]``:
 
 Velocities are keyed by parameter name (``encoder.0.W``...), start at zero, and live in
 :attr:`SGD.velocity` so that checkpoints can save and restore them.
+
+``lr_scale`` multiplies the learning rate of named layers (``{"encoder.0": 0.5}``): a lower
+layer's multiplier m(t) in a gradual phase (:class:`medalpy.schedules.LowerLR`). A layer
+updated at a reduced rate still takes its update step: momentum and weight decay act on it
+as on any other.
 """
 
 import math
@@ -21,6 +26,10 @@ class SGD:
     weight_decay: float = 0.0
     normalise_gradients: bool = False
     velocity: dict = field(default_factory=dict)
+    lr_scale: dict = field(default_factory=dict)
+
+    def _lr(self, name):
+        return self.lr * self.lr_scale[name] if name in self.lr_scale else self.lr
 
     def _velocity(self, backend, name, like):
         v = self.velocity.get(name)
@@ -65,11 +74,11 @@ class SGD:
         """
         if self.normalise_gradients and sq_norm is None:
             sq_norm = backend.sum_of_squares(dW) + backend.sum_of_squares(db)
-        scale = self._scale(sq_norm)
+        scale, lr = self._scale(sq_norm), self._lr(name)
         backend.sgd_update(layer.W, dW, self._velocity(backend, f"{name}.W", layer.W),
-                           self.lr, self.momentum, self.weight_decay, scale)
+                           lr, self.momentum, self.weight_decay, scale)
         backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
-                           self.lr, self.momentum, 0.0, scale)
+                           lr, self.momentum, 0.0, scale)
 
     def apply_product(self, backend, name, layer, A, delta, db, sq_norm):
         """:meth:`apply` with ``dW = A.T @ delta`` left for the backend to form as it updates
@@ -77,9 +86,9 @@ class SGD:
 
         ``sq_norm`` must be given when normalising (the norm cannot come from ``dW``).
         """
-        scale = self._scale(sq_norm)
+        scale, lr = self._scale(sq_norm), self._lr(name)
         backend.sgd_update_product(A, delta, layer.W,
-                                   self._velocity(backend, f"{name}.W", layer.W), self.lr,
+                                   self._velocity(backend, f"{name}.W", layer.W), lr,
                                    self.momentum, self.weight_decay, scale)
         backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
-                           self.lr, self.momentum, 0.0, scale)
+                           lr, self.momentum, 0.0, scale)

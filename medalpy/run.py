@@ -121,7 +121,7 @@ def schedule(cfg):
 
     return build_schedule(cfg.method, len(cfg.layers), cfg.epochs_layer1, cfg.budget,
                           cfg.fraction, cfg.eval_decoder, cfg.fit_decoder_epochs,
-                          cfg.finetune_epochs, cfg.ablation_budget)
+                          cfg.finetune_epochs, cfg.ablation_budget, cfg.lower_lr)
 
 
 def read_toml(path):

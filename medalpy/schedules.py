@@ -19,6 +19,12 @@ being one epoch of updates to one encoder layer):
     one unit per epoch, so ``k n`` epochs; ``epochs`` gives it gradual's ``n`` epochs (and
     so ``n`` units).
 
+Between the two extremes (the paper's open question): a gradual phase may carry a multiplier
+m(t) on its lower layers' learning rate (:class:`LowerLR`, ``lower_lr``), t being the training
+examples presented so far in the phase; m = 1 throughout is gradual, m = 0 throughout is the
+ablation under its ``epochs`` reading (weights bit for bit). A lower layer updated at a reduced
+rate still spends its budget unit: every such schedule spends what gradual spends.
+
 Supervised use (:func:`classifier_schedule`): one ``supervised`` phase trains the encoders and
 a fresh softmax layer on labels.
 
@@ -36,6 +42,8 @@ from dataclasses import asdict, dataclass, replace
 from medalpy.errors import ConfigError
 
 METHODS = ("stacked", "gradual", "hybrid", "frozen_lower")
+#: Methods with a gradual phase, where ``lower_lr`` applies.
+LOWER_LR_METHODS = ("gradual", "hybrid")
 EVAL_DECODERS = ("auto", "direct", "mirror")
 ABLATION_BUDGETS = ("updates", "epochs")
 
@@ -63,6 +71,7 @@ class Phase:
     then_mirror : bool, make the kept decoders the network's head when the phase ends (the
         last phase of a schedule evaluated through the mirror).
     counted : bool, whether the phase's units count towards the pretraining budget.
+    lower_lr : a :class:`LowerLR` spec for the lower layers (a gradual phase), or None (1).
     """
 
     name: str
@@ -75,6 +84,12 @@ class Phase:
     keep_decoder: bool = False
     then_mirror: bool = False
     counted: bool = True
+    lower_lr: str = None
+
+    @property
+    def lower(self):
+        """Indices of the encoders below the top that this phase trains."""
+        return tuple(i for i in self.trainable if i < self.depth - 1)
 
     @property
     def units(self):
@@ -85,7 +100,67 @@ class Phase:
         d = asdict(self)
         d["trainable"] = list(self.trainable)
         d["units"] = self.units
+        if self.lower_lr is None:
+            del d["lower_lr"]  # records of schedules without one stay as they were
         return d
+
+
+@dataclass(frozen=True)
+class LowerLR:
+    """The multiplier m(t) on the lower layers' learning rate in a gradual phase of T training
+    examples (N per epoch), t the examples presented before the current minibatch.
+
+    ``const:c``   m = c, c in [0, 1]
+    ``linear``    m = 1 - t / T
+    ``cosine``    m = (1 + cos(pi t / T)) / 2
+    ``exp:H``     m = 2^(-t / (H N)): a half-life of H epochs
+    ``invtime:TAU`` m = 1 / (1 + t / (TAU N)), TAU in epochs
+    """
+
+    kind: str
+    value: float = None
+
+    KINDS = {"const": "c", "linear": None, "cosine": None, "exp": "H", "invtime": "TAU"}
+
+    @classmethod
+    def parse(cls, spec):
+        """A spec string (``const:0.5``, ``linear``, ``exp:2``...); ConfigError naming it
+        when malformed or out of range."""
+        kind, _, text = str(spec).partition(":")
+        usage = ("lower_lr must be const:C (C in [0, 1]), linear, cosine, exp:H or "
+                 f"invtime:TAU (H, TAU in epochs, positive), got {spec!r}")
+        if kind not in cls.KINDS or (cls.KINDS[kind] is None) != (text == ""):
+            raise ConfigError(usage)
+        if cls.KINDS[kind] is None:
+            return cls(kind)
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(usage) from None
+        ok = 0 <= value <= 1 if kind == "const" else value > 0
+        if not (ok and math.isfinite(value)):
+            raise ConfigError(usage)
+        return cls(kind, value)
+
+    def multiplier(self, t, T, N):
+        if self.kind == "const":
+            return self.value
+        if self.kind == "linear":
+            return 1.0 - t / T
+        if self.kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * t / T))
+        if self.kind == "exp":
+            return 2.0 ** (-t / (self.value * N))
+        return 1.0 / (1.0 + t / (self.value * N))
+
+    def mean(self, N, B, epochs):
+        """The phase's mean multiplier over its training examples (each minibatch of B
+        counted at its m)."""
+        T, total = N * epochs, 0.0
+        for epoch in range(epochs):
+            for start in range(0, N, B):
+                total += self.multiplier(epoch * N + start, T, N) * min(B, N - start)
+        return total / T
 
 
 def _stacked(k, epochs, keep):
@@ -98,7 +173,7 @@ def _gradual(k, epochs):
 
 def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
                    eval_decoder="auto", fit_decoder_epochs=None, finetune_epochs=0,
-                   ablation_budget="updates"):
+                   ablation_budget="updates", lower_lr=None):
     """The phase list of one schedule.
 
     Parameters
@@ -114,6 +189,8 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
     finetune_epochs : int, epochs of the full tuning phase (0: none).
     ablation_budget : ``updates`` (``k n`` epochs) or ``epochs`` (``n`` epochs): the frozen-lower
         ablation's reading of "equal budget".
+    lower_lr : a :class:`LowerLR` spec for the lower layers of every gradual phase (gradual
+        and the hybrid's gradual parts only), or None.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -131,6 +208,11 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
                           f"got {ablation_budget!r}")
     if budget < 0 or finetune_epochs < 0:
         raise ConfigError("budget and fine-tuning epochs must not be negative")
+    if lower_lr is not None:
+        if method not in LOWER_LR_METHODS:
+            raise ConfigError(f"lower_lr is for the gradual phases of gradual and hybrid, not "
+                              f"{method}")
+        LowerLR.parse(lower_lr)
 
     # Epochs of each deeper phase's stacked and gradual parts. The hybrid rounds half up
     # (not to even) and gives the stacked part the rest of the budget.
@@ -157,7 +239,7 @@ def build_schedule(method, n_layers, epochs_layer1, budget, fraction=None,
         if stacked_epochs:
             phases.append(_stacked(k, stacked_epochs, keep))
         if gradual_epochs:
-            phases.append(_gradual(k, gradual_epochs))
+            phases.append(replace(_gradual(k, gradual_epochs), lower_lr=lower_lr))
     if keep:
         phases[-1] = replace(phases[-1], then_mirror=True)
     all_layers = tuple(range(n_layers))

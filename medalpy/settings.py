@@ -132,6 +132,9 @@ TRAIN = (
     _s("finetune_epochs", "int", None, "Epochs of full tuning after pretraining (default: the "
        "scale's).",
        (_not_negative, "not negative")),
+    _s("lower_lr", "str", None, "Multiplier m(t) on the lower layers' learning rate in gradual "
+       "phases (gradual, hybrid): const:C, linear, cosine, exp:H or invtime:TAU (H, TAU in "
+       "epochs).", optional=True),
     _s("eval_decoder", "str", "auto", "Decoder topology for evaluation (auto: the schedule's "
        "own).", choices="medalpy.schedules:EVAL_DECODERS"),
     _s("fit_decoder_epochs", "int", None, "Epochs of the decoder fitted for --eval-decoder "

@@ -44,6 +44,7 @@ from medalpy.corruption import corrupter
 from medalpy.errors import ConfigError, TrainingDiverged
 from medalpy.network import new_layer
 from medalpy.optim import SGD
+from medalpy.schedules import LowerLR
 
 #: Stream tags (see the module docstring).
 ORDER, INIT, NOISE, VAL_NOISE = 1, 2, 3, 4
@@ -326,10 +327,15 @@ class Trainer:
     def _epochs(self, p, phase, settings, run):
         """Epochs of minibatches from :attr:`position` to the phase's end (or early stop)."""
         B, N = settings["batch_size"], run.source.shape[0]
+        lower = LowerLR.parse(phase.lower_lr) if phase.lower_lr else None
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
-            total = 0.0
+            total, seen = 0.0, epoch * N
             for rows in minibatches(settings["batch_order"], N, B, self.seed, p, epoch):
+                if lower is not None:  # m(t) at the examples presented before this batch
+                    m = lower.multiplier(seen, phase.epochs * N, N)
+                    self.optimiser.lr_scale = {f"encoder.{i}": m for i in phase.lower}
+                    seen += len(rows)
                 loss = run.step(rows, epoch, self.optimiser)
                 if not math.isfinite(loss):
                     raise TrainingDiverged(
@@ -399,6 +405,10 @@ class Trainer:
                    "start_val": self.start_val,
                    "best_val": self.best["val"] if self.best else None,
                    "kept_epoch": kept, "last10_improvement": None, "budget_rule": None}
+        if phase.lower_lr:
+            summary["lower_lr"] = phase.lower_lr
+            summary["mean_multiplier"] = LowerLR.parse(phase.lower_lr).mean(
+                self.X_train.shape[0], self.hyper.for_phase(phase)["batch_size"], phase.epochs)
         if self.best is not None and len(best_so_far) >= RULE_EPOCHS:
             before = ([self.start_val] + best_so_far)[-RULE_EPOCHS - 1]
             gain = (before - best_so_far[-1]) / abs(before) if before else 0.0

@@ -70,7 +70,8 @@ def _schedule(params, finetune):
     return build_schedule(params["method"], len(params["layers"]), params["epochs_layer1"],
                           params["budget"], params.get("fraction"),
                           finetune_epochs=params["finetune_epochs"] if finetune else 0,
-                          ablation_budget=params.get("ablation_budget", "updates"))
+                          ablation_budget=params.get("ablation_budget", "updates"),
+                          lower_lr=params.get("lower_lr"))
 
 
 def _hyper(params):
@@ -103,7 +104,8 @@ def train_layer1(backend, network, hyper, X_train, X_val, widths, seed, epochs):
 
 
 def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, method,
-                         epochs_layer1, budget, fraction=None, ablation_budget="updates"):
+                         epochs_layer1, budget, fraction=None, ablation_budget="updates",
+                         lower_lr=None):
     """The rest of schedule ``method`` (full tuning excluded) on a network from
     :func:`train_layer1`, exactly as the schedule's own run would continue after its phase 1.
 
@@ -115,7 +117,7 @@ def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, 
     from medalpy.trainer import Trainer
 
     phases, eval_decoder = build_schedule(method, len(widths), epochs_layer1, budget, fraction,
-                                          ablation_budget=ablation_budget)
+                                          ablation_budget=ablation_budget, lower_lr=lower_lr)
     if eval_decoder != "mirror":
         network.discard_mirror()  # only the mirror needs the kept layer-1 decoder
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
@@ -162,7 +164,8 @@ def pretrain(params, work_dir, out_dir):
     trainer, eval_decoder = continue_from_layer1(
         backend, net, _hyper(params), ds.train_images[train_rows], ds.train_images[val_rows],
         params["layers"], params["seed"], params["method"], params["epochs_layer1"],
-        params["budget"], params.get("fraction"), params.get("ablation_budget", "updates"))
+        params["budget"], params.get("fraction"), params.get("ablation_budget", "updates"),
+        params.get("lower_lr"))
     noise_type = params.get("noise_type", "masking")
     test = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
                                   noise_type=noise_type)
