@@ -210,3 +210,34 @@ def test_reproduce_classifies_from_the_f0_and_f1_encoders_of_the_fsweep(tmp_path
         run_experiment("reproduce", "mnist-sample", tmp_path / "x", scale="smoke", splits=1,
                        fractions=[0.5, 1.0])
     assert not (tmp_path / "x").exists()
+
+
+def test_lrsched_runs_the_family_at_equal_budget(tmp_path):
+    """Every member but the ablation (gradual, stacked and the m(t) family) spends the same
+    budget; the equal-epochs ablation (m = 0 by its weights) counts only its top layer's
+    units; mean multipliers run from 0 (ablation) to 1 (gradual); the ablation and
+    m = 0 agree; the report has one row per member and a figure."""
+    record = run_experiment("lrsched", "mnist-sample", tmp_path, scale="smoke", splits=1)
+    assert record["failed_cells"] == {}
+    cells = record["cells"]
+    members = [k.split("/")[1] for k in cells
+               if "/" in k and "classify" not in k and not k.endswith("layer1")]
+    assert members == ["gradual", "stacked", "frozen_lower-epochs", "lower-const0.5",
+                       "lower-linear", "lower-cosine", "lower-invtime0.125", "lower-invtime0.5"]
+    spent = {m: cells[f"split0/{m}"]["budget_units_spent"] for m in members}
+    ablation = spent.pop("frozen_lower-epochs")
+    assert set(spent.values()) == {3} and ablation == 2, spent  # layer 1 + 2 units, + 1 unit
+    rows = {r["member"]: r for r in record["summary"]["rows"]}
+    assert rows["gradual"]["mean_multiplier"] == 1.0
+    assert rows["frozen_lower-epochs"]["mean_multiplier"] == 0.0
+    assert rows["lower-const0.5"]["mean_multiplier"] == 0.5
+    assert rows["stacked"]["mean_multiplier"] is None
+    assert 0 < rows["lower-invtime0.125"]["mean_multiplier"] < rows["lower-invtime0.5"][
+        "mean_multiplier"] < 1
+    assert record["sizes"] == [1000]  # lrsched's default sizes that fit the sample
+    assert all(r["classification"][0]["test_error"]["n"] == 1 for r in rows.values())
+    assert all(r["tuned_relative_ce"]["mean"] > 0 for r in rows.values())
+    report = (tmp_path / "report.md").read_text()
+    assert report.count("| lower-") == 5 and "mean m" in report
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "lrsched.png").stat().st_size > 1000

@@ -17,7 +17,7 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 
 @click.command()
 @click.argument("name", type=click.Choice(["fsweep", "trainsize", "ablation", "reproduce",
-                                           "list"]))
+                                           "lrsched", "list"]))
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Output directory (default: runs/experiment-NAME-SCALE); rerun to resume.")
@@ -33,7 +33,8 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 @click.option("--fractions", help="Stacked fractions f of fsweep and reproduce, e.g. 0,1 "
                                   "(default: fsweep 0,0.25,0.5,0.75,1; reproduce 0,1).")
 @click.option("--sizes", help="Classifiers' training-set sizes, e.g. 1000,10000 ('all': a "
-                              "split's whole training part); default: the scale's.")
+                              "split's whole training part); default: the scale's (lrsched: "
+                              "1000,10000, those that fit).")
 @setting_options(settings.CLASSIFIER, prefix="classifier-", show_defaults=False)
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--workers", type=int,
@@ -44,7 +45,7 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, noise,
                noise_type,
                fractions, sizes, backend, workers, scheduler, data_dir, **classifier_options):
-    """Run experiment NAME (fsweep, trainsize, ablation, reproduce), or `list` them with their
+    """Run experiment NAME (fsweep, trainsize, ablation, reproduce, lrsched), or `list` them with their
     costs.
 
     The classifiers' settings default to `medalpy classify`'s, except their epochs and

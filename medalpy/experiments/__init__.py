@@ -12,6 +12,7 @@ from medalpy.atomic import write_json_atomic, write_text_atomic
 from medalpy.errors import ConfigError
 from medalpy.experiments.cells import forget_failed, run_cells
 from medalpy.experiments.definitions import (
+    DEFAULT_SIZES,
     EXPERIMENTS,
     FRACTIONS,
     SCALES,
@@ -58,6 +59,9 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
     n_images = ds.train_images.shape[0]
     params = base_params(dataset, scale, data_dir, backend, seed, n_images, preset=preset,
                          noise=noise, classifier=classifier, noise_type=noise_type)
+    if sizes is None and name in DEFAULT_SIZES:
+        fits = [n for n in DEFAULT_SIZES[name] if n <= n_images - params["n_val"]]
+        sizes = fits or None
     sizes = sizes_for(params, n_images, sizes, ds.n_classes)
     preset = params["preset"]
     spec = {"experiment": name, "dataset": dataset, "scale": scale, "splits": splits,

@@ -65,13 +65,17 @@ def estimate(name, scale, n_images, n_classes=10, splits=3, measured=None, datas
     c = params["classifier"]
     classify = sum(c["epochs"] * steps(s) for s in sizes) * t("classifier", [D, w1, w2, 10],
                                                                "classifier")
+    cl2 = sum(c["epochs"] * steps(s) for s in sizes[:2]) * t(
+        "classifier", [D, w1, w2, 10], "classifier")
     if name == "fsweep":
         per_split = layer1 + sum((1 - f) * gradual + f * stacked + tune for f in FRACTIONS)
     elif name == "trainsize":
         per_split = layer1 + gradual + stacked + 3 * classify
+    elif name == "reproduce":  # f = 0 and f = 1 with full tuning, three classifier kinds
+        per_split = layer1 + gradual + stacked + 2 * tune + 3 * classify
+    elif name == "lrsched":  # 6 gradual-shaped members, stacked, the ablation; all tuned
+        per_split = layer1 + 7 * gradual + stacked + 8 * tune + 8 * cl2
     else:
-        cl2 = sum(c["epochs"] * steps(s) for s in sizes[:2]) * t(
-            "classifier", [D, w1, w2, 10], "classifier")
         # gradual, then the ablation under both readings (2n and n epochs of gradual's chain)
         per_split = layer1 + gradual + 3 * n * steps(n_pre) * t("gradual", [D, w1, w2, D]) \
             + 3 * cl2

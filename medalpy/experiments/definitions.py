@@ -6,6 +6,9 @@
                initialised from gradual and stacked encoders and from random weights.
 ``ablation``   gradual against "input noise, frozen lower layers", in reconstruction and
                classification.
+``lrsched``    the schedules between the extremes that the paper left open: the lower layers'
+               learning rate times m(t) in gradual phases (:class:`medalpy.schedules.LowerLR`),
+               against gradual (m = 1), the equal-epochs ablation (m = 0) and stacked.
 
 Each runs ``splits`` train/validation splits (3, as the paper); layer 1 is trained once per
 split and shared by every schedule of that split.
@@ -40,6 +43,9 @@ SCALES = {
 OPTIMISER_FIELDS = ("lr", "momentum", "weight_decay", "normalise_gradients", "batch_size",
                     "init")
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Classifier training-set sizes an experiment takes when ``--sizes`` is not given (those
+#: that fit the dataset), instead of its scale's.
+DEFAULT_SIZES = {"lrsched": (1000, 10000)}
 
 
 def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_images=None,
@@ -171,6 +177,32 @@ def ablation_cells(params, splits, sizes, **_):
     return cells
 
 
+def lrsched_members(budget):
+    """(cell name, method, extra parameters) of the lrsched experiment: gradual (m = 1),
+    stacked, the ablation under its equal-epochs reading (m = 0, the family's other end) and
+    the family: constant 0.5, linear and cosine to 0, inverse-time with tau an eighth and half
+    of the phase (tau = budget / 8 and budget / 2 epochs; mean multipliers about 0.27 and 0.55)."""
+    specs = ["const:0.5", "linear", "cosine", f"invtime:{budget / 8:g}",
+             f"invtime:{budget / 2:g}"]
+    return ([("gradual", "gradual", {}), ("stacked", "stacked", {}),
+             ("frozen_lower-epochs", "frozen_lower", {"ablation_budget": "epochs"})]
+            + [(f"lower-{spec.replace(':', '')}", "gradual", {"lower_lr": spec})
+               for spec in specs])
+
+
+def lrsched_cells(params, splits, sizes, **_):
+    """Every member pretrained and fully tuned (relative cross-entropy before and after), and
+    classifiers from its pretrained encoders on the first two ``sizes``."""
+    cells = []
+    for s in range(splits):
+        cells.append(_layer1_cell(params, s))
+        for name, method, extra in lrsched_members(params["budget"]):
+            pre = _pretrain_cell(params, s, name, method, finetune=True, **extra)
+            cells.append(pre)
+            cells += [_classify_cell(params, s, name, n, pre) for n in sizes[:2]]
+    return cells
+
+
 def reproduce_cells(params, splits, fractions=(0.0, 1.0), sizes=(), **_):
     """The paper's two results from one set of encoders: fsweep's cells (pretraining of
     each f, then full tuning), and classifiers on ``sizes`` labelled images initialised from
@@ -196,4 +228,6 @@ EXPERIMENTS = {
                                    "encoders"),
     "ablation": (ablation_cells, "gradual vs input noise with frozen lower layers, in "
                                  "reconstruction and classification"),
+    "lrsched": (lrsched_cells, "schedules between stacked and gradual: the lower layers' "
+                               "learning rate decayed during gradual phases, at equal budget"),
 }

@@ -123,6 +123,8 @@ def _summary(name, results, splits, fractions=None, sizes=None):
                          "relative_improvement": None if g is None or not st
                          else (st - g) / st})
         return {"rows": rows}
+    if name == "lrsched":
+        return _lrsched_summary(results, splits, sizes)
     if name == "ablation":
         schemes = ("gradual", "frozen_lower", "frozen_lower-epochs")
         rec = {m: _values(results, [f"split{s}/{m}" for s in S], "relative_ce")
@@ -139,6 +141,44 @@ def _summary(name, results, splits, fractions=None, sizes=None):
                    for m in schemes[1:]},
                 "classification": rows}
     raise ValueError(name)
+
+
+def _mean_multiplier(result):
+    """The mean of m(t) over a member's gradual phases: 1 for gradual, 0 for the ablation
+    (its lower layers are frozen), None for stacked (no gradual phase)."""
+    method = result["params"]["method"]
+    found = [p["mean_multiplier"] for p in result.get("phases", ()) if "mean_multiplier" in p]
+    if found:
+        return float(np.mean(found))
+    return {"gradual": 1.0, "frozen_lower": 0.0}.get(method)
+
+
+def _lrsched_summary(results, splits, sizes):
+    S = range(splits)
+    members = list(dict.fromkeys(
+        key.split("/", 1)[1] for key in results
+        if key.count("/") == 1 and not key.endswith("/layer1") and "/classify-" not in key))
+    field = lambda m, f: _values(results, [f"split{s}/{m}" for s in S], f)  # noqa: E731
+    error = lambda m, n: _values(  # noqa: E731
+        results, [f"split{s}/classify-{m}-n{n}" for s in S], "test_error")
+    rows = []
+    for m in members:
+        done = [results[f"split{s}/{m}"] for s in S
+                if results.get(f"split{s}/{m}", {}).get("status") == "done"]
+        rce, tuned = field(m, "relative_ce"), field(m, "tuned_relative_ce")
+        row = {"member": m,
+               "lower_lr": done[0]["params"].get("lower_lr") if done else None,
+               "mean_multiplier": _mean_multiplier(done[0]) if done else None,
+               "relative_ce": mean_std(rce), "tuned_relative_ce": mean_std(tuned),
+               "vs_gradual": paired(rce, field("gradual", "relative_ce")),
+               "tuned_vs_gradual": paired(tuned, field("gradual", "tuned_relative_ce")),
+               "classification": []}
+        for n in sizes[:2]:
+            row["classification"].append({"size": n, "test_error": mean_std(error(m, n)),
+                                          "vs_gradual": paired(error(m, n),
+                                                               error("gradual", n))})
+        rows.append(row)
+    return {"rows": rows, "sizes": list(sizes[:2])}
 
 
 def markdown(name, summary, header):
@@ -192,6 +232,35 @@ def _body(name, summary):
                 f"| {_fmt(r['random'], 4)} | "
                 f"{'n/a' if d['mean_diff'] is None else format(d['mean_diff'], '+.4f')} "
                 f"({_fmt_p(d['p_value'])}) | {'n/a' if rel is None else format(rel, '+.1%')} |")
+    elif name == "lrsched":
+        diff = lambda d, digits: ("n/a" if d["mean_diff"] is None  # noqa: E731
+                                  else format(d["mean_diff"], f"+.{digits}f"))
+        sizes = summary["sizes"]
+        lines += ["Every member spends gradual's budget (a lower layer updated at a reduced "
+                  "rate still spends its update), but the ablation, whose frozen lower layers "
+                  "spend nothing: it is m = 0 by its weights, gradual's epochs by its count. "
+                  "m(t) multiplies the lower layers' learning "
+                  "rate in gradual phases; mean m is its average over those phases (gradual "
+                  "1, the equal-epochs ablation 0). Test relative reconstruction cross-entropy "
+                  "(nats per image) and classification error from the pretrained encoders, "
+                  "mean ± sd over splits; differences are the member minus gradual, paired "
+                  "by split (p: paired t-test).", "",
+                  "| member | m(t) | mean m | relative CE | - gradual (p) | after full tuning "
+                  "| - gradual (p) | " + " | ".join(f"error, {n} images | - gradual (p)"
+                                                    for n in sizes) + " |",
+                  "|---" * (7 + 2 * len(sizes)) + "|"]
+        for r in summary["rows"]:
+            m = r["mean_multiplier"]
+            cells = [r["member"], r["lower_lr"] or "", "n/a" if m is None else f"{m:.2f}",
+                     _fmt(r["relative_ce"]),
+                     f"{diff(r['vs_gradual'], 3)} ({_fmt_p(r['vs_gradual']['p_value'])})",
+                     _fmt(r["tuned_relative_ce"]),
+                     f"{diff(r['tuned_vs_gradual'], 3)} "
+                     f"({_fmt_p(r['tuned_vs_gradual']['p_value'])})"]
+            for c in r["classification"]:
+                cells += [_fmt(c["test_error"], 4),
+                          f"{diff(c['vs_gradual'], 4)} ({_fmt_p(c['vs_gradual']['p_value'])})"]
+            lines.append("| " + " | ".join(cells) + " |")
     elif name == "ablation":
         rec = summary["reconstruction"]
         diff = lambda d, digits: ("n/a" if d["mean_diff"] is None  # noqa: E731
@@ -282,6 +351,26 @@ def figures(name, summary, out_dir):
         ax.set_xscale("log")
         ax.set_xlabel("training images")
         ax.set_ylabel("test error (%)")
+    elif name == "lrsched":
+        rows = [r for r in summary["rows"] if r["mean_multiplier"] is not None]
+        for field, label, marker in (("relative_ce", "pretrained", "o"),
+                                     ("tuned_relative_ce", "after full tuning", "s")):
+            pts = [(r["mean_multiplier"], r[field]["mean"], r[field]["sd"], r["member"])
+                   for r in rows if r[field]["mean"] is not None]
+            if not pts:
+                continue
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        fmt=marker, capsize=3, label=label)
+            if field == "relative_ce":
+                for x, y, _, member in pts:
+                    ax.annotate(member.replace("lower-", ""), (x, y), fontsize=6,
+                                textcoords="offset points", xytext=(3, 3))
+        stacked = next((r for r in summary["rows"] if r["member"] == "stacked"), None)
+        if stacked and stacked["relative_ce"]["mean"] is not None:
+            ax.axhline(stacked["relative_ce"]["mean"], ls="--", color="grey",
+                       label="stacked, pretrained")
+        ax.set_xlabel("mean multiplier of the lower layers' learning rate")
+        ax.set_ylabel("test relative cross-entropy")
     else:
         rec = summary["reconstruction"]
         names = ["gradual", "frozen_lower", "frozen_lower-epochs"]
