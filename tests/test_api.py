@@ -18,14 +18,20 @@ def test_every_public_name_resolves_to_what_it_says():
     assert "Trainer" in dir(medalpy)
 
 
-def test_readme_python_example_runs(tmp_path, monkeypatch):
+def test_readme_examples_run_as_doctests(tmp_path, monkeypatch):
+    """README's ``pycon`` blocks, run in order in one namespace, output checked."""
+    import doctest
+
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
-    assert blocks, "README has no Python example"
+    blocks = re.findall(r"```pycon\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2, "README's Python examples are gone"
     monkeypatch.chdir(tmp_path)
-    namespace = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert 0 < namespace["metrics"]["relative_ce"] < namespace["baseline"]
+    test = doctest.DocTestParser().get_doctest("\n".join(blocks), {}, "README.md",
+                                                "README.md", 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    result = runner.run(test)
+    assert result.attempted >= 15 and result.failed == 0
+    assert (tmp_path / "runs" / "api-gradual" / "model.h5").is_file()
 
 
 def test_build_trainer_is_what_medalpy_train_runs(tmp_path):
