@@ -6,6 +6,7 @@ A callback is any object with some of the methods ``on_phase_start(trainer, inde
 """
 
 import json
+import os
 import sys
 import time
 
@@ -67,9 +68,12 @@ class JsonLinesLog:
 
     def __init__(self, path, history=()):
         self.path = path
-        with open(self.path, "w") as f:
-            for record in history:
-                f.write(json.dumps(record) + "\n")
+        # A fresh run writes nothing until its first epoch ends (a run that fails before
+        # any training leaves no file); an existing log is made to match the checkpoint.
+        if history or os.path.exists(self.path):
+            with open(self.path, "w") as f:
+                for record in history:
+                    f.write(json.dumps(record) + "\n")
 
     def on_epoch_end(self, trainer, record):
         with open(self.path, "a") as f:

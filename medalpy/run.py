@@ -124,16 +124,23 @@ def schedule(cfg):
                           cfg.finetune_epochs, cfg.ablation_budget, cfg.lower_lr)
 
 
-def read_toml(path):
-    """The settings of a TOML file, with unknown keys refused (naming the file and key)."""
+def load_toml(path, what="config file"):
+    """The table of a TOML file; a ConfigError naming the file when it cannot be read or is
+    not valid TOML (which is UTF-8)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            values = tomllib.load(f)
+            return tomllib.load(f)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def read_toml(path):
+    """The settings of a TOML file, with unknown keys refused (naming the file and key)."""
+    path = Path(path)
+    values = load_toml(path)
     unknown = sorted(set(values) - FIELDS)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; "

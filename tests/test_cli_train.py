@@ -44,8 +44,12 @@ def test_train_writes_model_and_metrics(tmp_path, flag):
 
 
 @pytest.mark.slow
-def test_a_short_gradual_run_learns_far_better_than_the_mean_image(tmp_path):
-    result = _train(["mnist-sample", "--gradual", "--layers", "100,100", "--epochs-layer1", "8",
+@pytest.mark.parametrize("flag", [["--gradual"], ["--stacked"], ["--hybrid", "0.5"],
+                                  ["--frozen-lower"]])
+def test_a_short_run_of_every_schedule_learns_far_better_than_the_mean_image(tmp_path, flag):
+    """At most 0.6 times the relative cross-entropy of predicting the mean image: a schedule
+    that stops training a layer, or its noise, or its decoder, lands far above."""
+    result = _train(["mnist-sample", *flag, "--layers", "100,100", "--epochs-layer1", "8",
                      "--budget", "8", "--train-size", "2000", "--val-size", "300", "--quiet"],
                     tmp_path / "run")
     assert result.exit_code == 0, result.output
@@ -339,3 +343,32 @@ def test_divergence_names_the_checkpoint_only_when_there_is_one(tmp_path):
     assert "lower the learning rate" in result.output
     # The first epoch diverged: no checkpoint was written, and none is promised.
     assert "checkpoint" not in result.output
+
+
+@pytest.mark.parametrize("flag,head", [("--gradual", ["decoder"]),
+                                       ("--stacked", ["mirror.1", "mirror.0"])])
+def test_the_clean_metric_equals_plain_numpy_from_the_saved_files(tmp_path, flag, head):
+    """``test_relative_ce_clean`` recomputed without medalpy: the weights read from model.h5
+    with h5py, the test images from the IDX file with gzip, the maths in float64 NumPy."""
+    import gzip
+    from pathlib import Path
+
+    import h5py
+
+    assert _train([*TINY, flag], tmp_path / "run").exit_code == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    sample = Path(__file__).resolve().parents[1] / "data" / "mnist-sample"
+    with gzip.open(sample / "t10k-images-idx3-ubyte.gz") as f:
+        X = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784) / 255.0
+    with h5py.File(tmp_path / "run" / "model.h5") as f:
+        layers = [(f[f"network/{name}/W"][()].astype(np.float64),
+                   f[f"network/{name}/b"][()].astype(np.float64))
+                  for name in ["encoder.0", "encoder.1", *head]]
+    A = X
+    for W, b in layers:
+        A = 1.0 / (1.0 + np.exp(-(A @ W + b)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ce = -(X * np.log(A) + (1 - X) * np.log1p(-A)).sum(axis=1)
+        ent = -np.nan_to_num(X * np.log(X) + (1 - X) * np.log1p(-X)).sum(axis=1)
+    assert metrics["test_relative_ce_clean"] == pytest.approx((ce - ent).mean(), rel=1e-4)
+    assert metrics["data"]["n_test"] == len(X) == 1000

@@ -153,15 +153,10 @@ def read_grid(path):
 
     Returns ``(space, fixed)``; unknown keys are refused, naming the file.
     """
-    import tomllib
+    from medalpy.run import load_toml
 
     path = Path(path)
-    try:
-        values = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read grid file ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    values = load_toml(path, "grid file")
     fixed_names = {f for f in SearchSpec.__dataclass_fields__ if f != "space"}
     unknown = sorted(set(values) - set(SPACE) - fixed_names)
     if unknown:
