@@ -280,3 +280,43 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path,
     assert result.exit_code == 0, result.output
     assert f"{finished} of 9 cells already done; resuming" in result.output
     assert result.output.count("done in") == 9 - finished
+
+
+def test_the_classifier_settings_search_on_given_encoders(tmp_path, client):
+    """objective = classifier: no pretraining; every trial starts from the same encoders and
+    only the classifier's settings differ; a useless learning rate loses; best.toml holds
+    classifier settings that `classify` accepts."""
+    import medalpy
+    from medalpy import checkpoint
+    from medalpy.supervised import check_classifier_settings
+
+    ds = medalpy.load_dataset("mnist-sample")
+    cfg = medalpy.make_config({"layers": [24], "epochs_layer1": 2, "backend": "numpy"})
+    trainer = medalpy.build_trainer(cfg, ds.train_images[:600], ds.train_images[600:800])
+    trainer.run()
+    model = tmp_path / "encoders.h5"
+    checkpoint.save(model, trainer.network, cfg.to_dict())
+    spec = SearchSpec(**{**TINY, "objective": "classifier", "encoders": str(model),
+                         "classifier_epochs": 20, "subset": 900,
+                         "space": {"lr": [0.1, 1e-5], "batch_size": [20], "momentum": [0.9],
+                                   "weight_decay": [1e-5], "seed": [0]}})
+    assert spec.space["units"] == [24]  # the encoders' width, not searched
+    record = run_search(spec, tmp_path / "search", client=client)
+    assert record["done"] == 4 and record["best"]["lr"] == 0.1
+    cell = json.loads((tmp_path / "search/cells/r0/u24-lr0.1-b20-m0.9-wd1e-05-ng1-s0/fold0.json")
+                      .read_text())
+    assert cell["objective"] == cell["val_error"] < 0.8 and "layer1_kept_epoch" not in cell  # chance 0.9
+    from medalpy.experiments.steps import weights_hash
+
+    assert cell["encoders_sha"] == weights_hash(trainer.network)
+    best = read_toml_table(tmp_path / "search" / "best.toml")
+    assert best["lr"] == 0.1 and best["epochs"] == 20
+    check_classifier_settings(best)
+    with pytest.raises(ConfigError, match="encoders"):
+        SearchSpec(**{**TINY, "encoders": str(model)})  # encoders without the objective
+
+
+def read_toml_table(path):
+    import tomllib
+
+    return tomllib.loads(path.read_text())

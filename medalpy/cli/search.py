@@ -42,9 +42,12 @@ def _values(kind):
 @click.option("--init-seed", "seed", callback=_values(int), help="Initialisation seeds (0).")
 @click.option("--random", "n_trials", type=int,
               help="Random search: this many configurations drawn from the grid.")
-@click.option("--objective", type=click.Choice(["pretrain", "classify"]),
+@click.option("--objective", type=click.Choice(["pretrain", "classify", "classifier"]),
               help="pretrain: validation reconstruction cross-entropy (default); classify: "
-                   "validation error of a classifier on the pretrained encoders.")
+                   "validation error of a classifier on the pretrained encoders; classifier: "
+                   "the classifier's own settings, on the encoders of --encoders.")
+@click.option("--encoders", type=click.Path(dir_okay=False),
+              help="classifier objective: the model file whose encoders start every trial.")
 @click.option("--folds", type=int, help="k of stratified k-fold (default: the dataset's protocol, 10 for MNIST).")
 @click.option("--subset", type=int,
               help="Cross-validate on a class-balanced subset of this many training images.")

@@ -11,7 +11,13 @@ from medalpy.search.spec import OBJECTIVES, SPACE, configurations, rung_settings
 
 
 def best_config(spec, config):
-    """The TrainConfig settings of a configuration (what ``best.toml`` holds)."""
+    """The TrainConfig settings of a configuration (what ``best.toml`` holds); for the
+    classifier objective, the classifier's settings."""
+    if spec.objective == "classifier":
+        from medalpy.search.steps import classifier_settings
+
+        return classifier_settings({**config, "classifier_epochs": spec.classifier_epochs,
+                                    "patience": spec.patience})
     method = spec.methods[0]
     values = {"dataset": spec.dataset, "method": method,
               "fraction": spec.fraction if method == "hybrid" else None,
@@ -66,16 +72,24 @@ def write_outputs(out, spec, record):
     best_path = out / "best.toml"
     if record["best_config"] is not None:
         best = record["best"]
+        classifier = spec.objective == "classifier"
         _atomic_text(best_path, toml_text(record["best_config"], (
             f"medalpy search: best of {len(configurations(spec))} configuration(s), "
             f"{spec.folds}-fold nested cross-validation on {spec.dataset} "
-            f"({', '.join(spec.methods)})",
+            f"({'encoders of ' + spec.encoders if classifier else ', '.join(spec.methods)})",
             f"objective: {OBJECTIVES[spec.objective]}, mean +- sd over folds: "
             f"{best['mean']:.4f} +- {best['std']:.4f}",
+            "the classifier's settings: medalpy classify --lr ... or experiment "
+            "--classifier-lr ..." if classifier else
             "train it: medalpy train --config best.toml")))
-        from medalpy.run import make_config
+        if classifier:  # the classifier's own settings, checked as classify checks them
+            from medalpy.supervised import check_classifier_settings
 
-        make_config(config_file=best_path)  # the file must be one `medalpy train` accepts
+            check_classifier_settings(record["best_config"])
+        else:
+            from medalpy.run import make_config
+
+            make_config(config_file=best_path)  # a file `medalpy train` accepts
     elif best_path.exists():
         best_path.unlink()
     record["plot"] = plot(out / "search.png", spec, table)
@@ -151,7 +165,7 @@ def plot(path, spec, table):
         else:
             ax.set_xticks(sorted(spec.space[name]))
         ax.set_xlabel(name)
-    axes[0][0].set_ylabel("validation " + ("error" if spec.objective == "classify" else "CE"))
+    axes[0][0].set_ylabel("validation " + ("CE" if spec.objective == "pretrain" else "error"))
     fig.suptitle(f"{spec.dataset}: {spec.folds}-fold CV", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -25,7 +25,7 @@ def trial_cells(spec, configs, rung):
     settings = rung_settings(spec, rung)
     fixed = {k: getattr(spec, k) for k in (
         "dataset", "data_dir", "objective", "folds", "data_seed", "methods", "fraction",
-        "n_layers", "noise", "noise_type", "patience", "backend", "dtype")}
+        "n_layers", "noise", "noise_type", "patience", "backend", "dtype", "encoders")}
     cells = []
     for config in configs:
         for f in range(settings["eval_folds"]):
@@ -55,7 +55,8 @@ def summarise(spec, configs, rung, results):
         rows.append({
             "rung": rung, "config": cid, **config, "epochs_layer1": e1, "budget": budget,
             "subset": settings["subset"], "eval_folds": n_folds, **per_method,
-            **({"classifier_epochs": clf_epochs} if spec.objective == "classify" else {}),
+            **({"classifier_epochs": clf_epochs}
+               if spec.objective in ("classify", "classifier") else {}),
             "folds_done": len(done), "folds_failed": len(errors),
             "mean": float(values.mean()) if complete else math.inf,
             "std": float(values.std(ddof=1)) if complete and len(done) > 1 else

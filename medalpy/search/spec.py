@@ -27,7 +27,9 @@ _BOOLS = {"normalise_gradients"}
 #: What one rung of ``plan`` may set.
 PLAN_KEYS = ("subset", "eval_folds", "epochs_layer1", "budget", "classifier_epochs")
 OBJECTIVES = {"pretrain": "validation reconstruction cross-entropy (nats per image)",
-              "classify": "validation classification error"}
+              "classify": "validation classification error",
+              "classifier": "validation classification error of a classifier on given "
+                            "encoders (its own settings searched)"}
 
 
 
@@ -38,6 +40,11 @@ class SearchSpec:
 
     ``space`` maps each name of :data:`SPACE` to the values to try; the other fields are held
     fixed over the search and written into ``best.toml`` (TrainConfig names).
+
+    With ``objective = "classifier"`` the trials train only a classifier, from the encoders of
+    the model file ``encoders`` (fixed: ``units`` is their width), with the configuration's
+    optimiser settings; ``best.toml`` then holds the classifier's settings
+    (:data:`medalpy.settings.CLASSIFIER` names).
     """
 
     dataset: str = "mnist"
@@ -57,6 +64,7 @@ class SearchSpec:
     budget: int = 10
     patience: int = None
     classifier_epochs: int = 30
+    encoders: str = None  # classifier objective: the model file whose encoders are used
     eta: int = None  # successive halving: keep the best 1/eta after each rung
     rungs: int = 3
     plan: list = None  # one dict per rung (PLAN_KEYS); sets rungs
@@ -72,6 +80,8 @@ class SearchSpec:
         if self.noise is None:
             self.noise = protocol.noise
         self.space = {**{k: list(v) for k, v in PAPER_GRID.items()}, **self.space}
+        if self.objective == "classifier":
+            self.space["units"] = [_encoders_width(self.encoders)]
         if isinstance(self.methods, str):
             self.methods = [self.methods]
         self.methods = list(self.methods)
@@ -133,6 +143,8 @@ class SearchSpec:
              "epochs_layer1 must be >= 1 and budget >= 0")
         need(self.patience is None or self.patience >= 1, "patience must be at least 1")
         need(self.classifier_epochs >= 1, "classifier_epochs must be at least 1")
+        need((self.objective == "classifier") == (self.encoders is not None),
+             "encoders (a model file) go with the classifier objective, and only with it")
         need(self.eta is None or self.eta >= 2, "eta (successive halving) must be at least 2")
         need(self.rungs >= 1, "rungs must be at least 1")
         from medalpy.corruption import check_level
@@ -146,6 +158,18 @@ class SearchSpec:
 
     def to_dict(self):
         return asdict(self)
+
+
+def _encoders_width(path):
+    """The top width of a model file's encoders (the classifier objective's fixed units)."""
+    from medalpy import checkpoint
+
+    if path is None:
+        raise ConfigError("the classifier objective needs encoders (a model file)")
+    network = checkpoint.load(path)["network"]
+    if network.depth < 1:
+        raise ConfigError(f"{path}: the model has no encoder layer")
+    return network.width(network.depth)
 
 
 def read_grid(path):

@@ -20,6 +20,9 @@ Objectives (lower is better):
 * ``classify``: the first schedule's encoders, then a classifier (a softmax layer on them,
   all trained with the trial's optimiser settings) that keeps its best parameters on the
   stopping fold; the objective is its error on the scoring fold.
+* ``classifier``: no pretraining: a classifier from the encoders of the model file
+  ``encoders``, trained with the trial's settings (the classifier's own search); the
+  objective is its error on the scoring fold.
 """
 
 import copy
@@ -50,7 +53,6 @@ def fold(params, work_dir, out_dir):
     from medalpy.experiments.steps import _dataset, continue_from_layer1, train_layer1
     from medalpy.kernels import get_backend
     from medalpy.network import Network
-    from medalpy.supervised import train_classifier
     from medalpy.trainer import Hyper
 
     ds = _dataset(params["dataset"], params.get("data_dir"))
@@ -58,6 +60,8 @@ def fold(params, work_dir, out_dir):
     X_train, X_stop = ds.train_images[train_rows], ds.train_images[stop_rows]
     X_score = ds.train_images[score_rows]
     backend = get_backend(params["backend"])
+    if params["objective"] == "classifier":
+        return _classifier(params, backend, ds, train_rows, stop_rows, score_rows)
     widths = [params["units"]] * params["n_layers"]
     hyper = Hyper.from_settings(params)
     net = Network(ds.n_features, params.get("dtype", "float32"))
@@ -84,14 +88,37 @@ def fold(params, work_dir, out_dir):
               "n_train": int(len(train_rows)), "n_stop": int(len(stop_rows)),
               "n_score": int(len(score_rows)), "data": ds.source["kind"]}
     if params["objective"] == "classify":
-        y = ds.train_labels
-        clf = train_classifier(
-            backend, first, X_train, y[train_rows], X_stop, y[stop_rows], X_score,
-            y[score_rows], ds.n_classes, params["seed"], epochs=params["classifier_epochs"],
-            patience=params.get("patience") or params["classifier_epochs"], lr=params["lr"],
-            momentum=params["momentum"], weight_decay=params["weight_decay"],
-            batch_size=params["batch_size"], normalise_gradients=params["normalise_gradients"])
-        result.update(val_error=clf["test_error"], stop_error=clf["val_error"],
-                      classifier_epochs_run=clf["epochs_run"])
+        result.update(_classify(params, backend, ds, first, train_rows, stop_rows, score_rows))
     result["objective"] = result["val_error" if params["objective"] == "classify" else "val_ce"]
     return result
+
+
+def classifier_settings(params):
+    """The classifier's settings of a trial: its optimiser settings, its rung's epochs."""
+    return {"epochs": params["classifier_epochs"],
+            "patience": params.get("patience") or params["classifier_epochs"],
+            "lr": params["lr"], "momentum": params["momentum"],
+            "weight_decay": params["weight_decay"], "batch_size": params["batch_size"],
+            "normalise_gradients": params["normalise_gradients"]}
+
+
+def _classify(params, backend, ds, encoders, train_rows, stop_rows, score_rows):
+    from medalpy.supervised import train_classifier
+
+    X, y = ds.train_images, ds.train_labels
+    clf = train_classifier(backend, encoders, X[train_rows], y[train_rows], X[stop_rows],
+                           y[stop_rows], X[score_rows], y[score_rows], ds.n_classes,
+                           params["seed"], **classifier_settings(params))
+    return {"val_error": clf["test_error"], "stop_error": clf["val_error"],
+            "classifier_epochs_run": clf["epochs_run"], "kept_epoch": clf["kept_epoch"]}
+
+
+def _classifier(params, backend, ds, train_rows, stop_rows, score_rows):
+    from medalpy import checkpoint
+    from medalpy.experiments.steps import weights_hash
+
+    encoders = checkpoint.load(params["encoders"])["network"]
+    result = _classify(params, backend, ds, encoders, train_rows, stop_rows, score_rows)
+    return {**result, "objective": result["val_error"], "encoders_sha": weights_hash(encoders),
+            "n_train": int(len(train_rows)), "n_stop": int(len(stop_rows)),
+            "n_score": int(len(score_rows)), "data": ds.source["kind"]}
