@@ -241,3 +241,20 @@ def test_lrsched_runs_the_family_at_equal_budget(tmp_path):
     assert report.count("| lower-") == 5 and "mean m" in report
     pytest.importorskip("matplotlib")
     assert (tmp_path / "lrsched.png").stat().st_size > 1000
+
+
+def test_classifier_settings_may_change_only_before_any_classifier_ran(tmp_path):
+    """They are chosen on the experiment's own encoders, so they may be given once those
+    exist; once a classifier has finished, other settings would mix two protocols."""
+    run_experiment("fsweep", "mnist-sample", tmp_path / "f", scale="smoke", splits=1,
+                   fractions=(0.0,), classifier={"lr": 0.1})
+    notes = []
+    run_experiment("fsweep", "mnist-sample", tmp_path / "f", scale="smoke", splits=1,
+                   fractions=(0.0,), classifier={"lr": 0.05}, echo=notes.append)
+    assert any("classifier settings changed" in n for n in notes)
+    assert json.loads((tmp_path / "f" / "experiment.json").read_text())["classifier"]["lr"] \
+        == 0.05
+    run_experiment("trainsize", "mnist-sample", tmp_path / "t", scale="smoke", splits=1)
+    with pytest.raises(Exception, match="holds a different experiment"):
+        run_experiment("trainsize", "mnist-sample", tmp_path / "t", scale="smoke", splits=1,
+                       classifier={"lr": 0.05})

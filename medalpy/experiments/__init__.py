@@ -73,13 +73,28 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
         return _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo)
 
 
+def _classified(out):
+    """Whether any classifier cell of the experiment in ``out`` has finished."""
+    for path in (out / "cells").glob("*/classify-*.json"):
+        if json.loads(path.read_text()).get("status") == "done":
+            return True
+    return False
+
+
 def _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo):
     dataset, scale, seed, preset = spec["dataset"], spec["scale"], spec["seed"], spec["preset"]
     n_images = ds.train_images.shape[0]
     spec_path = out / "experiment.json"
     if spec_path.exists():
         previous = json.loads(spec_path.read_text())
-        if previous != spec:
+        differ = {k for k in set(previous) | set(spec) if previous.get(k) != spec.get(k)}
+        # The classifiers' settings may still change while no classifier has finished (they
+        # are chosen on the experiment's own pretrained encoders: docs/reproduction.md).
+        if differ == {"classifier"} and not _classified(out):
+            (echo or print)(f"classifier settings changed before any classifier ran: "
+                            f"{previous['classifier']} -> {spec['classifier']}")
+            write_json_atomic(spec_path, spec)
+        elif differ:
             raise ConfigError(f"{out} holds a different experiment ({previous}); choose "
                               "another --out")
     else:
