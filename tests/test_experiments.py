@@ -246,14 +246,16 @@ def test_lrsched_runs_the_family_at_equal_budget(tmp_path):
 def test_classifier_settings_may_change_only_before_any_classifier_ran(tmp_path):
     """They are chosen on the experiment's own encoders, so they may be given once those
     exist; once a classifier has finished, other settings would mix two protocols."""
-    run_experiment("fsweep", "mnist-sample", tmp_path / "f", scale="smoke", splits=1,
-                   fractions=(0.0,), classifier={"lr": 0.1})
+    run_experiment("reproduce", "mnist-sample", tmp_path / "f", scale="smoke", splits=1,
+                   sizes=[], classifier={"lr": 0.1})
+    assert not list((tmp_path / "f" / "cells").glob("*/classify-*"))
     notes = []
-    run_experiment("fsweep", "mnist-sample", tmp_path / "f", scale="smoke", splits=1,
-                   fractions=(0.0,), classifier={"lr": 0.05}, echo=notes.append)
+    record = run_experiment("reproduce", "mnist-sample", tmp_path / "f", scale="smoke",
+                            splits=1, classifier={"lr": 0.05}, echo=notes.append)
     assert any("classifier settings changed" in n for n in notes)
-    assert json.loads((tmp_path / "f" / "experiment.json").read_text())["classifier"]["lr"] \
-        == 0.05
+    spec = json.loads((tmp_path / "f" / "experiment.json").read_text())
+    assert spec["classifier"]["lr"] == 0.05 and spec["sizes"] == [100]
+    assert record["cells"]["split0/classify-gradual-n100"]["params"]["classifier"]["lr"] == 0.05
     run_experiment("trainsize", "mnist-sample", tmp_path / "t", scale="smoke", splits=1)
     with pytest.raises(Exception, match="holds a different experiment"):
         run_experiment("trainsize", "mnist-sample", tmp_path / "t", scale="smoke", splits=1,

@@ -33,8 +33,8 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 @click.option("--fractions", help="Stacked fractions f of fsweep and reproduce, e.g. 0,1 "
                                   "(default: fsweep 0,0.25,0.5,0.75,1; reproduce 0,1).")
 @click.option("--sizes", help="Classifiers' training-set sizes, e.g. 1000,10000 ('all': a "
-                              "split's whole training part); default: the scale's (lrsched: "
-                              "1000,10000, those that fit).")
+                              "split's whole training part; 'none': no classifiers); default: "
+                              "the scale's (lrsched: 1000,10000, those that fit).")
 @setting_options(settings.CLASSIFIER, prefix="classifier-", show_defaults=False)
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--workers", type=int,
@@ -64,7 +64,9 @@ def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, n
         except ValueError:
             raise UserError(f"--fractions must be comma-separated numbers, got "
                             f"{fractions!r}") from None
-    if sizes is not None:
+    if sizes is not None and sizes.strip() == "none":
+        sizes = []  # no classifiers (yet: see docs/reproduction.md)
+    elif sizes is not None:
         try:
             sizes = [None if part.strip() == "all" else int(part)
                      for part in sizes.split(",")]

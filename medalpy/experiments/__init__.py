@@ -88,11 +88,13 @@ def _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo):
     if spec_path.exists():
         previous = json.loads(spec_path.read_text())
         differ = {k for k in set(previous) | set(spec) if previous.get(k) != spec.get(k)}
-        # The classifiers' settings may still change while no classifier has finished (they
-        # are chosen on the experiment's own pretrained encoders: docs/reproduction.md).
-        if differ == {"classifier"} and not _classified(out):
+        # The classifiers' settings and sizes may still change while no classifier has
+        # finished (the settings are chosen on the experiment's own pretrained encoders:
+        # docs/reproduction.md).
+        if differ <= {"classifier", "sizes"} and not _classified(out):
             (echo or print)(f"classifier settings changed before any classifier ran: "
-                            f"{previous['classifier']} -> {spec['classifier']}")
+                            f"{previous['classifier']}, sizes {previous['sizes']} -> "
+                            f"{spec['classifier']}, sizes {spec['sizes']}")
             write_json_atomic(spec_path, spec)
         elif differ:
             raise ConfigError(f"{out} holds a different experiment ({previous}); choose "
