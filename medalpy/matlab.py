@@ -17,7 +17,8 @@ The ``.mat`` file (MATLAB 5 format, written by :func:`scipy.io.savemat`) holds o
 ``activation``, ``output``
     ``'sigmoid'`` everywhere; ``'softmax'`` for a classifier's output.
 ``dtype``, ``noise``, ``noise_type``, ``method``, ``fraction``, ``kind``, ``medalpy_version``
-    readable copies of the settings.
+    readable copies of the settings; ``schedule``: the phases as text, e.g.
+    ``1:layer 10 epochs; 2:gradual 10 epochs`` (when the model file records them).
 ``config_json``, ``extra_json``
     the run's whole configuration and recorded metrics, as JSON text: what ``import`` reads
     back, so the round trip keeps every setting and every array bit for bit.
@@ -70,6 +71,8 @@ def to_struct(network, config, extra=None, kind="model"):
         "noise": float(config.get("noise", np.nan) if config.get("noise") is not None
                        else np.nan),
         "noise_type": str(config.get("noise_type", "")),
+        "schedule": "; ".join(f"{p['name']} {p['epochs']} epochs"
+                              for p in (extra or {}).get("schedule", [])),
         "encoders": _cell([_layer_struct(layer) for layer in net.encoders]),
         "head": net.head or "",
         "decoder": _layer_struct(net.decoder) if net.decoder is not None else _EMPTY,

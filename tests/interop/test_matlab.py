@@ -79,6 +79,20 @@ def test_a_frozen_layer_and_noise_settings_travel(tmp_path, images):
     assert str(model.method[0]) == "hybrid"
 
 
+def test_a_trained_runs_schedule_is_readable_in_matlab(tmp_path):
+    from click.testing import CliRunner
+
+    from medalpy.cli import main
+
+    result = CliRunner().invoke(main, [
+        "train", "mnist-sample", "--layers", "20,10", "--epochs-layer1", "2", "--budget", "1",
+        "--train-size", "200", "--val-size", "100", "--quiet", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    export_mat(tmp_path / "r" / "model.h5", tmp_path / "m.mat")
+    model = scipy.io.loadmat(tmp_path / "m.mat", struct_as_record=False)["model"][0, 0]
+    assert str(model.schedule[0]) == "1:layer 2 epochs; 2:gradual 1 epochs"
+
+
 @pytest.mark.skipif(shutil.which("octave") is None,
                     reason="GNU Octave is absent (Debian: apt-get install octave)")
 @pytest.mark.parametrize("method", ["gradual", "stacked"])
