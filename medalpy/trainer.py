@@ -257,6 +257,8 @@ class Trainer:
 
     def _set_initial(self, name, layer):
         for part in ("W", "b"):
+            if f"{name}.{part}" not in self.initial:
+                raise ConfigError(f"initial arrays: {name}.W is given but not {name}.b")
             given = np.asarray(self.initial[f"{name}.{part}"])
             target = getattr(layer, part)
             if given.shape != target.shape:
