@@ -23,7 +23,7 @@ _COMMANDS = {
     "import": ("medalpy.cli.interop", "import_", "Read a .mat model back into model.h5."),
     "show": ("medalpy.cli.show", "show", "Draw first-layer filters and reconstructions (PNG)."),
     "experiment": ("medalpy.cli.experiment", "experiment",
-                   "Run the paper's experiments (fsweep, trainsize, ablation)."),
+                   "Run the experiments (fsweep, trainsize, ablation, reproduce, lrsched)."),
     "search": ("medalpy.cli.search", "search", "Cross-validated hyper-parameter search on Dask."),
 }
 
