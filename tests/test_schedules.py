@@ -83,6 +83,7 @@ def test_tail_phases_fit_decoder_and_finetune():
     ({"method": "gradual", "eval_decoder": "tied"}, "eval decoder"),
 ])
 def test_bad_schedules_are_refused(kwargs, message):
+    kwargs = dict(kwargs)  # the parameters are shared between runs of the test: leave them be
     method = kwargs.pop("method")
     with pytest.raises(ConfigError, match=message):
         build_schedule(method, 2, 5, 4, **kwargs)
