@@ -39,7 +39,7 @@ VOLATILE = {"wall_seconds", "seconds", "location", "files", "data_dir"}
 #: Settings added to the configuration over time, with the value that keeps the old
 #: behaviour: dropped when they hold it, so old and new revisions compare.
 ADDED = {"ablation_budget": "updates", "noise_type": "masking", "batch_order": "shuffle",
-         "keep": "best", "init_from": None}
+         "keep": "best", "init_from": None, "lower_lr": None}
 
 
 def _clean(value):
@@ -141,10 +141,12 @@ def main():
                     != json.dumps(after.get(k), sort_keys=True))
     print(f"{len(before)} runs compared with {args.compare}: "
           + ("all bit-identical" if not differ else f"DIFFERENT: {', '.join(differ)}"))
+    absent = "(absent)"
     for key in differ:
         a, b = dict(_leaves(before.get(key))), dict(_leaves(after.get(key)))
-        for leaf in sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))[:5]:
-            print(f"  {key}{leaf}: {a.get(leaf)!r} -> {b.get(leaf)!r}")
+        for leaf in sorted(k for k in a.keys() | b.keys()
+                           if a.get(k, absent) != b.get(k, absent))[:5]:
+            print(f"  {key}{leaf}: {a.get(leaf, absent)!r} -> {b.get(leaf, absent)!r}")
     raise SystemExit(1 if differ else 0)
 
 
