@@ -126,6 +126,14 @@ class _Pretrained(BaseEstimator):
         return tags
 
 
+def _store(estimator, params):
+    """Keep every ``__init__`` parameter as an attribute of the same name, unchanged (what
+    scikit-learn's get_params and clone read)."""
+    for name, value in params.items():
+        if name != "self" and not name.startswith("_"):
+            setattr(estimator, name, value)
+
+
 def _at_least_2(X):
     if X.shape[0] < 2:
         raise ValueError(f"needs at least 2 samples (training and validation), got "
@@ -168,23 +176,7 @@ class DenoisingAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _P
                  validation_fraction=0.1, random_state=None,
                  backend=_TRAIN["backend"].default, dtype=_TRAIN["dtype"].default,
                  verbose=False):
-        self.schedule = schedule
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.noise = noise
-        self.noise_type = noise_type
-        self.epochs_layer1 = epochs_layer1
-        self.budget = budget
-        self.finetune_epochs = finetune_epochs
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.normalise_gradients = normalise_gradients
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.backend = backend
-        self.dtype = dtype
-        self.verbose = verbose
+        _store(self, locals())
 
     # -- fit and use ---------------------------------------------------------------------
 
@@ -278,30 +270,7 @@ class DAEClassifier(ClassifierMixin, _Pretrained):
                  validation_fraction=0.1, random_state=None,
                  backend=_TRAIN["backend"].default, dtype=_TRAIN["dtype"].default,
                  verbose=False):
-        self.schedule = schedule
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.noise = noise
-        self.noise_type = noise_type
-        self.epochs_layer1 = epochs_layer1
-        self.budget = budget
-        self.finetune_epochs = finetune_epochs
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.normalise_gradients = normalise_gradients
-        self.validation_fraction = validation_fraction
-        self.random_state = random_state
-        self.backend = backend
-        self.dtype = dtype
-        self.verbose = verbose
-        self.classifier_epochs = classifier_epochs
-        self.classifier_patience = classifier_patience
-        self.classifier_learning_rate = classifier_learning_rate
-        self.classifier_momentum = classifier_momentum
-        self.classifier_weight_decay = classifier_weight_decay
-        self.classifier_batch_size = classifier_batch_size
-        self.classifier_normalise_gradients = classifier_normalise_gradients
+        _store(self, locals())
 
     def _classifier_settings(self):
         return {"epochs": self.classifier_epochs, "patience": self.classifier_patience,
