@@ -54,6 +54,11 @@ GRAM_MAX_BATCH = 32
 #: Narrowest output the cpu backend splits over lanes: a 10-class classifier's products are
 #: not worth a second thread.
 LANES_MIN_COLUMNS = 64
+#: Parts into which the cpu backend splits a product's output columns, each one BLAS call;
+#: lanes take consecutive parts. A fixed count makes every element's round-off independent
+#: of the lanes (OpenBLAS's sums depend on the width of a call); 4 parts share out evenly
+#: over 1, 2 and 4 lanes.
+PRODUCT_PARTS = 4
 #: Most rows of ``A`` (the batch) for which the cpu backend's ``matmul_nt`` computes float32
 #: products as dot products along rows instead of calling OpenBLAS: faster up to here,
 #: level at 48-64 rows, slower at 128.

@@ -527,39 +527,45 @@ def sgd_update(P, G, V, lr, momentum, decay, scale):
     P -= V
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
-def _sgd_product_kernel(A, delta, P, V, lr, momentum, decay, scale, scratch, block, lanes):
-    # G = A^T delta, ``config.PRODUCT_BLOCK_ROWS`` rows at a time, each block written by a
-    # single-threaded BLAS call into this lane's scratch and applied to P and V at once:
-    # P and V are read and written once, and G never leaves the cache. Lanes take
-    # contiguous row ranges of P.
+@_jit
+def _sgd_product_blocks(A, delta, P, V, lr, momentum, decay, scale, g, block, first, stop):
+    # G = A^T delta for row blocks ``first`` to ``stop - 1`` of P (``block`` rows each, the
+    # last one shorter), each written by a single-threaded BLAS call into the scratch ``g``
+    # and applied to P and V at once: P and V are read and written once, and G never leaves
+    # the cache. Block boundaries do not depend on the lanes, so neither does round-off.
     n, k = A.shape
     m = delta.shape[1]
     t = P.dtype.type
     lr, momentum, decay, scale = t(lr), t(momentum), t(decay), t(scale)
     size = P.itemsize
     lda, ldd = A.strides[0] // size, delta.strides[0] // size
-    per_lane = (k + lanes - 1) // lanes
+    for b in range(first, stop):
+        r0 = b * block
+        rows = min(block, k - r0)
+        a = A.ctypes.data + size * r0  # column r0 of A is row r0 of A^T
+        if size == 4:
+            blas.sgemm(blas.ROW_MAJOR, blas.TRANS, blas.NO_TRANS, rows, m, n,
+                       np.float32(1.0), a, lda, delta.ctypes.data, ldd, np.float32(0.0),
+                       g.ctypes.data, m)
+        else:
+            blas.dgemm(blas.ROW_MAJOR, blas.TRANS, blas.NO_TRANS, rows, m, n, 1.0, a, lda,
+                       delta.ctypes.data, ldd, 0.0, g.ctypes.data, m)
+        for i in range(rows):
+            p = P[r0 + i]
+            v = V[r0 + i]
+            for j in range(m):
+                vj = momentum * v[j] + lr * (scale * g[i * m + j] + decay * p[j])
+                v[j] = vj
+                p[j] = p[j] - vj
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _sgd_product_kernel(A, delta, P, V, lr, momentum, decay, scale, scratch, block, lanes):
+    # The row blocks shared out over ``lanes`` threads, consecutive blocks each.
+    blocks = (A.shape[1] + block - 1) // block
     for lane in numba.prange(lanes):
-        g = scratch[lane]
-        stop = min(k, (lane + 1) * per_lane)
-        for r0 in range(lane * per_lane, stop, block):
-            rows = min(block, stop - r0)
-            a = A.ctypes.data + size * r0  # column r0 of A is row r0 of A^T
-            if size == 4:
-                blas.sgemm(blas.ROW_MAJOR, blas.TRANS, blas.NO_TRANS, rows, m, n,
-                           np.float32(1.0), a, lda, delta.ctypes.data, ldd, np.float32(0.0),
-                           g.ctypes.data, m)
-            else:
-                blas.dgemm(blas.ROW_MAJOR, blas.TRANS, blas.NO_TRANS, rows, m, n, 1.0, a, lda,
-                           delta.ctypes.data, ldd, 0.0, g.ctypes.data, m)
-            for i in range(rows):
-                p = P[r0 + i]
-                v = V[r0 + i]
-                for j in range(m):
-                    vj = momentum * v[j] + lr * (scale * g[i * m + j] + decay * p[j])
-                    v[j] = vj
-                    p[j] = p[j] - vj
+        _sgd_product_blocks(A, delta, P, V, lr, momentum, decay, scale, scratch[lane], block,
+                            lane * blocks // lanes, (lane + 1) * blocks // lanes)
 
 
 def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
@@ -578,11 +584,14 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
             and P.dtype in lanes.GEMM_DTYPES and A.size and delta.size
             and lanes.rows_contiguous(A) and lanes.rows_contiguous(delta)
             and P.flags.c_contiguous and V.flags.c_contiguous):
-        block = config.PRODUCT_BLOCK_ROWS
-        n_lanes, size = lanes.LANES, block * P.shape[1]
-        scratch = _scratch_array("blocks", n_lanes * size, P.dtype)[:n_lanes * size]
-        _sgd_product_kernel(A, delta, P, V, float(lr), float(momentum), float(decay),
-                            float(scale), scratch.reshape(n_lanes, size), block, n_lanes)
+        block, blocks = config.PRODUCT_BLOCK_ROWS, -(-P.shape[0] // config.PRODUCT_BLOCK_ROWS)
+        size = block * P.shape[1]
+        scratch = _scratch_array("blocks", lanes.LANES * size, P.dtype)[:lanes.LANES * size]
+        scratch = scratch.reshape(lanes.LANES, size)
+        args = (A, delta, P, V, float(lr), float(momentum), float(decay), float(scale))
+        lanes.GOVERNOR.run(("sgd_product", A.shape, delta.shape),
+                           lambda: _sgd_product_blocks(*args, scratch[0], block, 0, blocks),
+                           lambda n: _sgd_product_kernel(*args, scratch, block, n))
         return
     G = _scratch_array("gradient", P.size, P.dtype)[:P.size].reshape(P.shape)
     matmul_tn(A, delta, G)

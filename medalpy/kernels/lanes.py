@@ -15,7 +15,9 @@ BLAS inside each lane would oversubscribe the cores); importing this module chan
 nothing. Outside a session, or without a usable OpenBLAS, products go to ``np.matmul``.
 """
 
+import collections
 import contextlib
+import time
 
 import numba
 import numpy as np
@@ -26,23 +28,26 @@ from medalpy.kernels import blas, simd
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _gemm_lanes(A, B, C, trans_a, trans_b, lanes):
-    # C = op(A) op(B), row-major, split by columns into ``lanes`` blocks (multiples of 16
-    # columns, 64 bytes), each one single-threaded BLAS call on its own thread. Leading
-    # dimensions come from the row strides, so row slices of workspaces need no copy.
+@_jit
+def _gemm_parts(A, B, C, trans_a, trans_b, first, stop, parts):
+    # C = op(A) op(B), row-major, for parts ``first`` to ``stop - 1`` of C's columns, one
+    # single-threaded BLAS call per part. Part boundaries are multiples of 16 columns (64
+    # bytes) and depend only on C's width and ``parts``, never on the lanes: OpenBLAS's sums
+    # depend on the width of the call, so a fixed split keeps every element's round-off the
+    # same whatever the lanes. Leading dimensions come from the row strides, so row slices
+    # of workspaces need no copy.
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
     size = C.itemsize
     lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
     ta = blas.TRANS if trans_a else blas.NO_TRANS
     tb = blas.TRANS if trans_b else blas.NO_TRANS
-    width = ((n + lanes - 1) // lanes + 15) // 16 * 16
+    units = (n + 15) // 16
     a = A.ctypes.data
-    for lane in numba.prange(lanes):
-        j0 = lane * width
-        if j0 < n:
-            cols = min(width, n - j0)
+    for part in range(first, stop):
+        j0 = 16 * (part * units // parts)
+        cols = min(n, 16 * ((part + 1) * units // parts)) - j0
+        if cols > 0:
             # Column j0 of op(B) starts at row j0 of B when B is transposed.
             b = B.ctypes.data + size * (j0 * ldb if trans_b else j0)
             c = C.ctypes.data + size * j0
@@ -52,6 +57,14 @@ def _gemm_lanes(A, B, C, trans_a, trans_b, lanes):
             else:
                 blas.dgemm(blas.ROW_MAJOR, ta, tb, m, cols, k, 1.0, a, lda, b, ldb, 0.0, c,
                            ldc)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gemm_lanes(A, B, C, trans_a, trans_b, lanes, parts):
+    # The parts of C's columns shared out over ``lanes`` threads, consecutive parts each.
+    for lane in numba.prange(lanes):
+        _gemm_parts(A, B, C, trans_a, trans_b, lane * parts // lanes,
+                    (lane + 1) * parts // lanes, parts)
 
 
 @numba.njit(error_model="numpy", inline="always")
@@ -123,13 +136,88 @@ def check_shapes(name, A, B, out, trans_a, trans_b):
         raise ValueError(f"{name}: cannot multiply {a} by {b} into {out.shape}")
 
 
+class Governor:
+    """Chooses, call by call, whether a product runs on all :data:`LANES` or on one, by
+    timing both as training goes.
+
+    Two lanes wait for the slower at the end of every product, so when another process
+    keeps a core busy a two-lane step can take several times as long as a one-lane step.
+    The governor keeps, for each kind and shape of product, the last few durations on one
+    lane and on all lanes, uses the faster (lower median), and now and then tries the
+    other: every :attr:`probe` calls of that shape while the two are within
+    :attr:`near` of each other, every :attr:`probe_far` calls otherwise. Results never
+    depend on the choice (every kernel splits its work into the same parts however many
+    lanes run them), so it may change at any call.
+    """
+
+    probe, probe_far, near, keep = 32, 256, 1.25, 5
+
+    def __init__(self):
+        self.enabled = True
+        self.shapes = {}  # key -> [calls, durations on one lane, durations on all lanes]
+
+    def reset(self):
+        self.shapes.clear()
+
+    def lanes(self, key):
+        """The lanes the next call of ``key`` (a hashable kind and shape) runs on."""
+        if LANES == 1 or not self.enabled:
+            return LANES
+        entry = self.shapes.get(key)
+        if entry is None:
+            entry = self.shapes[key] = [0, collections.deque(maxlen=self.keep),
+                                        collections.deque(maxlen=self.keep)]
+        entry[0] += 1
+        one, all_ = entry[1], entry[2]
+        if len(one) < 3 or len(all_) < 3:  # the first calls alternate (the first may compile)
+            return 1 if len(one) < len(all_) else LANES
+        t_one, t_all = _low_median(one), _low_median(all_)
+        best, other = (1, LANES) if t_one < t_all else (LANES, 1)
+        period = self.probe if max(t_one, t_all) <= self.near * min(t_one, t_all) \
+            else self.probe_far
+        return other if entry[0] % period == 0 else best
+
+    def record(self, key, lanes, seconds):
+        """Note that a call of ``key`` on ``lanes`` lanes took ``seconds``."""
+        entry = self.shapes.get(key)
+        if entry is not None:
+            entry[1 if lanes == 1 else 2].append(seconds)
+
+    def run(self, key, one_lane, on_lanes):
+        """Call ``one_lane()`` or ``on_lanes(n)``, as :meth:`lanes` says, and time it."""
+        n = self.lanes(key)
+        start = time.perf_counter()
+        if n == 1:
+            one_lane()
+        else:
+            on_lanes(n)
+        self.record(key, n, time.perf_counter() - start)
+
+    def choices(self):
+        """{key: (median seconds on one lane, on all lanes)} for the shapes seen."""
+        return {key: (_low_median(one) if one else None, _low_median(all_) if all_ else None)
+                for key, (_, one, all_) in self.shapes.items()}
+
+
+def _low_median(values):
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+#: The governor of every parallel kernel of the cpu backend.
+GOVERNOR = Governor()
+
+
 def _gemm(A, B, out, trans_a, trans_b):
     # Narrow outputs (a 10-class classifier's) are not worth a second thread: one call, on
     # the caller's thread.
     if (READY and out.shape[1] >= config.LANES_MIN_COLUMNS and out.dtype == A.dtype == B.dtype
             and out.dtype in GEMM_DTYPES and A.size and rows_contiguous(A)
             and rows_contiguous(B) and rows_contiguous(out)):
-        _gemm_lanes(A, B, out, trans_a, trans_b, LANES)
+        parts = config.PRODUCT_PARTS
+        GOVERNOR.run(("gemm", trans_a, trans_b, A.shape, B.shape),
+                     lambda: _gemm_parts(A, B, out, trans_a, trans_b, 0, parts, parts),
+                     lambda n: _gemm_lanes(A, B, out, trans_a, trans_b, n, parts))
     else:
         np.matmul(A.T if trans_a else A, B.T if trans_b else B, out=out)
 
@@ -142,6 +230,7 @@ def use_threads(n):
     global LANES, READY
     numba.set_num_threads(int(n))
     LANES, READY = int(n), blas.available()
+    GOVERNOR.reset()
     if READY:
         blas.set_threads(1)
 
@@ -159,6 +248,7 @@ def threads(n=None):
         yield
     finally:
         LANES, READY = before[0], before[1]
+        GOVERNOR.reset()
         numba.set_num_threads(before[2])
         blas.restore_threads(before[3])
 
@@ -192,7 +282,9 @@ def matmul_nt(A, B, out):
             and A.shape[1] % simd.WIDTH == 0 and rows_contiguous(A) and rows_contiguous(B)
             and rows_contiguous(out)):
         if READY:
-            _matmul_nt_f32_lanes(A, B, out, LANES)
+            GOVERNOR.run(("nt", A.shape, B.shape),
+                         lambda: _matmul_nt_f32_columns(A, B, out, 0, B.shape[0]),
+                         lambda n: _matmul_nt_f32_lanes(A, B, out, n))
         else:  # no parallel region beside a BLAS that runs its own threads
             _matmul_nt_f32_columns(A, B, out, 0, B.shape[0])
         return

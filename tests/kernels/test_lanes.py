@@ -1,0 +1,136 @@
+"""The cpu backend's lanes: the arithmetic never depends on how the work is split over
+threads, and the governor moves between one lane and all of them as their timings say.
+
+Reproducibility rests on the first: a cell's result must depend only on its settings, not
+on the cores of the machine, the lanes the governor picked while another process was busy,
+or the worker (one lane) that ran it.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+from medalpy import config
+from medalpy.kernels import blas, cpu, lanes
+
+pytestmark = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2 or not blas.available(),
+                                reason="needs two Numba threads and NumPy's OpenBLAS")
+
+SPLITS = [1, 2, 3, 7]  # lanes; 3 and 7 share 4 parts out unevenly, 7 leaves lanes idle
+
+
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [(20, 784, 1000), (10, 1000, 784), (128, 100, 200),
+                                     (7, 33, 70)])
+def test_products_are_bit_identical_on_any_split(m, k, n, trans_a, trans_b, dtype):
+    """Every product on 1, 2, 3 or 7 lanes, and on the caller's thread alone, gives the same
+    bits: the output's columns are cut into the same parts, whichever lane computes them."""
+    rng = np.random.default_rng(m + k + n)
+    A = rng.normal(size=(k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.normal(size=(n, k) if trans_b else (k, n)).astype(dtype)
+    parts = config.PRODUCT_PARTS
+    alone = np.empty((m, n), dtype)
+    lanes._gemm_parts(A, B, alone, trans_a, trans_b, 0, parts, parts)
+    for n_lanes in SPLITS:
+        got = np.full((m, n), np.nan, dtype)
+        lanes._gemm_lanes(A, B, got, trans_a, trans_b, n_lanes, parts)
+        np.testing.assert_array_equal(got, alone, err_msg=f"{n_lanes} lanes")
+    want = (A.T if trans_a else A) @ (B.T if trans_b else B)
+    assert np.allclose(alone, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch, k, m", [(20, 784, 1000), (10, 1000, 784), (32, 70, 90)])
+def test_the_fused_weight_update_is_bit_identical_on_any_split(batch, k, m, dtype):
+    """The weight update with its gradient formed block by block (sgd_update_product's
+    kernel) leaves the same weights and velocities on any number of lanes."""
+    rng = np.random.default_rng(batch + k + m)
+    A = rng.uniform(size=(batch, k)).astype(dtype)
+    delta = rng.normal(size=(batch, m)).astype(dtype)
+    P0 = rng.normal(size=(k, m)).astype(dtype)
+    V0 = rng.normal(size=(k, m)).astype(dtype) * dtype(0.01)
+    block = config.PRODUCT_BLOCK_ROWS
+    blocks = -(-k // block)
+    scratch = np.empty((max(SPLITS), block * m), dtype)
+    P, V = P0.copy(), V0.copy()
+    args = (0.1, 0.9, 1e-3, 0.5)
+    cpu._sgd_product_blocks(A, delta, P, V, *args, scratch[0], block, 0, blocks)
+    for n_lanes in SPLITS:
+        P_l, V_l = P0.copy(), V0.copy()
+        cpu._sgd_product_kernel(A, delta, P_l, V_l, *args, scratch[:n_lanes], block, n_lanes)
+        np.testing.assert_array_equal(P_l, P, err_msg=f"{n_lanes} lanes")
+        np.testing.assert_array_equal(V_l, V, err_msg=f"{n_lanes} lanes")
+    # And it is the SGD rule (within round-off of a plain NumPy step).
+    G = A.astype(np.float64).T @ delta
+    V_want = 0.9 * V0 + 0.1 * (0.5 * G + 1e-3 * P0)
+    np.testing.assert_allclose(V, V_want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(P, P0 - V_want, rtol=1e-4, atol=1e-5)
+
+
+def _train(choose):
+    """The weights after a short gradual run on the cpu backend, float32, layers wide enough
+    that every product runs on lanes, with ``choose(key)`` picking each call's lanes."""
+    from medalpy.sklearn import DenoisingAutoencoder
+
+    X = np.random.default_rng(0).uniform(size=(400, 96))
+    model = DenoisingAutoencoder(schedule="gradual", hidden_layer_sizes=(80, 72),
+                                 epochs_layer1=1, budget=1, batch_size=20, backend="cpu",
+                                 dtype="float32", random_state=0)
+    original = lanes.GOVERNOR.lanes
+    lanes.GOVERNOR.lanes = choose
+    try:
+        with lanes.threads(2):
+            model.fit(X)
+    finally:
+        lanes.GOVERNOR.lanes = original
+    return model.coefs_ + model.intercepts_
+
+
+def test_training_is_bit_identical_whatever_lanes_the_governor_picks():
+    """Training on one lane throughout, on two throughout, and with every call's lanes
+    picked at random (as a governor reacting to a busy core might) ends with the same bits:
+    a run's result depends on its settings, not on what ran beside it."""
+    rng = np.random.default_rng(1)
+    picks = []
+
+    def at_random(key):
+        picks.append(int(rng.integers(1, 3)))
+        return picks[-1]
+
+    one = _train(lambda key: 1)
+    two = _train(lambda key: 2)
+    mixed = _train(at_random)
+    assert {1, 2} <= set(picks) and len(picks) > 100  # products did go through the lanes
+    for a, b, c in zip(one, two, mixed):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def _simulate(governor, cost, calls, key="product"):
+    """Drive ``governor`` for ``calls`` calls of one shape whose duration on n lanes is
+    ``cost[n]``; return the lanes it picked."""
+    picked = []
+    for _ in range(calls):
+        n = governor.lanes(key)
+        governor.record(key, n, cost[n])
+        picked.append(n)
+    return np.array(picked)
+
+
+def test_the_governor_follows_the_faster_lanes_and_comes_back():
+    """Quiet: all lanes (faster), with one-lane probes only now and then. A busy core makes
+    two lanes slower than one: it moves to one lane within a few calls and stays, probing
+    rarely. When the core is free again it returns to all lanes."""
+    with lanes.threads(2):
+        governor = lanes.Governor()
+        quiet = _simulate(governor, {1: 1.0, 2: 0.55}, 2000)
+        assert np.mean(quiet[100:] == 2) > 0.99
+        busy = _simulate(governor, {1: 1.1, 2: 4.0}, 2000)
+        assert np.all(busy[10:] == 1) or np.mean(busy[10:] == 1) > 0.99
+        assert np.mean(busy[:10] == 1) >= 0.5  # it reacted at once
+        freed = _simulate(governor, {1: 1.0, 2: 0.55}, 4 * governor.probe_far)
+        assert np.sum(freed[-governor.probe_far:] == 1) <= 1  # at most its one probe
+        # Switched off, it always answers the session's lanes.
+        governor.enabled = False
+        assert set(_simulate(governor, {1: 0.1, 2: 9.0}, 50)) == {2}
