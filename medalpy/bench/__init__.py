@@ -1,0 +1,210 @@
+"""Benchmarks: one full SGD training step, medalpy against PyTorch and the machine's GEMM peak.
+
+A *step* is the trainer's own per-minibatch step (``Trainer.prepare(p).step``, on synthetic
+images):
+
+    gather_masked(source, rows, ...)   corrupted input, from uint8 (or cached float codes)
+    gather(source, rows, ...)          clean target (labels for the supervised phase)
+    Pass.train_step(X_in, X_target, optimiser)
+                                       forward through the chain, objective, backward; each
+                                       layer updated (normGrad, momentum, decay) as soon as
+                                       its gradient is final
+PyTorch, when installed, runs the code a user would write: ``nn.Linear`` + ``nn.Sigmoid``,
+``nn.BCELoss`` summed over units and averaged over the batch (``nn.CrossEntropyLoss`` for
+the supervised phase), ``torch.optim.SGD(momentum, weight_decay)``, masking noise as
+``x * (torch.rand_like(x) > rate)``.
+
+Phases (the paper's MNIST networks):
+
+``layer1``      784-1000-784, phase 1, input from uint8
+``stacked``     1000-1000-1000, stacked phase 2 on cached float codes
+``gradual``     784-1000-1000-784, gradual phase 2, all layers trained
+``supervised``  784-1000-1000-10, supervised fine-tuning with a softmax head
+
+Repetitions are interleaved (every implementation runs one repetition before any runs the
+next), so a slow patch of a shared machine hits all columns alike; compare within one run.
+FLOP counts are those of the GEMMs only: ``2 B n_in n_out`` per forward product, per weight
+gradient of a trainable layer and per back-propagated error above the lowest trainable layer.
+
+Modules: :mod:`.steps` (the phases and medalpy's step), :mod:`.peers` (the steps it is timed
+against), :mod:`.machine` (CPU, GEMM peak), :mod:`.memory` (peak RSS of a real run).
+"""
+
+import statistics
+import time
+
+from medalpy.bench.machine import GEMM_N, gemm_peak, machine  # noqa: F401
+from medalpy.bench.memory import format_memory, memory_run  # noqa: F401  (re-exported)
+from medalpy.bench.peers import _have_torch, torch_step
+from medalpy.bench.steps import (  # noqa: F401
+    BATCH_SIZES,
+    IMPLEMENTATIONS,
+    PHASES,
+    medalpy_step,
+    step_flops,
+)
+
+
+def _run_block(step, n):
+    enter = getattr(step, "enter", None)
+    if enter is not None:  # the thread settings this implementation runs with
+        enter()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        step()
+    return n / (time.perf_counter() - t0)
+
+
+def bench_cell(steps, repeats, seconds):
+    """Interleaved repetitions over ``steps`` ({impl: closure}); returns {impl: [steps/s]}.
+
+    Each closure is warmed up (JIT compiled, caches and BLAS threads started), then the
+    number of steps per repetition is chosen so that one repetition lasts about ``seconds``.
+    """
+    counts = {}
+    for name, step in steps.items():
+        for _ in range(3):
+            step()
+        rate = _run_block(step, 3)
+        counts[name] = max(2, int(round(rate * seconds)))
+    rates = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            rates[name].append(_run_block(step, counts[name]))
+    return rates
+
+
+
+def run_bench(phases=tuple(PHASES), batch_sizes=BATCH_SIZES, implementations=None,
+              repeats=5, seconds=0.25, threads=2, normalise_gradients=True, progress=None):
+    """Time every (phase, batch size) for every implementation; returns a JSON-able dict.
+
+    Parameters
+    ----------
+    implementations : names among ``cpu``, ``numpy``, ``torch``; default all available.
+    repeats : interleaved repetitions per cell (median, min and max are reported).
+    seconds : about how long one repetition of one implementation lasts.
+    threads : BLAS (and torch) threads.
+    progress : optional callable receiving one line of text per finished cell.
+    """
+    if implementations is None:
+        implementations = [name for name in IMPLEMENTATIONS
+                           if name != "torch" or _have_torch()]
+    implementations = list(implementations)
+    from medalpy.kernels import blas
+
+    if "torch" in implementations:
+        import torch
+
+        torch.set_num_threads(int(threads))  # left as set: torch has no "previous" to keep
+    previous = blas.get_threads()
+    try:
+        return _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
+                          normalise_gradients, progress, sorted(previous))
+    finally:
+        blas.restore_threads(previous)
+
+
+def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
+               normalise_gradients, progress, blas_libraries):
+    from medalpy.kernels import blas
+
+    blas.set_threads(threads)
+    peak = gemm_peak()
+    result = {
+        "machine": machine(), "threads": int(threads), "blas_libraries": blas_libraries,
+        "dtype": "float32", "repeats": int(repeats),
+        "settings": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "noise": 0.15,
+                     "normalise_gradients": bool(normalise_gradients)},
+        "gemm_peak_gflops": peak, "gemm_size": GEMM_N, "rows": [],
+    }
+    if "torch" in implementations:
+        result["torch_gemm_peak_gflops"] = gemm_peak(use_torch=True)
+    for phase in phases:
+        for B in batch_sizes:
+            steps = {}
+            for name in implementations:
+                if name == "torch":
+                    steps[name] = torch_step(phase, B)
+                else:
+                    steps[name] = medalpy_step(name, phase, B, threads=threads,
+                                               normalise_gradients=normalise_gradients)
+            rates = bench_cell(steps, repeats, seconds)
+            flops = step_flops(phase, B)
+            for name in implementations:
+                r = rates[name]
+                median = statistics.median(r)
+                gflops = median * flops / 1e9
+                result["rows"].append({
+                    "phase": phase, "batch_size": B, "implementation": name,
+                    "steps_per_s": median, "steps_per_s_min": min(r),
+                    "steps_per_s_max": max(r), "samples_per_s": median * B,
+                    "gflops": gflops, "fraction_of_peak": gflops / peak,
+                    "mflop_per_step": flops / 1e6,
+                })
+            if progress is not None:
+                progress(format_cell(result["rows"][-len(implementations):]))
+    return result
+
+
+def speedups(result, over="torch", of="cpu"):
+    """{(phase, batch): median steps/s of ``of`` / that of ``over``} where both ran."""
+    by = {(r["phase"], r["batch_size"], r["implementation"]): r["steps_per_s"]
+          for r in result["rows"]}
+    return {(p, b): by[(p, b, of)] / by[(p, b, over)]
+            for (p, b, impl) in by if impl == of and (p, b, over) in by}
+
+
+def format_cell(rows):
+    """One progress line for one (phase, batch) cell."""
+    first = rows[0]
+    parts = [f"{r['implementation']} {r['steps_per_s']:.0f}/s" for r in rows]
+    return f"{first['phase']:<10} B={first['batch_size']:<4} " + ", ".join(parts)
+
+
+def format_table(result):
+    """A Markdown table of a :func:`run_bench` result."""
+    impls = []
+    for row in result["rows"]:
+        if row["implementation"] not in impls:
+            impls.append(row["implementation"])
+    by = {(r["phase"], r["batch_size"], r["implementation"]): r for r in result["rows"]}
+    cells = sorted({(r["phase"], r["batch_size"]) for r in result["rows"]},
+                   key=lambda c: (list(PHASES).index(c[0]), c[1]))
+    head = ["phase", "batch"]
+    for name in impls:
+        head += [f"{name} steps/s (min-max)", f"{name} GFLOP/s (% peak)"]
+    if "torch" in impls and "cpu" in impls:
+        head.append("cpu / torch")
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for phase, B in cells:
+        line = [phase, str(B)]
+        for name in impls:
+            r = by.get((phase, B, name))
+            if r is None:
+                line += ["", ""]
+                continue
+            line.append(f"{r['steps_per_s']:.0f} ({r['steps_per_s_min']:.0f}-"
+                        f"{r['steps_per_s_max']:.0f})")
+            line.append(f"{r['gflops']:.0f} ({100 * r['fraction_of_peak']:.0f}%)")
+        if "torch" in impls and "cpu" in impls:
+            ratio = by[(phase, B, "cpu")]["steps_per_s"] / by[(phase, B, "torch")]["steps_per_s"]
+            line.append(f"{ratio:.2f}x")
+        lines.append("| " + " | ".join(line) + " |")
+    notes = [f"float32, {result['threads']} threads; GEMM peak ({result['gemm_size']}^3, "
+             f"NumPy's BLAS) {result['gemm_peak_gflops']:.0f} GFLOP/s"]
+    if "torch_gemm_peak_gflops" in result:
+        notes[0] += f", torch {result['torch_gemm_peak_gflops']:.0f} GFLOP/s"
+    m = result["machine"]
+    if m.get("cpu"):
+        notes.append(f"CPU: {m['cpu']} (family/model {m.get('cpu_family_model')}, "
+                     f"{m.get('cpus')} cores, {m.get('simd')}, OpenBLAS kernel "
+                     f"{m.get('openblas_core')})")
+    load = m.get("load_average")
+    if load:
+        notes.append(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    memory = result.get("memory")
+    if memory:
+        notes.append(format_memory(memory))
+    return "\n".join(lines) + "\n\n" + "\n".join(notes)
+
