@@ -136,25 +136,39 @@ def check_shapes(name, A, B, out, trans_a, trans_b):
         raise ValueError(f"{name}: cannot multiply {a} by {b} into {out.shape}")
 
 
+class _Shape:
+    """A governor's record of one kind and shape of product: calls so far, the last few
+    durations on one lane and on all lanes, and their lower medians."""
+
+    __slots__ = ("calls", "one", "all", "t_one", "t_all")
+
+    def __init__(self, keep):
+        self.calls = 0
+        self.one, self.all = collections.deque(maxlen=keep), collections.deque(maxlen=keep)
+        self.t_one = self.t_all = None
+
+
 class Governor:
     """Chooses, call by call, whether a product runs on all :data:`LANES` or on one, by
     timing both as training goes.
 
     Two lanes wait for the slower at the end of every product, so when another process
     keeps a core busy a two-lane step can take several times as long as a one-lane step.
-    The governor keeps, for each kind and shape of product, the last few durations on one
-    lane and on all lanes, uses the faster (lower median), and now and then tries the
-    other: every :attr:`probe` calls of that shape while the two are within
-    :attr:`near` of each other, every :attr:`probe_far` calls otherwise. Results never
-    depend on the choice (every kernel splits its work into the same parts however many
-    lanes run them), so it may change at any call.
+    The governor keeps, for each kind and shape of product, the last :attr:`keep`
+    durations on one lane and on all lanes, and uses one lane only while its lower median
+    is below :attr:`prefer` times that of all lanes (so timing noise does not move a quiet
+    machine off its lanes). Now and then it tries the other: every :attr:`probe` calls of
+    that shape while the two are within :attr:`near` of each other, every
+    :attr:`probe_far` calls otherwise. Results never depend on the choice (every kernel
+    splits its work into the same parts however many lanes run them), so it may change at
+    any call.
     """
 
-    probe, probe_far, near, keep = 32, 256, 1.25, 5
+    probe, probe_far, near, prefer, keep = 32, 256, 1.25, 0.9, 5
 
     def __init__(self):
         self.enabled = True
-        self.shapes = {}  # key -> [calls, durations on one lane, durations on all lanes]
+        self.shapes = {}  # key -> _Shape
 
     def reset(self):
         self.shapes.clear()
@@ -163,25 +177,29 @@ class Governor:
         """The lanes the next call of ``key`` (a hashable kind and shape) runs on."""
         if LANES == 1 or not self.enabled:
             return LANES
-        entry = self.shapes.get(key)
-        if entry is None:
-            entry = self.shapes[key] = [0, collections.deque(maxlen=self.keep),
-                                        collections.deque(maxlen=self.keep)]
-        entry[0] += 1
-        one, all_ = entry[1], entry[2]
-        if len(one) < 3 or len(all_) < 3:  # the first calls alternate (the first may compile)
-            return 1 if len(one) < len(all_) else LANES
-        t_one, t_all = _low_median(one), _low_median(all_)
-        best, other = (1, LANES) if t_one < t_all else (LANES, 1)
+        shape = self.shapes.get(key)
+        if shape is None:
+            shape = self.shapes[key] = _Shape(self.keep)
+        shape.calls += 1
+        if len(shape.one) < 3 or len(shape.all) < 3:  # first calls alternate (one compiles)
+            return 1 if len(shape.one) < len(shape.all) else LANES
+        t_one, t_all = shape.t_one, shape.t_all
+        best, other = (1, LANES) if t_one < self.prefer * t_all else (LANES, 1)
         period = self.probe if max(t_one, t_all) <= self.near * min(t_one, t_all) \
             else self.probe_far
-        return other if entry[0] % period == 0 else best
+        return other if shape.calls % period == 0 else best
 
     def record(self, key, lanes, seconds):
         """Note that a call of ``key`` on ``lanes`` lanes took ``seconds``."""
-        entry = self.shapes.get(key)
-        if entry is not None:
-            entry[1 if lanes == 1 else 2].append(seconds)
+        shape = self.shapes.get(key)
+        if shape is None:
+            return
+        if lanes == 1:
+            shape.one.append(seconds)
+            shape.t_one = _low_median(shape.one)
+        else:
+            shape.all.append(seconds)
+            shape.t_all = _low_median(shape.all)
 
     def run(self, key, one_lane, on_lanes):
         """Call ``one_lane()`` or ``on_lanes(n)``, as :meth:`lanes` says, and time it."""
@@ -195,8 +213,7 @@ class Governor:
 
     def choices(self):
         """{key: (median seconds on one lane, on all lanes)} for the shapes seen."""
-        return {key: (_low_median(one) if one else None, _low_median(all_) if all_ else None)
-                for key, (_, one, all_) in self.shapes.items()}
+        return {key: (shape.t_one, shape.t_all) for key, shape in self.shapes.items()}
 
 
 def _low_median(values):

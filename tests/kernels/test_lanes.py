@@ -134,3 +134,14 @@ def test_the_governor_follows_the_faster_lanes_and_comes_back():
         # Switched off, it always answers the session's lanes.
         governor.enabled = False
         assert set(_simulate(governor, {1: 0.1, 2: 9.0}, 50)) == {2}
+
+
+def test_the_governor_keeps_all_lanes_when_one_lane_is_barely_faster():
+    """Timing noise of a few percent must not move a quiet machine off its lanes: one lane
+    is used only when clearly faster (below ``prefer`` times all lanes)."""
+    with lanes.threads(2):
+        governor = lanes.Governor()
+        picked = _simulate(governor, {1: 0.95, 2: 1.0}, 1000)
+        assert np.mean(picked[10:] == 2) > 0.95
+        picked = _simulate(lanes.Governor(), {1: 0.8, 2: 1.0}, 1000)
+        assert np.mean(picked[10:] == 1) > 0.95
