@@ -1,14 +1,29 @@
-"""Where cells run: a local Dask cluster of single-threaded worker processes, or an existing
-cluster at a scheduler address.
+"""Where cells run: the ways to execute the cells of an experiment or a search, for
+:func:`medalpy.experiments.cells.run_cells`.
+
+- :class:`Here`: one after another in this process (its products on the cpu backend's
+  lanes, every core);
+- :class:`Processes`: N single-threaded worker processes of the standard library;
+- :class:`Dask`: a local Dask cluster of N single-threaded worker processes, or an existing
+  cluster at a scheduler address.
 
 Each local worker is a separate process with one thread, and its BLAS, OpenMP and Numba
 thread pools are held to one thread too, so N workers use N cores without fighting over
-them. ``dask.distributed`` is an optional dependency (the ``dask`` extra); :func:`require`
-gives one clear message when it is missing.
+them. A cell's result does not depend on where it ran (the cpu backend's arithmetic is the
+same on one lane or many). ``dask.distributed`` is an optional dependency (the ``dask``
+extra); :func:`require` gives one clear message when it is missing, and :func:`executor`
+falls back to :class:`Processes` without it.
+
+An executor has two methods: ``submit(fn, *args, key=...)`` returns a future (``result()``
+gives ``fn(*args)`` or raises), and ``wait_any(futures)`` blocks until at least one of them
+has finished and returns those that have.
 """
 
+import concurrent.futures
 import contextlib
+import multiprocessing
 import os
+import time
 
 from medalpy.errors import ConfigError
 
@@ -76,3 +91,114 @@ def default_workers():
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
+
+
+class _Deferred:
+    """A call run when waited for: :class:`Here` runs one cell at a time, so each cell's
+    result is recorded before the next one starts."""
+
+    def __init__(self, fn, args):
+        self.fn, self.args, self.done = fn, args, False
+
+    def run(self):
+        try:
+            self.value, self.error = self.fn(*self.args), None
+        except Exception as exc:  # raised again by result(), as a pool's future would
+            self.value, self.error = None, exc
+        self.done = True
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class Here:
+    """Cells one after another in this process."""
+
+    description = "one at a time in this process"
+
+    def submit(self, fn, *args, key=None):
+        return _Deferred(fn, args)
+
+    def wait_any(self, futures):
+        first = futures[0]
+        first.run()
+        return [first]
+
+
+class Processes:
+    """Cells on ``n`` single-threaded worker processes (``concurrent.futures``, spawned, so
+    that each starts with its thread pools held to one thread before NumPy loads)."""
+
+    def __init__(self, n):
+        if n < 1:
+            raise ConfigError(f"workers must be at least 1, got {n}")
+        self.n = n
+        self.description = f"{n} single-threaded worker process(es)"
+        saved = {name: os.environ.get(name) for name in SINGLE_THREAD_ENV}
+        os.environ.update(SINGLE_THREAD_ENV)  # inherited by the workers as they start
+        try:
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                n, mp_context=multiprocessing.get_context("spawn"))
+            # Start every worker now, while the environment holds.
+            for future in [self.pool.submit(os.getpid) for _ in range(n)]:
+                future.result()
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+    def submit(self, fn, *args, key=None):
+        return self.pool.submit(fn, *args)
+
+    def wait_any(self, futures):
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+        return list(done)
+
+    def close(self):
+        self.pool.shutdown(cancel_futures=True)
+
+
+class Dask:
+    """Cells on a Dask cluster, through ``client``."""
+
+    def __init__(self, client, description="a Dask cluster"):
+        self.client, self.description = client, description
+
+    def submit(self, fn, *args, key=None):
+        # pure=False and a unique key: a cell run again (after a failure) is a new task.
+        return self.client.submit(fn, *args, key=f"medalpy-{key}-{time.time_ns()}", pure=False)
+
+    def wait_any(self, futures):
+        import distributed
+
+        return list(distributed.wait(futures, return_when="FIRST_COMPLETED").done)
+
+
+@contextlib.contextmanager
+def executor(workers=None, scheduler=None, echo=None):
+    """The executor for ``--workers N`` / ``--scheduler ADDRESS``: an existing Dask cluster;
+    N single-threaded workers (a local Dask cluster when Dask is installed, standard-library
+    processes otherwise); or, with neither (or N = 0), :class:`Here`."""
+    echo = echo or (lambda message: None)
+    if scheduler or workers:
+        try:
+            require()
+        except DaskMissing:
+            if scheduler:
+                raise
+            pool = Processes(workers)
+            echo(f"running cells on {pool.description} (Dask is not installed)")
+            try:
+                yield pool
+            finally:
+                pool.close()
+            return
+        with dask_client(workers, scheduler, echo=echo) as client:
+            yield Dask(client, f"Dask at {scheduler}" if scheduler else
+                       f"a local Dask cluster of {workers} worker(s)")
+        return
+    yield Here()

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -63,7 +64,7 @@ def test_a_failing_cell_is_recorded_and_its_dependants_skipped(tmp_path):
 @pytest.mark.slow
 def test_interrupted_experiment_resumes_without_recomputing(tmp_path):
     args = [sys.executable, "-m", "medalpy", "experiment", "fsweep", "--dataset", "mnist-sample",
-            "--scale", "smoke", "--splits", "2", "--out", str(tmp_path)]
+            "--scale", "smoke", "--splits", "2", "--workers", "0", "--out", str(tmp_path)]
     run = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cells_dir = tmp_path / "cells" / "split0"
     deadline = time.time() + 120
@@ -101,23 +102,76 @@ def test_experiment_list_measures_costs():
 
 
 @pytest.mark.slow
-def test_experiment_cells_on_a_local_dask_cluster_equal_the_serial_run(tmp_path):
+def test_experiment_cells_on_worker_processes_equal_the_serial_run_bit_for_bit(tmp_path):
+    """The same experiment here (products on two lanes), on a local Dask cluster and on
+    plain worker processes (one lane each) gives the same numbers, bit for bit: a cell's
+    result depends on its settings, not on where it ran."""
     pytest.importorskip("distributed")
+    from medalpy.cluster import Processes, default_workers
+
     args = ["experiment", "ablation", "--dataset", "mnist-sample", "--scale", "smoke",
             "--splits", "1"]
-    serial = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "serial")])
+    serial = CliRunner().invoke(main, [*args, "--workers", "0", "--out",
+                                       str(tmp_path / "serial")])
     assert serial.exit_code == 0, serial.output
-    dask = CliRunner().invoke(main, [*args, "--workers", "2", "--out", str(tmp_path / "dask")])
+    # By default cells go to one single-threaded worker per core (here a Dask cluster).
+    dask = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "dask")])
     assert dask.exit_code == 0, dask.output
-    a = json.loads((tmp_path / "serial" / "results.json").read_text())["cells"]
-    b = json.loads((tmp_path / "dask" / "results.json").read_text())["cells"]
-    assert a.keys() == b.keys()
-    # Workers run BLAS on one thread, this process on two: GEMM sums in another order, so the
-    # results agree to rounding, not bit for bit.
-    for key in a:
+    if default_workers() > 1:
+        assert f"local cluster of {default_workers()} single-threaded worker" in dask.output
+    pool = Processes(2)
+    try:
+        run_experiment("ablation", "mnist-sample", tmp_path / "processes", scale="smoke",
+                       splits=1, executor=pool)
+    finally:
+        pool.close()
+    runs = [json.loads((tmp_path / name / "results.json").read_text())["cells"]
+            for name in ("serial", "dask", "processes")]
+    assert runs[0].keys() == runs[1].keys() == runs[2].keys()
+    compared = 0
+    for key in runs[0]:
         for field in ("relative_ce", "test_error"):
-            if field in a[key]:
-                assert b[key][field] == pytest.approx(a[key][field], rel=1e-6), (key, field)
+            if field in runs[0][key]:
+                assert runs[0][key][field] == runs[1][key][field] == runs[2][key][field], \
+                    (key, field)
+                compared += 1
+    assert compared >= 3
+
+
+def test_cells_run_one_at_a_time_here_each_recorded_before_the_next_starts(tmp_path):
+    """Here runs a cell only when the one before it has been written: a kill loses at most
+    the cell that was running."""
+    cells = [Cell(f"c{i}", "tests.test_experiments.count_recorded", {}) for i in range(3)]
+    results = run_cells(cells, tmp_path)
+    assert [results[f"c{i}"]["recorded_before"] for i in range(3)] == [0, 1, 2]
+
+
+def count_recorded(params, work, out_dir):
+    """A cell step: how many cells had been recorded when this one started."""
+    return {"recorded_before": len(list((Path(out_dir) / "cells").glob("*.json")))}
+
+
+def environment_variable(name):
+    return os.environ.get(name)
+
+
+def test_worker_processes_hold_their_thread_pools_to_one_thread_and_report_errors(tmp_path):
+    from medalpy.cluster import SINGLE_THREAD_ENV, Processes
+
+    before = {name: os.environ.get(name) for name in SINGLE_THREAD_ENV}
+    pool = Processes(2)
+    try:
+        assert {name: os.environ.get(name) for name in SINGLE_THREAD_ENV} == before
+        env = pool.submit(environment_variable, "NUMBA_NUM_THREADS").result()
+        assert env == "1"
+        cells = [Cell("a", "layer1", {"dataset": "no-such-dataset"}),
+                 Cell("b", "tests.test_experiments.count_recorded", {}, needs=("a",)),
+                 Cell("c", "tests.test_experiments.count_recorded", {})]
+        results = run_cells(cells, tmp_path, executor=pool)
+    finally:
+        pool.close()
+    assert results["a"]["status"] == "error" and results["b"]["status"] == "skipped"
+    assert results["c"]["status"] == "done"
 
 
 def test_failed_cells_run_again_on_the_next_run(tmp_path):
@@ -184,7 +238,7 @@ def test_experiment_settings_are_recorded_and_bad_ones_refused_before_writing(tm
                          (["--sizes", "100000"], "--sizes: 100000 is not between"),
                          (["--preset", "nope"], "Invalid value for '--preset'"),
                          (["--noise", "1.0"], "noise (masking: the probability of setting a unit to 0) must be"),
-                         (["--workers", "0"], "--workers must be at least 1")):
+                         (["--workers", "-2"], "--workers must be 0 or more")):
         out = tmp_path / "bad"
         result = CliRunner().invoke(main, [*base, *bad, "--out", str(out)])
         assert result.exit_code == 2 and message in result.output, (bad, result.output)

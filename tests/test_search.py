@@ -23,7 +23,7 @@ from medalpy.search import (  # noqa: E402
     rung_epochs,
     run_search,
 )
-from medalpy.cluster import local_cluster  # noqa: E402
+from medalpy.cluster import Dask, local_cluster  # noqa: E402
 
 TINY = dict(dataset="mnist-sample", folds=3, subset=240, plan=[{"eval_folds": 2}], eta=2,
             epochs_layer1=1, budget=1,
@@ -45,7 +45,7 @@ def _cells(out):
 
 def test_a_tiny_grid_runs_every_trial_on_the_cluster(tmp_path, client):
     messages = []
-    record = run_search(SearchSpec(**TINY), tmp_path, client=client, echo=messages.append)
+    record = run_search(SearchSpec(**TINY), tmp_path, executor=Dask(client), echo=messages.append)
     assert record["trials"] == record["done"] == 4 and record["error"] == 0
     assert len(_cells(tmp_path)) == 4
     cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-ng1-s0/fold1.json")
@@ -65,25 +65,25 @@ def test_a_tiny_grid_runs_every_trial_on_the_cluster(tmp_path, client):
 
 def test_resume_skips_finished_trials_and_refuses_other_settings(tmp_path, client):
     spec = SearchSpec(**TINY)
-    run_search(spec, tmp_path, client=client)
+    run_search(spec, tmp_path, executor=Dask(client))
     stamps = {p: p.stat().st_mtime_ns for p in _cells(tmp_path)}
     lost = tmp_path / "cells/r0/u16-lr0.01-b20-m0.9-wd0.001-ng1-s0/fold0.json"
     lost.unlink()
     messages = []
-    record = run_search(spec, tmp_path, client=client, echo=messages.append)
+    record = run_search(spec, tmp_path, executor=Dask(client), echo=messages.append)
     assert "3 of 4 cells already done; resuming" in messages
     assert sum("done in" in m for m in messages) == 1 and record["done"] == 4
     for path, stamp in stamps.items():
         if path != lost:
             assert path.stat().st_mtime_ns == stamp, path
     with pytest.raises(ConfigError, match="budget differ"):
-        run_search(SearchSpec(**{**TINY, "budget": 2}), tmp_path, client=client)
+        run_search(SearchSpec(**{**TINY, "budget": 2}), tmp_path, executor=Dask(client))
 
 
 def test_a_trial_that_raises_is_recorded_and_the_search_goes_on(tmp_path, client):
     # 1e30 without normGrad overflows float32
     space = {**TINY["space"], "lr": [0.1, 1e30], "normalise_gradients": [False]}
-    record = run_search(SearchSpec(**{**TINY, "space": space}), tmp_path, client=client)
+    record = run_search(SearchSpec(**{**TINY, "space": space}), tmp_path, executor=Dask(client))
     assert record["done"] == 2 and record["error"] == 2
     bad = [r for r in record["table"] if r["lr"] == 1e30][0]
     assert bad["folds_failed"] == 2 and "TrainingDiverged" in bad["error"]
@@ -102,7 +102,7 @@ def test_successive_halving_keeps_the_best_half_for_the_longer_rung(tmp_path, cl
     assert rung_epochs(spec, 1)[:2] == (2, 2)
     scaled = SearchSpec(**{**TINY, "plan": None, "epochs_layer1": 4, "budget": 4, "rungs": 2})
     assert rung_epochs(scaled, 0)[:2] == (2, 2) and rung_epochs(scaled, 1)[:2] == (4, 4)
-    record = run_search(spec, tmp_path, client=client)
+    record = run_search(spec, tmp_path, executor=Dask(client))
     first = [r for r in record["table"] if r["rung"] == 0]
     second = [r for r in record["table"] if r["rung"] == 1]
     assert len(first) == 4 and len(second) == 2 and record["trials"] == 4 * 2 + 2 * 3
@@ -149,7 +149,7 @@ def test_the_pretrain_objective_averages_the_schedules_sharing_layer_1(tmp_path)
 
 
 def test_the_exported_best_configuration_trains(tmp_path, client):
-    run_search(SearchSpec(**TINY), tmp_path / "search", client=client)
+    run_search(SearchSpec(**TINY), tmp_path / "search", executor=Dask(client))
     result = CliRunner().invoke(main, [
         "train", "--config", str(tmp_path / "search" / "best.toml"), "--train-size", "300",
         "--val-size", "100", "--quiet", "--out", str(tmp_path / "run")])
@@ -171,9 +171,21 @@ def test_the_cli_submits_to_an_existing_scheduler(tmp_path, client):
     assert "best: u16-lr0.1-b" in result.output and (tmp_path / "s/best.toml").exists()
 
 
-def test_search_without_dask_says_how_to_install_it(monkeypatch, tmp_path):
+def test_without_dask_trials_run_on_plain_processes_and_a_scheduler_needs_it(monkeypatch,
+                                                                          tmp_path):
     monkeypatch.setitem(sys.modules, "distributed", None)
-    result = CliRunner().invoke(main, ["search", "mnist-sample", "--out", str(tmp_path)])
+    grid = tmp_path / "grid.toml"
+    grid.write_text('dataset = "mnist-sample"\nfolds = 3\nsubset = 240\nepochs_layer1 = 1\n'
+                    'budget = 1\nunits = [16]\nlr = [0.1]\nbatch_size = [20]\n'
+                    'momentum = [0.9]\nweight_decay = [1e-3]\nseed = [0]\neta = 2\n'
+                    '[[plan]]\neval_folds = 2\n')
+    args = ["search", "--grid", str(grid)]
+    result = CliRunner().invoke(main, [*args, "--workers", "2", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert "2 single-threaded worker process(es) (Dask is not installed)" in result.output
+    assert "2 trials: 2 done, 0 failed" in result.output
+    result = CliRunner().invoke(main, [*args, "--scheduler", "tcp://127.0.0.1:1",
+                                       "--out", str(tmp_path / "s")])
     assert result.exit_code == 2
     assert "pip install 'medalpy[dask]'" in result.output
 
@@ -206,7 +218,7 @@ def test_a_search_survives_a_killed_worker_and_resumes(tmp_path):
     with local_cluster(2) as cluster, Client(cluster) as client:
         outcome = {}
         search = threading.Thread(
-            target=lambda: outcome.update(record=run_search(spec, tmp_path, client=client)))
+            target=lambda: outcome.update(record=run_search(spec, tmp_path, executor=Dask(client))))
         search.start()
         deadline = time.monotonic() + 120
         # Wait until trials are running on a worker (after the first trial finished, so that
@@ -231,7 +243,7 @@ def test_a_search_survives_a_killed_worker_and_resumes(tmp_path):
         assert pid not in client.run(os.getpid).values()  # the nanny started a new one
         stamps = {p: p.stat().st_mtime_ns for p in _cells(tmp_path)}
         messages = []
-        again = run_search(spec, tmp_path, client=client, retry_errors=True,
+        again = run_search(spec, tmp_path, executor=Dask(client), retry_errors=True,
                            echo=messages.append)
         assert again["done"] == 6
         untouched = [p for p in stamps if p.stat().st_mtime_ns == stamps[p]]
@@ -243,7 +255,7 @@ def test_the_classifier_objective_is_the_held_out_fold_error(tmp_path, client):
     space = {**TINY["space"], "lr": [0.1]}
     spec = SearchSpec(**{**TINY, "space": space, "objective": "classify",
                          "classifier_epochs": 10})
-    record = run_search(spec, tmp_path, client=client)
+    record = run_search(spec, tmp_path, executor=Dask(client))
     assert record["done"] == 2
     cell = json.loads((tmp_path / "cells/r0/u16-lr0.1-b20-m0.9-wd0.001-ng1-s0/fold0.json")
                       .read_text())
@@ -301,7 +313,7 @@ def test_the_classifier_settings_search_on_given_encoders(tmp_path, client):
                          "space": {"lr": [0.1, 1e-5], "batch_size": [20], "momentum": [0.9],
                                    "weight_decay": [1e-5], "seed": [0]}})
     assert spec.space["units"] == [24]  # the encoders' width, not searched
-    record = run_search(spec, tmp_path / "search", client=client)
+    record = run_search(spec, tmp_path / "search", executor=Dask(client))
     assert record["done"] == 4 and record["best"]["lr"] == 0.1
     cell = json.loads((tmp_path / "search/cells/r0/u24-lr0.1-b20-m0.9-wd1e-05-ng1-s0/fold0.json")
                       .read_text())

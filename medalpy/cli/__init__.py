@@ -24,7 +24,7 @@ _COMMANDS = {
     "show": ("medalpy.cli.show", "show", "Draw first-layer filters and reconstructions (PNG)."),
     "experiment": ("medalpy.cli.experiment", "experiment",
                    "Run the experiments (fsweep, trainsize, ablation, reproduce, lrsched)."),
-    "search": ("medalpy.cli.search", "search", "Cross-validated hyper-parameter search on Dask."),
+    "search": ("medalpy.cli.search", "search", "Cross-validated hyper-parameter search."),
 }
 
 

@@ -38,7 +38,10 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
 @setting_options(settings.CLASSIFIER, prefix="classifier-", show_defaults=False)
 @click.option("--backend", type=click.Choice(list(BACKENDS)), default="cpu")
 @click.option("--workers", type=int,
-              help="Run the cells on a local Dask cluster of N single-threaded processes.")
+              help="Run the cells on N single-threaded worker processes (a local Dask "
+                   "cluster when Dask is installed); 0: one at a time in this process, its "
+                   "products on every core. Default: one worker per core, which finished "
+                   "independent cells sooner (docs/performance.md).")
 @click.option("--scheduler", metavar="ADDRESS", help="Run the cells on an existing Dask cluster.")
 @data_dir_option
 @reports_errors
@@ -56,8 +59,8 @@ def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, n
     classifier = {k[len("classifier_"):]: v for k, v in classifier_options.items()
                   if v is not None}
     check_classifier_settings(classifier, option_prefix="classifier-")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be at least 1, got {workers}")
+    if workers is not None and workers < 0:
+        raise UserError(f"--workers must be 0 or more, got {workers}")
     if fractions is not None:
         try:
             fractions = [float(part) for part in fractions.split(",")]
@@ -88,13 +91,12 @@ def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, n
                   echo=echo, preset=preset, noise=noise, classifier=classifier,
                   sizes=sizes, noise_type=noise_type or "masking", fractions=fractions,
                   overwrite=overwrite)
-    if workers or scheduler:
-        from medalpy.cluster import dask_client
+    from medalpy.cluster import default_workers, executor
 
-        with dask_client(workers, scheduler, echo=echo) as client:
-            record = run_experiment(name, dataset, out_dir, client=client, **kwargs)
-    else:
-        record = run_experiment(name, dataset, out_dir, **kwargs)
+    if workers is None and not scheduler:
+        workers = default_workers() if default_workers() > 1 else 0
+    with executor(workers, scheduler, echo=echo) as cells_executor:
+        record = run_experiment(name, dataset, out_dir, executor=cells_executor, **kwargs)
     click.echo((open(f"{out_dir}/report.md").read()).rstrip())
     click.echo(f"\nresults in {out_dir}/ (results.json, report.md"
                f"{', ' + ', '.join(p.rsplit('/', 1)[1] for p in record['figures']) if record['figures'] else ''})")

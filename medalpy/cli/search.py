@@ -1,4 +1,5 @@
-"""``medalpy search DATASET``: cross-validated hyper-parameter search on a Dask cluster."""
+"""``medalpy search DATASET``: cross-validated hyper-parameter search on worker processes or
+a Dask cluster."""
 
 import click
 
@@ -71,7 +72,8 @@ def _values(kind):
 @click.option("--backend", type=click.Choice(["numpy", "cpu"]))
 @data_dir_option
 @click.option("--workers", type=int, default=None,
-              help="Worker processes of the local Dask cluster (default: one per core).")
+              help="Single-threaded worker processes, a local Dask cluster when Dask is "
+                   "installed (default: one per core).")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Run on an existing Dask cluster (tcp://host:8786) instead.")
 @click.option("--retry-errors", is_flag=True, help="Run again trials recorded with an error.")
@@ -87,9 +89,8 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, overwr
     `medalpy train --config`) and OUT/search.png (when matplotlib is installed).
     """
     from medalpy.search import SPACE, SearchSpec, read_grid, run_search
-    from medalpy.cluster import dask_client, require
+    from medalpy.cluster import default_workers, executor
 
-    require()
     space, fixed = read_grid(grid_file) if grid_file else ({}, {})
     for name in SPACE:
         if options.get(name) is not None:
@@ -109,9 +110,10 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, overwr
     if workers is not None and scheduler:
         raise UserError("--workers is for the local cluster; --scheduler uses an existing one")
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
-    with dask_client(workers, scheduler, echo=echo) as client:
-        record = run_search(spec, out_dir, client=client, retry_errors=retry_errors, echo=echo,
-                            overwrite=overwrite)
+    workers = None if scheduler else workers or default_workers()
+    with executor(workers, scheduler, echo=echo) as trials_executor:
+        record = run_search(spec, out_dir, executor=trials_executor, retry_errors=retry_errors,
+                            echo=echo, overwrite=overwrite)
     click.echo(f"{record['trials']} trials: {record['done']} done, {record['error']} failed; "
                f"wall time {record['wall_seconds']:.1f} s")
     click.echo(f"table: {out_dir}/trials.md, {out_dir}/trials.csv")

@@ -25,7 +25,7 @@ __all__ = ["EXPERIMENTS", "SCALES", "run_experiment"]
 
 
 def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=None,
-                   backend="cpu", seed=0, fractions=None, client=None, echo=None,
+                   backend="cpu", seed=0, fractions=None, executor=None, echo=None,
                    preset=None, noise=None, classifier=None, sizes=None,
                    noise_type="masking", overwrite=False):
     """Run (or resume) experiment ``name``; writes results.json, report.md and figures.
@@ -70,7 +70,7 @@ def run_experiment(name, dataset, out_dir, scale="quick", splits=3, data_dir=Non
     if noise_type != "masking":  # (experiments made before other kinds existed resume)
         spec["noise_type"] = noise_type
     with outputs.claim(out_dir, "experiment", overwrite=overwrite) as out:  # settings checked
-        return _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo)
+        return _run(name, out, ds, params, sizes, spec, splits, fractions, executor, echo)
 
 
 def _classified(out):
@@ -81,7 +81,7 @@ def _classified(out):
     return False
 
 
-def _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo):
+def _run(name, out, ds, params, sizes, spec, splits, fractions, executor, echo):
     dataset, scale, seed, preset = spec["dataset"], spec["scale"], spec["seed"], spec["preset"]
     n_images = ds.train_images.shape[0]
     spec_path = out / "experiment.json"
@@ -106,7 +106,7 @@ def _run(name, out, ds, params, sizes, spec, splits, fractions, client, echo):
     t0 = time.perf_counter()
     if n := forget_failed(out, cells):
         (echo or print)(f"running again {n} cell(s) that failed or were skipped before")
-    results = run_cells(cells, out, client=client, echo=echo)
+    results = run_cells(cells, out, executor=executor, echo=echo)
     summary = summarise(name, results, splits, fractions=fractions, sizes=sizes)
     failed = {k: r["error"] for k, r in results.items() if r.get("status") != "done"}
     record = {**spec, "data": ds.source, "params": params, "summary": summary,

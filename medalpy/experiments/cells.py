@@ -8,9 +8,9 @@ result is there, so an interrupted experiment resumes without recomputing finish
 A cell that raises is recorded with its error (and the cells that need it are recorded as
 skipped) without stopping the others.
 
-Cells run one after another here, or on a Dask cluster when a ``distributed.Client`` is given
-(the mechanism ``medalpy search`` uses too): a cell is submitted as soon as the cells it needs
-have finished.
+Cells run one after another here, on worker processes, or on a Dask cluster (the executors of
+:mod:`medalpy.cluster`; ``medalpy search`` uses the same runner): a cell is submitted as soon
+as the cells it needs have finished.
 """
 
 import json
@@ -84,24 +84,25 @@ def execute(step, params, key, out_dir):
             "seconds": time.perf_counter() - t0}
 
 
-def run_cells(cells, out_dir, client=None, echo=None):
+def run_cells(cells, out_dir, executor=None, echo=None):
     """Run every cell not finished yet, in dependency order; returns ``{key: result}``.
 
     Parameters
     ----------
     cells : list of :class:`Cell`.
     out_dir : the experiment's directory.
-    client : optional ``dask.distributed.Client``; without one, cells run here in order.
+    executor : where cells run (:mod:`medalpy.cluster`: ``Here``, ``Processes``, ``Dask``);
+        default ``Here``, one after another in this process.
     echo : optional function receiving one-line progress messages.
     """
+    from medalpy.cluster import Here
+
+    executor = executor or Here()
     echo = echo or (lambda message: None)
     by_key = {cell.key: cell for cell in cells}
     results = {key: r for key in by_key if (r := read_result(out_dir, key)) is not None}
     if results:
         echo(f"{len(results)} of {len(cells)} cells already done; resuming")
-
-    def ready(cell):
-        return cell.key not in results and all(n in results for n in cell.needs)
 
     def record(result):
         results[result["key"]] = result
@@ -120,42 +121,29 @@ def run_cells(cells, out_dir, client=None, echo=None):
             return True
         return False
 
-    if client is None:
-        progress = True
-        while progress:
-            progress = False
-            for cell in cells:
-                if blocked(cell):
-                    progress = True
-                elif ready(cell):
-                    record(execute(cell.step, cell.params, cell.key, str(out_dir)))
-                    progress = True
-        return results
-
-    from distributed import as_completed
-
-    pending = {}
+    pending = {}  # future -> key: submitted, not recorded yet
 
     def submit_ready():
+        # A cell goes as soon as the cells it needs are done, in the order of ``cells``.
+        submitted = set(pending.values())
         for cell in cells:
-            if cell.key not in pending and not blocked(cell) and ready(cell):
-                future = client.submit(execute, cell.step, cell.params, cell.key, str(out_dir),
-                                       key=f"medalpy-{cell.key}-{time.time_ns()}", pure=False)
-                pending[cell.key] = future
+            if (cell.key not in submitted and not blocked(cell) and cell.key not in results
+                    and all(n in results for n in cell.needs)):
+                future = executor.submit(execute, cell.step, cell.params, cell.key,
+                                         str(out_dir), key=cell.key)
+                pending[future] = cell.key
 
     submit_ready()
-    queue = as_completed(list(pending.values()))
-    for future in queue:
-        key = next(k for k, f in pending.items() if f is future)
-        try:
-            result = future.result()
-        except Exception as exc:  # the worker died or the task was lost
-            cell = by_key[key]
-            result = {"key": key, "step": cell.step, "params": cell.params, "status": "error",
-                      "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
-        record(result)
-        before = set(pending)
+    while pending:
+        for future in executor.wait_any(list(pending)):
+            key = pending.pop(future)
+            try:
+                result = future.result()
+            except Exception as exc:  # the worker died or the task was lost
+                cell = by_key[key]
+                result = {"key": key, "step": cell.step, "params": cell.params,
+                          "status": "error", "error": f"{type(exc).__name__}: {exc}",
+                          "seconds": 0.0}
+            record(result)
         submit_ready()
-        for new in set(pending) - before:
-            queue.add(pending[new])
     return results

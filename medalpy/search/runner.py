@@ -125,14 +125,14 @@ def _check_resume(out, spec):
         write_json_atomic(path, current)
 
 
-def run_search(spec, out_dir, client=None, retry_errors=False, echo=None, overwrite=False):
+def run_search(spec, out_dir, executor=None, retry_errors=False, echo=None, overwrite=False):
     """Run (or resume) a search; writes every trial as it finishes, then the summaries.
 
     Parameters
     ----------
     spec : :class:`SearchSpec`.
     out_dir : the search's directory.
-    client : optional ``dask.distributed.Client``; without one, trials run here in turn.
+    executor : where trials run (:mod:`medalpy.cluster`); default here, one at a time.
     retry_errors : run again the trials recorded with an error (a lost worker, say).
     echo : optional function receiving one-line progress messages.
 
@@ -150,10 +150,10 @@ def run_search(spec, out_dir, client=None, retry_errors=False, echo=None, overwr
     echo = echo or (lambda message: None)
     with outputs.claim(out_dir, "search", overwrite=overwrite) as out:
         _check_resume(out, spec)
-        return _run_search(spec, out, client, retry_errors, echo)
+        return _run_search(spec, out, executor, retry_errors, echo)
 
 
-def _run_search(spec, out, client, retry_errors, echo):
+def _run_search(spec, out, executor, retry_errors, echo):
     from medalpy.atomic import write_json_atomic
     from medalpy.experiments.cells import forget_failed, run_cells
 
@@ -171,7 +171,7 @@ def _run_search(spec, out, client, retry_errors, echo):
         echo(f"rung {rung + 1}/{n_rungs}: {len(configs)} configuration(s) x {r['eval_folds']} "
              f"folds = {len(cells)} trials (pool {r['subset'] or 'all'}, epochs layer 1: "
              f"{r['epochs_layer1']}, budget: {r['budget']})")
-        results = run_cells(cells, out, client=client, echo=echo)
+        results = run_cells(cells, out, executor=executor, echo=echo)
         trials += len(cells)
         for cell in cells:
             state = results[cell.key]["status"]
