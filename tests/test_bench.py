@@ -13,20 +13,20 @@ from medalpy.cli import main
 
 ROW_FIELDS = {"phase", "batch_size", "implementation", "steps_per_s", "steps_per_s_min",
               "steps_per_s_max", "samples_per_s", "gflops", "fraction_of_peak",
-              "mflop_per_step"}
+              "mflop_per_step", "mb_per_step", "bound_steps_per_s", "fraction_of_bound"}
 
 
 def test_bench_json_has_a_row_per_implementation_with_every_field():
     args = ["bench", "--phase", "gradual", "--batch-size", "10", "--repeats", "2",
-            "--seconds", "0.01", "--implementation", "cpu", "--implementation", "numpy",
+            "--seconds", "0.01", "--implementation", "cpu-normgrad", "--implementation", "numpy",
             "--threads", "1", "--no-memory", "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["gemm_peak_gflops"] > 0 and data["threads"] == 1
-    assert data["settings"]["normalise_gradients"] is True
+    assert data["settings"]["normalise_gradients"] == {"cpu-normgrad": True, "numpy": False}
     rows = data["rows"]
-    assert [r["implementation"] for r in rows] == ["cpu", "numpy"]
+    assert [r["implementation"] for r in rows] == ["cpu-normgrad", "numpy"]
     for row in rows:
         assert set(row) == ROW_FIELDS
         assert row["phase"] == "gradual" and row["batch_size"] == 10
@@ -63,7 +63,7 @@ def test_medalpy_step_reduces_nothing_to_nan(phase):
 @pytest.mark.parametrize("phase", ["gradual", "supervised"])
 def test_torch_step_when_torch_is_installed(phase):
     pytest.importorskip("torch")
-    step = bench.torch_step(phase, 4)
+    step = bench.peers.torch_step(phase, 4)
     assert step() > 0
 
 
@@ -107,3 +107,45 @@ def test_pass_views_follow_the_batch_length(backend):
         for i in fresh.grads:
             np.testing.assert_array_equal(shared.grads[i][0], fresh.grads[i][0])
             np.testing.assert_array_equal(shared.grads[i][1], fresh.grads[i][1])
+
+
+def test_step_bytes_of_gradual_phase_2_follow_the_stated_model():
+    # 784-1000-1000-784 in float32, batch 20: the uint8 input read and written as floats;
+    # per layer its weights and biases read forward (1), again for the error below (1, not
+    # for the lowest layer) and read and written with their velocities by the update (4);
+    # each level's activations written once and read twice.
+    inputs = 20 * 784 * (1 + 4)
+    weights = 4 * (5 * (784 * 1000 + 1000) + 6 * (1000 * 1000 + 1000) + 6 * (1000 * 784 + 784))
+    levels = 4 * 20 * 3 * (1000 + 1000 + 784)
+    assert bench.bounds.step_bytes("gradual", 20) == inputs + weights + levels == 59_305_376
+
+
+def test_the_bound_is_the_slower_of_memory_and_arithmetic():
+    nbytes, flops = bench.bounds.step_bytes("layer1", 10), bench.step_flops("layer1", 10)
+    memory_bound = bench.bounds.bound("layer1", 10, bytes_per_s=nbytes, gemm_flops_per_s=1e15)
+    assert memory_bound["bound_steps_per_s"] == pytest.approx(1.0)
+    compute_bound = bench.bounds.bound("layer1", 10, bytes_per_s=1e15, gemm_flops_per_s=flops)
+    assert compute_bound["bound_steps_per_s"] == pytest.approx(1.0)
+    assert bench.bounds.bandwidth(1 << 20, threads=1, repeats=1) > 1e8  # > 0.1 GB/s
+
+
+def test_contention_runs_every_load_and_mode_and_leaves_no_process_behind(monkeypatch):
+    started = []
+    start_load = bench.contention.start_load
+    monkeypatch.setattr(bench.contention, "start_load",
+                        lambda kind: started.append(start_load(kind)) or started[-1])
+    result = bench.contention.run_contention(steps=5, threads=2)
+    assert [(r["load"], r["mode"]) for r in result["rows"]] == [
+        (load or "none", mode) for load in bench.contention.LOADS
+        for mode in bench.contention.MODES]
+    assert all(r["seconds"] > 0 for r in result["rows"])
+    assert result["rows"][0]["ratio"] == 1.0
+    assert len(started) == 2 and all(child.poll() is not None for child in started)
+    assert "| memory |" in bench.contention.format_contention(result)
+
+
+def test_an_implementation_whose_library_is_missing_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(bench, "available_implementations", lambda: ["cpu", "numpy"])
+    result = CliRunner().invoke(main, ["bench", "--implementation", "jax", "--no-memory"])
+    assert result.exit_code == 2
+    assert "--implementation jax: its library is not installed" in result.output

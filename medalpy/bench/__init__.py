@@ -33,9 +33,10 @@ against), :mod:`.machine` (CPU, GEMM peak), :mod:`.memory` (peak RSS of a real r
 import statistics
 import time
 
+from medalpy.bench import bounds, contention  # noqa: F401  (contention: bench.contention)
 from medalpy.bench.machine import GEMM_N, gemm_peak, machine  # noqa: F401
 from medalpy.bench.memory import format_memory, memory_run  # noqa: F401  (re-exported)
-from medalpy.bench.peers import _have_torch, torch_step
+from medalpy.bench import peers
 from medalpy.bench.steps import (  # noqa: F401
     BATCH_SIZES,
     IMPLEMENTATIONS,
@@ -75,38 +76,45 @@ def bench_cell(steps, repeats, seconds):
 
 
 
+def implementation_step(name, phase, batch_size, threads):
+    """The step closure of implementation ``name`` (see :data:`IMPLEMENTATIONS`)."""
+    if name in ("cpu", "cpu-normgrad", "numpy"):
+        return medalpy_step("cpu" if name.startswith("cpu") else "numpy", phase, batch_size,
+                            threads=threads, normalise_gradients=name == "cpu-normgrad")
+    return peers.PEERS[name](phase, batch_size, threads=threads)
+
+
+def available_implementations():
+    """medalpy's own steps and every peer whose library is installed, in table order."""
+    return [name for name in IMPLEMENTATIONS if name not in peers.PEERS
+            or name in peers.available_peers()]
+
+
 def run_bench(phases=tuple(PHASES), batch_sizes=BATCH_SIZES, implementations=None,
-              repeats=5, seconds=0.25, threads=2, normalise_gradients=True, progress=None):
+              repeats=5, seconds=0.25, threads=2, progress=None):
     """Time every (phase, batch size) for every implementation; returns a JSON-able dict.
 
     Parameters
     ----------
-    implementations : names among ``cpu``, ``numpy``, ``torch``; default all available.
+    implementations : names among :data:`IMPLEMENTATIONS`; default all available.
     repeats : interleaved repetitions per cell (median, min and max are reported).
     seconds : about how long one repetition of one implementation lasts.
-    threads : BLAS (and torch) threads.
+    threads : BLAS, lanes and peer threads.
     progress : optional callable receiving one line of text per finished cell.
     """
-    if implementations is None:
-        implementations = [name for name in IMPLEMENTATIONS
-                           if name != "torch" or _have_torch()]
-    implementations = list(implementations)
+    implementations = list(implementations or available_implementations())
     from medalpy.kernels import blas
 
-    if "torch" in implementations:
-        import torch
-
-        torch.set_num_threads(int(threads))  # left as set: torch has no "previous" to keep
     previous = blas.get_threads()
     try:
         return _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
-                          normalise_gradients, progress, sorted(previous))
+                          progress, sorted(previous))
     finally:
         blas.restore_threads(previous)
 
 
-def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
-               normalise_gradients, progress, blas_libraries):
+def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads, progress,
+               blas_libraries):
     from medalpy.kernels import blas
 
     blas.set_threads(threads)
@@ -115,22 +123,25 @@ def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
         "machine": machine(), "threads": int(threads), "blas_libraries": blas_libraries,
         "dtype": "float32", "repeats": int(repeats),
         "settings": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "noise": 0.15,
-                     "normalise_gradients": bool(normalise_gradients)},
+                     "normalise_gradients": {name: name == "cpu-normgrad"
+                                             for name in implementations}},
         "gemm_peak_gflops": peak, "gemm_size": GEMM_N, "rows": [],
     }
     if "torch" in implementations:
-        result["torch_gemm_peak_gflops"] = gemm_peak(use_torch=True)
+        result["torch_gemm_peak_gflops"] = gemm_peak(use_torch=True, threads=threads)
+    result["bandwidth_gb_s"] = {}
     for phase in phases:
+        # What the machine allows this phase (bounds.py): its update's memory pattern over
+        # the phase's own weights and velocities, on the benchmark's threads.
+        bytes_per_s = bounds.bandwidth(bounds.parameter_bytes(phase), threads)
+        result["bandwidth_gb_s"][phase] = bytes_per_s / 1e9
         for B in batch_sizes:
             steps = {}
             for name in implementations:
-                if name == "torch":
-                    steps[name] = torch_step(phase, B)
-                else:
-                    steps[name] = medalpy_step(name, phase, B, threads=threads,
-                                               normalise_gradients=normalise_gradients)
+                steps[name] = implementation_step(name, phase, B, threads)
             rates = bench_cell(steps, repeats, seconds)
             flops = step_flops(phase, B)
+            limit = bounds.bound(phase, B, bytes_per_s, peak * 1e9)
             for name in implementations:
                 r = rates[name]
                 median = statistics.median(r)
@@ -141,18 +152,13 @@ def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
                     "steps_per_s_max": max(r), "samples_per_s": median * B,
                     "gflops": gflops, "fraction_of_peak": gflops / peak,
                     "mflop_per_step": flops / 1e6,
+                    "mb_per_step": limit["bytes_per_step"] / 1e6,
+                    "bound_steps_per_s": limit["bound_steps_per_s"],
+                    "fraction_of_bound": median / limit["bound_steps_per_s"],
                 })
             if progress is not None:
                 progress(format_cell(result["rows"][-len(implementations):]))
     return result
-
-
-def speedups(result, over="torch", of="cpu"):
-    """{(phase, batch): median steps/s of ``of`` / that of ``over``} where both ran."""
-    by = {(r["phase"], r["batch_size"], r["implementation"]): r["steps_per_s"]
-          for r in result["rows"]}
-    return {(p, b): by[(p, b, of)] / by[(p, b, over)]
-            for (p, b, impl) in by if impl == of and (p, b, over) in by}
 
 
 def format_cell(rows):
@@ -163,7 +169,8 @@ def format_cell(rows):
 
 
 def format_table(result):
-    """A Markdown table of a :func:`run_bench` result."""
+    """A Markdown table of a :func:`run_bench` result: each implementation's steps/s, the
+    bound (:mod:`.bounds`) and medalpy's share of it, and medalpy against every peer."""
     impls = []
     for row in result["rows"]:
         if row["implementation"] not in impls:
@@ -171,28 +178,37 @@ def format_table(result):
     by = {(r["phase"], r["batch_size"], r["implementation"]): r for r in result["rows"]}
     cells = sorted({(r["phase"], r["batch_size"]) for r in result["rows"]},
                    key=lambda c: (list(PHASES).index(c[0]), c[1]))
-    head = ["phase", "batch"]
-    for name in impls:
-        head += [f"{name} steps/s (min-max)", f"{name} GFLOP/s (% peak)"]
-    if "torch" in impls and "cpu" in impls:
-        head.append("cpu / torch")
+    ours = "cpu" if "cpu" in impls else None
+    others = [name for name in impls if name in peers.PEERS]
+    head = ["phase", "batch", "MFLOP", "MB", "bound steps/s"]
+    head += [f"{name} steps/s (min-max)" for name in impls]
+    if ours:
+        head.append("cpu % of bound")
+        head += [f"cpu / {name}" for name in others]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for phase, B in cells:
-        line = [phase, str(B)]
+        any_row = next(by[(phase, B, name)] for name in impls if (phase, B, name) in by)
+        line = [phase, str(B), f"{any_row['mflop_per_step']:.0f}",
+                f"{any_row['mb_per_step']:.0f}", f"{any_row['bound_steps_per_s']:.0f}"]
         for name in impls:
             r = by.get((phase, B, name))
-            if r is None:
-                line += ["", ""]
-                continue
-            line.append(f"{r['steps_per_s']:.0f} ({r['steps_per_s_min']:.0f}-"
-                        f"{r['steps_per_s_max']:.0f})")
-            line.append(f"{r['gflops']:.0f} ({100 * r['fraction_of_peak']:.0f}%)")
-        if "torch" in impls and "cpu" in impls:
-            ratio = by[(phase, B, "cpu")]["steps_per_s"] / by[(phase, B, "torch")]["steps_per_s"]
-            line.append(f"{ratio:.2f}x")
+            line.append("" if r is None else f"{r['steps_per_s']:.0f} "
+                        f"({r['steps_per_s_min']:.0f}-{r['steps_per_s_max']:.0f})")
+        if ours:
+            mine = by.get((phase, B, ours))
+            line.append("" if mine is None else f"{100 * mine['fraction_of_bound']:.0f}%")
+            for name in others:
+                theirs = by.get((phase, B, name))
+                line.append("" if mine is None or theirs is None
+                            else f"{mine['steps_per_s'] / theirs['steps_per_s']:.2f}x")
         lines.append("| " + " | ".join(line) + " |")
     notes = [f"float32, {result['threads']} threads; GEMM peak ({result['gemm_size']}^3, "
              f"NumPy's BLAS) {result['gemm_peak_gflops']:.0f} GFLOP/s"]
+    bandwidth = result.get("bandwidth_gb_s", {})
+    if bandwidth:
+        notes.append("bandwidth of the update's pattern over each phase's weights and "
+                     "velocities: " + ", ".join(f"{phase} {gb:.0f} GB/s"
+                                                for phase, gb in bandwidth.items()))
     if "torch_gemm_peak_gflops" in result:
         notes[0] += f", torch {result['torch_gemm_peak_gflops']:.0f} GFLOP/s"
     m = result["machine"]
@@ -206,5 +222,9 @@ def format_table(result):
     memory = result.get("memory")
     if memory:
         notes.append(format_memory(memory))
+    if "contention" in result:
+        from medalpy.bench.contention import format_contention
+
+        notes.append("\n" + format_contention(result["contention"]))
     return "\n".join(lines) + "\n\n" + "\n".join(notes)
 

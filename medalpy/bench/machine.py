@@ -12,14 +12,17 @@ from medalpy.bench.peers import _have_torch
 GEMM_N = 2048
 
 
-def gemm_peak(n=GEMM_N, repeats=5, use_torch=False):
-    """Best float32 GFLOP/s of an ``n x n x n`` matrix product (NumPy's BLAS or torch's)."""
+def gemm_peak(n=GEMM_N, repeats=5, use_torch=False, threads=None):
+    """Best float32 GFLOP/s of an ``n x n x n`` matrix product: NumPy's BLAS (on the threads
+    it is set to), or torch's on ``threads``."""
     rng = np.random.default_rng(0)
     A = rng.random((n, n), dtype=np.float32)
     B = rng.random((n, n), dtype=np.float32)
     if use_torch:
         import torch
 
+        if threads is not None:
+            torch.set_num_threads(int(threads))
         A, B = torch.from_numpy(A), torch.from_numpy(B)
         C = torch.empty(n, n)
         mm = lambda: torch.matmul(A, B, out=C)  # noqa: E731

@@ -12,7 +12,9 @@ PHASES = {
     "supervised": ([784, 1000, 1000, 10], 0, "uint8", "classifier"),
 }
 BATCH_SIZES = (10, 20, 128)
-IMPLEMENTATIONS = ("cpu", "numpy", "torch")
+#: What is timed, in table order: medalpy's cpu backend without normGrad (the peers have
+#: none) and with it, its NumPy reference backend, then the peers (:mod:`.peers`).
+IMPLEMENTATIONS = ("cpu", "cpu-normgrad", "numpy", "torch", "torch-compile", "jax")
 N_SAMPLES = 6000  # synthetic dataset rows: enough that batches come from all over memory
 
 
