@@ -182,23 +182,32 @@ class Dask:
 def executor(workers=None, scheduler=None, echo=None):
     """The executor for ``--workers N`` / ``--scheduler ADDRESS``: an existing Dask cluster;
     N single-threaded workers (a local Dask cluster when Dask is installed, standard-library
-    processes otherwise); or, with neither (or N = 0), :class:`Here`."""
+    processes otherwise); N = 0, :class:`Here`. By default one worker per core (cells at
+    once finished sooner than cells in turn on every core: docs/performance.md), or
+    :class:`Here` on a one-core machine."""
     echo = echo or (lambda message: None)
-    if scheduler or workers:
-        try:
-            require()
-        except DaskMissing:
-            if scheduler:
-                raise
-            pool = Processes(workers)
-            echo(f"running cells on {pool.description} (Dask is not installed)")
-            try:
-                yield pool
-            finally:
-                pool.close()
-            return
-        with dask_client(workers, scheduler, echo=echo) as client:
-            yield Dask(client, f"Dask at {scheduler}" if scheduler else
-                       f"a local Dask cluster of {workers} worker(s)")
+    if workers is not None and scheduler:
+        raise ConfigError("--workers is for local worker processes; --scheduler uses an "
+                          "existing cluster: give one of them")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be 0 or more, got {workers}")
+    if workers is None and not scheduler:
+        workers = default_workers() if default_workers() > 1 else 0
+    if not scheduler and workers == 0:
+        yield Here()
         return
-    yield Here()
+    try:
+        require()
+    except DaskMissing:
+        if scheduler:
+            raise
+        pool = Processes(workers)
+        echo(f"running cells on {pool.description} (Dask is not installed)")
+        try:
+            yield pool
+        finally:
+            pool.close()
+        return
+    with dask_client(workers, scheduler, echo=echo) as client:
+        yield Dask(client, f"Dask at {scheduler}" if scheduler else
+                   f"a local Dask cluster of {workers} worker(s)")

@@ -59,8 +59,6 @@ def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, n
     classifier = {k[len("classifier_"):]: v for k, v in classifier_options.items()
                   if v is not None}
     check_classifier_settings(classifier, option_prefix="classifier-")
-    if workers is not None and workers < 0:
-        raise UserError(f"--workers must be 0 or more, got {workers}")
     if fractions is not None:
         try:
             fractions = [float(part) for part in fractions.split(",")]
@@ -91,10 +89,8 @@ def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, n
                   echo=echo, preset=preset, noise=noise, classifier=classifier,
                   sizes=sizes, noise_type=noise_type or "masking", fractions=fractions,
                   overwrite=overwrite)
-    from medalpy.cluster import default_workers, executor
+    from medalpy.cluster import executor
 
-    if workers is None and not scheduler:
-        workers = default_workers() if default_workers() > 1 else 0
     with executor(workers, scheduler, echo=echo) as cells_executor:
         record = run_experiment(name, dataset, out_dir, executor=cells_executor, **kwargs)
     click.echo((open(f"{out_dir}/report.md").read()).rstrip())

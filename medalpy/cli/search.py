@@ -73,7 +73,7 @@ def _values(kind):
 @data_dir_option
 @click.option("--workers", type=int, default=None,
               help="Single-threaded worker processes, a local Dask cluster when Dask is "
-                   "installed (default: one per core).")
+                   "installed (default: one per core); 0: trials in turn in this process.")
 @click.option("--scheduler", metavar="ADDRESS",
               help="Run on an existing Dask cluster (tcp://host:8786) instead.")
 @click.option("--retry-errors", is_flag=True, help="Run again trials recorded with an error.")
@@ -89,7 +89,7 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, overwr
     `medalpy train --config`) and OUT/search.png (when matplotlib is installed).
     """
     from medalpy.search import SPACE, SearchSpec, read_grid, run_search
-    from medalpy.cluster import default_workers, executor
+    from medalpy.cluster import executor
 
     space, fixed = read_grid(grid_file) if grid_file else ({}, {})
     for name in SPACE:
@@ -107,10 +107,7 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, overwr
     from medalpy import outputs
 
     outputs.check(out_dir, "search", overwrite=overwrite)  # before a cluster starts
-    if workers is not None and scheduler:
-        raise UserError("--workers is for the local cluster; --scheduler uses an existing one")
     echo = lambda message: click.echo(message, err=True)  # noqa: E731
-    workers = None if scheduler else workers or default_workers()
     with executor(workers, scheduler, echo=echo) as trials_executor:
         record = run_search(spec, out_dir, executor=trials_executor, retry_errors=retry_errors,
                             echo=echo, overwrite=overwrite)
