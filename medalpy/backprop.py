@@ -181,10 +181,11 @@ class Pass:
         Layer ``l``'s gradient and the delta passed below it are computed from the weights
         the forward pass used; only then does the optimiser change ``W_l`` and ``b_l``. The
         result equals :meth:`backward` followed by an update of every layer (the tests check
-        this). When the gradient's norm is known without ``dW`` (no normGrad, or Gram
-        matrices for small batches), ``dW`` is not formed here at all: the optimiser's
+        this). For batches of up to ``config.GRAM_MAX_BATCH`` rows ``dW`` is not formed here
+        at all (with normGrad its norm comes from Gram matrices): the optimiser's
         ``apply_product`` hands ``A_{l-1}`` and ``delta_l`` to the backend, which forms and
-        applies it block by block. Otherwise one ``dW`` buffer serves every layer.
+        applies it block by block. Larger batches store ``dW`` in one buffer shared by every
+        layer, which was faster there with or without normGrad.
 
         Parameters
         ----------
@@ -202,7 +203,7 @@ class Pass:
         _, _, delta_out, backward = self._plan(n)
         loss = self.objective.loss_and_delta(k, Z, target, delta_out)
         normalise = optimiser.normalise_gradients
-        by_product = not normalise or n <= config.GRAM_MAX_BATCH
+        by_product = n <= config.GRAM_MAX_BATCH
         weight_grads = None if by_product else self._shared_weight_grads_views()
         for i, delta, below, down in backward:
             trainable = i in self.bias_grads
@@ -215,7 +216,7 @@ class Pass:
                 else:
                     dW = weight_grads[i]
                     k.matmul_tn(A, delta, dW)
-                    sq = self._sq_norm(A, delta, dW, db)
+                    sq = self._sq_norm(A, delta, dW, db) if normalise else None
             self._delta_down(down, delta, below)
             if trainable:
                 name, layer = self.names[i], self.layers[i]

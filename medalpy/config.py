@@ -45,11 +45,13 @@ CUDA_GEMM = os.environ.get("MEDALPY_CUDA_GEMM", "cublas")
 #: Rows per batch of the validation and test passes (memory, not results: the losses are
 #: sums over rows).
 EVAL_BATCH = 1000
-#: Largest batch for which gradient norms come from Gram matrices (backprop's _sq_norm):
-#: their cost grows as n (n + 1) / 2 (D_in + D_out) multiply-adds, against one read of a
-#: stored dW. With the norm known before dW exists, train_step lets the backend form dW
-#: inside the update (sgd_update_product), which saves a full write and read of dW per
-#: layer; at large batches the Grams cost more than that saving, so larger batches store dW.
+#: Largest batch for which a training step forms each weight gradient inside its update
+#: (sgd_update_product: dW never written to memory, which saves a full write and read of dW
+#: per layer), with normGrad's norm from the batch's Gram matrices (backprop's _sq_norm),
+#: whose cost grows as n (n + 1) / 2 (D_in + D_out) multiply-adds. Larger batches store dW
+#: and update from it: at batch 128 that was faster with normGrad (docs/performance.md,
+#: "Tried and dropped") and, in three of the four phases, without (bench_steps.json: the
+#: normGrad steps, which stored dW, beat the plain ones, which formed it in blocks).
 GRAM_MAX_BATCH = 32
 #: Narrowest output the cpu backend splits over lanes: a 10-class classifier's products are
 #: not worth a second thread.
