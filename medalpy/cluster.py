@@ -20,6 +20,7 @@ has finished and returns those that have.
 """
 
 import concurrent.futures
+import concurrent.futures.process
 import contextlib
 import multiprocessing
 import os
@@ -129,21 +130,28 @@ class Here:
 
 class Processes:
     """Cells on ``n`` single-threaded worker processes (``concurrent.futures``, spawned, so
-    that each starts with its thread pools held to one thread before NumPy loads)."""
+    that each starts with its thread pools held to one thread before NumPy loads). A worker
+    that dies (killed for memory, say) fails the cells running on the pool at that moment;
+    the pool is then started again for the cells still to come, as Dask restarts its
+    workers."""
 
     def __init__(self, n):
         if n < 1:
             raise ConfigError(f"workers must be at least 1, got {n}")
         self.n = n
         self.description = f"{n} single-threaded worker process(es)"
+        self.pool = self._start()
+
+    def _start(self):
         saved = {name: os.environ.get(name) for name in SINGLE_THREAD_ENV}
         os.environ.update(SINGLE_THREAD_ENV)  # inherited by the workers as they start
         try:
-            self.pool = concurrent.futures.ProcessPoolExecutor(
-                n, mp_context=multiprocessing.get_context("spawn"))
+            pool = concurrent.futures.ProcessPoolExecutor(
+                self.n, mp_context=multiprocessing.get_context("spawn"))
             # Start every worker now, while the environment holds.
-            for future in [self.pool.submit(os.getpid) for _ in range(n)]:
+            for future in [pool.submit(os.getpid) for _ in range(self.n)]:
                 future.result()
+            return pool
         finally:
             for name, value in saved.items():
                 if value is None:
@@ -152,14 +160,21 @@ class Processes:
                     os.environ[name] = value
 
     def submit(self, fn, *args, key=None):
-        return self.pool.submit(fn, *args)
+        try:
+            return self.pool.submit(fn, *args)
+        except concurrent.futures.process.BrokenProcessPool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._start()
+            return self.pool.submit(fn, *args)
 
     def wait_any(self, futures):
         done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
         return list(done)
 
-    def close(self):
-        self.pool.shutdown(cancel_futures=True)
+    def close(self, wait=True):
+        """Stop the workers; ``wait=False`` does not wait for running cells (an interrupted
+        run: their results are lost, and a rerun does them again)."""
+        self.pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class Dask:
@@ -205,8 +220,10 @@ def executor(workers=None, scheduler=None, echo=None):
         echo(f"running cells on {pool.description} (Dask is not installed)")
         try:
             yield pool
-        finally:
-            pool.close()
+        except BaseException:
+            pool.close(wait=False)
+            raise
+        pool.close()
         return
     with dask_client(workers, scheduler, echo=echo) as client:
         yield Dask(client, f"Dask at {scheduler}" if scheduler else

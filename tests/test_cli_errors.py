@@ -84,6 +84,7 @@ CASES = {
                                               "mnist-sample", "--scale", "smoke", "--workers",
                                               "2", "--scheduler", "tcp://127.0.0.1:1",
                                               "--out", "o"], "--scheduler"),
+    "bench --threads 999": (["bench", "--threads", "999", "--no-memory"], "--threads 999"),
     "search --workers -1": (["search", "mnist-sample", "--workers", "-1", "--out", "o"],
                             "--workers"),
     "train --lr inf": (["train", *TINY, "--lr", "inf", "--out", "o"], "lr"),

@@ -151,6 +151,41 @@ def count_recorded(params, work, out_dir):
     return {"recorded_before": len(list((Path(out_dir) / "cells").glob("*.json")))}
 
 
+def test_a_chain_of_failed_needs_and_an_unknown_need_are_recorded_as_skipped(tmp_path):
+    cells = [Cell("a", "layer1", {"dataset": "no-such-dataset"}),
+             Cell("c", "tests.test_experiments.count_recorded", {}, needs=("b",)),
+             Cell("b", "tests.test_experiments.count_recorded", {}, needs=("a",)),
+             Cell("d", "tests.test_experiments.count_recorded", {}, needs=("nowhere",))]
+    results = run_cells(cells, tmp_path)
+    assert [results[k]["status"] for k in "abcd"] == ["error", "skipped", "skipped", "skipped"]
+    assert "never ran: nowhere" in results["d"]["error"]
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 4
+
+
+def die(params, work, out_dir):
+    """A cell step whose worker process dies (as one killed for memory would)."""
+    os._exit(1)
+
+
+def test_a_dead_worker_fails_its_cell_and_the_pool_starts_again(tmp_path):
+    """A worker that dies fails the cell it ran (and those that need it); the next cells
+    given to the same pool (a search's next rung) run on a pool started again."""
+    from medalpy.cluster import Processes
+
+    pool = Processes(1)
+    try:
+        first = run_cells([Cell("a", "tests.test_experiments.die", {}),
+                           Cell("b", "tests.test_experiments.count_recorded", {},
+                                needs=("a",))], tmp_path, executor=pool)
+        second = run_cells([Cell("c", "tests.test_experiments.count_recorded", {})],
+                           tmp_path, executor=pool)
+    finally:
+        pool.close()
+    assert first["a"]["status"] == "error" and "BrokenProcessPool" in first["a"]["error"]
+    assert first["b"]["status"] == "skipped"
+    assert second["c"]["status"] == "done" and second["c"]["recorded_before"] == 2
+
+
 def environment_variable(name):
     return os.environ.get(name)
 

@@ -105,12 +105,16 @@ def run_bench(phases=tuple(PHASES), batch_sizes=BATCH_SIZES, implementations=Non
     implementations = list(implementations or available_implementations())
     from medalpy.kernels import blas
 
+    from medalpy.kernels import lanes
+
     previous = blas.get_threads()
-    try:
-        return _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
-                          progress, sorted(previous))
-    finally:
-        blas.restore_threads(previous)
+    # Every thread count and the lanes are as they were afterwards (the steps set them).
+    with lanes.threads(threads):
+        try:
+            return _run_bench(phases, batch_sizes, implementations, repeats, seconds,
+                              threads, progress, sorted(previous))
+        finally:
+            blas.restore_threads(previous)
 
 
 def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads, progress,

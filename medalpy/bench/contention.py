@@ -50,24 +50,28 @@ def _epoch(step, steps, mode, threads):
 def run_contention(steps=3000, threads=2, progress=None):
     """Seconds of a gradual epoch for each load (none, compute, memory) and each way of
     running the lanes; returns {"steps", "threads", "rows": [{load, mode, seconds,
-    ratio}]}, the ratio against the quiet epoch with the governor."""
-    step = medalpy_step("cpu", "gradual", 20, threads=threads)
-    step.enter()
-    for _ in range(20):  # compiled and warm, on both lane counts
-        step()
-    rows = []
-    for load in LOADS:
-        child = start_load(load) if load else None
-        try:
-            for mode in MODES:
-                seconds = _epoch(step, steps, mode, threads)
-                rows.append({"load": load or "none", "mode": mode, "seconds": seconds})
-                if progress is not None:
-                    progress(f"contention: load {load or 'none'}, {mode}: {seconds:.1f} s")
-        finally:
-            if child is not None:
-                child.kill()
-                child.wait()
+    ratio}]}, the ratio against the quiet epoch with the governor. The lanes, thread
+    counts and governor are as they were afterwards."""
+    from medalpy.kernels import lanes
+
+    with lanes.threads(threads):
+        step = medalpy_step("cpu", "gradual", 20)
+        for _ in range(20):  # compiled and warm
+            step()
+        rows = []
+        for load in LOADS:
+            child = None
+            try:
+                child = start_load(load) if load else None
+                for mode in MODES:
+                    seconds = _epoch(step, steps, mode, threads)
+                    rows.append({"load": load or "none", "mode": mode, "seconds": seconds})
+                    if progress is not None:
+                        progress(f"contention: load {load or 'none'}, {mode}: {seconds:.1f} s")
+            finally:
+                if child is not None:
+                    child.kill()
+                    child.wait()
     quiet = next(r["seconds"] for r in rows if r["load"] == "none" and r["mode"] == "governor")
     for row in rows:
         row["ratio"] = row["seconds"] / quiet

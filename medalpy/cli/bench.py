@@ -57,6 +57,11 @@ def bench(phases, batch_sizes, implementations, repeats, seconds, threads, memor
 
     if output:  # checked before the minutes of timing, not after
         outputs.check_file(output, overwrite)
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise click.UsageError(f"--threads {threads}: at most {numba.config.NUMBA_NUM_THREADS} "
+                               "here (the cores, or NUMBA_NUM_THREADS)")
     missing = [name for name in implementations if name not in b.available_implementations()]
     if missing:
         raise click.UsageError(f"--implementation {missing[0]}: its library is not installed "

@@ -124,14 +124,22 @@ def run_cells(cells, out_dir, executor=None, echo=None):
     pending = {}  # future -> key: submitted, not recorded yet
 
     def submit_ready():
-        # A cell goes as soon as the cells it needs are done, in the order of ``cells``.
-        submitted = set(pending.values())
-        for cell in cells:
-            if (cell.key not in submitted and not blocked(cell) and cell.key not in results
-                    and all(n in results for n in cell.needs)):
-                future = executor.submit(execute, cell.step, cell.params, cell.key,
-                                         str(out_dir), key=cell.key)
-                pending[future] = cell.key
+        # A cell goes as soon as the cells it needs are done, in the order of ``cells``;
+        # a skipped cell may block others in turn, so skip until nothing changes.
+        changed = True
+        while changed:
+            changed = False
+            submitted = set(pending.values())
+            for cell in cells:
+                if cell.key in results or cell.key in submitted:
+                    continue
+                if blocked(cell):
+                    changed = True
+                elif all(n in results for n in cell.needs):
+                    future = executor.submit(execute, cell.step, cell.params, cell.key,
+                                             str(out_dir), key=cell.key)
+                    pending[future] = cell.key
+                    submitted.add(cell.key)
 
     submit_ready()
     while pending:
@@ -146,4 +154,10 @@ def run_cells(cells, out_dir, executor=None, echo=None):
                           "seconds": 0.0}
             record(result)
         submit_ready()
+    for cell in cells:  # needs that name no cell of the list: nothing could run them
+        if cell.key not in results:
+            missing = [n for n in cell.needs if n not in results]
+            record({"key": cell.key, "step": cell.step, "params": cell.params,
+                    "status": "skipped", "seconds": 0.0,
+                    "error": f"needs cell(s) that never ran: {', '.join(missing)}"})
     return results
