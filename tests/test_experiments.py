@@ -349,3 +349,50 @@ def test_classifier_settings_may_change_only_before_any_classifier_ran(tmp_path)
     with pytest.raises(Exception, match="holds a different experiment"):
         run_experiment("trainsize", "mnist-sample", tmp_path / "t", scale="smoke", splits=1,
                        classifier={"lr": 0.05})
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_a_cell_interrupted_in_full_tuning_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """An fsweep cell stopped right after a checkpoint of its full tuning fails (recorded);
+    the rerun continues it from that checkpoint and every cell ends as in an uninterrupted
+    experiment, bit for bit."""
+    from medalpy.callbacks import Checkpointer
+
+    original, tuning_saves = Checkpointer.on_epoch_end, []
+
+    def counted(self, trainer, record):
+        original(self, trainer, record)
+        if self.path.name == "checkpoint_tuning.h5":
+            tuning_saves.append(self.path.parent.name)
+
+    monkeypatch.setattr(Checkpointer, "on_epoch_end", counted)
+    whole = run_experiment("fsweep", "mnist-sample", tmp_path / "whole", scale="smoke",
+                           splits=1)
+    per_cell = len(tuning_saves) // len(set(tuning_saves))
+
+    def stop_in_tuning(self, trainer, record):
+        original(self, trainer, record)
+        if self.path.name == "checkpoint_tuning.h5":
+            raise _Interrupt("stopped")
+
+    monkeypatch.setattr(Checkpointer, "on_epoch_end", stop_in_tuning)
+    cut = run_experiment("fsweep", "mnist-sample", tmp_path / "cut", scale="smoke", splits=1)
+    failed = [k for k, r in cut["cells"].items() if r["status"] == "error"]
+    assert failed and all((tmp_path / "cut" / "cells" / k / "checkpoint_tuning.h5").exists()
+                          for k in failed)
+    tuning_saves.clear()
+    monkeypatch.setattr(Checkpointer, "on_epoch_end", counted)
+    again = run_experiment("fsweep", "mnist-sample", tmp_path / "cut", scale="smoke",
+                           splits=1)
+    # Each failed cell tuned only the epochs after its checkpoint.
+    assert len(tuning_saves) == len(failed) * (per_cell - 1)
+    compared = 0
+    for key, cell in whole["cells"].items():
+        for field in ("relative_ce", "tuned_relative_ce", "test_error", "weights_sha"):
+            if field in cell:
+                assert again["cells"][key][field] == cell[field], (key, field)
+                compared += 1
+    assert compared >= 2 * len(failed)

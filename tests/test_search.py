@@ -22,6 +22,7 @@ from medalpy.search import (  # noqa: E402
     read_grid,
     rung_epochs,
     run_search,
+    trial_cells,
 )
 from medalpy.cluster import Dask, local_cluster  # noqa: E402
 
@@ -332,3 +333,46 @@ def read_toml_table(path):
     import tomllib
 
     return tomllib.loads(path.read_text())
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_an_interrupted_trial_continues_where_it_stopped_bit_for_bit(tmp_path, monkeypatch,
+                                                                     where):
+    """A trial killed mid-way (here: stopped right after a checkpoint: its first, one in the
+    middle, its last but one) and run again on the same machine skips its finished stages,
+    continues its current one from the last epoch, and ends with exactly the result of an
+    uninterrupted trial."""
+    from medalpy.callbacks import Checkpointer
+    from medalpy.search.steps import fold
+
+    spec = SearchSpec(**{**TINY, "epochs_layer1": 2, "budget": 2,
+                         "methods": ["gradual", "stacked"]})
+    cell = trial_cells(spec, configurations(spec), 0)[0]
+    saves, original = [], Checkpointer.on_epoch_end
+
+    def counted(self, trainer, record):
+        original(self, trainer, record)
+        saves.append(trainer.phases[trainer.position.phase].name)
+        if len(saves) == stop_at:
+            raise _Interrupt
+
+    monkeypatch.setattr(Checkpointer, "on_epoch_end", counted)
+    stop_at = None
+    (tmp_path / "whole").mkdir()
+    whole = fold(cell.params, tmp_path / "whole", tmp_path)
+    total, saves[:] = len(saves), []
+    assert total >= 4
+    stop_at = {"first": 1, "middle": total // 2 + 1, "last": total - 1}[where]
+    (tmp_path / "cut").mkdir()
+    with pytest.raises(_Interrupt):
+        fold(cell.params, tmp_path / "cut", tmp_path)
+    assert (tmp_path / "cut" / "checkpoint.h5").exists()
+    done_before, stop_at, saves[:] = stop_at, None, []
+    again = fold(cell.params, tmp_path / "cut", tmp_path)
+    assert again == whole
+    assert not (tmp_path / "cut" / "checkpoint.h5").exists()
+    assert len(saves) == total - done_before  # no finished stage or epoch was run again

@@ -89,29 +89,55 @@ def _trainer(params, network, phases, ds, train_rows, val_rows):
                    params["seed"])
 
 
-def train_layer1(backend, network, hyper, X_train, X_val, widths, seed, epochs):
+def run_resumable(trainer, path=None):
+    """Run ``trainer`` to the end of its schedule; returns it. With ``path``, its state is
+    saved there after every epoch, and a state found there (the cell was interrupted, on
+    this machine) is where it continues, bit for bit as if it had not stopped; the file
+    goes when the run ends. Afterwards ``trainer.network`` is the trained network (the
+    restored one when it continued), not necessarily the object it was built on."""
+    if path is None:
+        trainer.run()
+        return trainer
+    from medalpy import checkpoint
+    from medalpy.callbacks import Checkpointer
+
+    path = Path(path)
+    if path.exists():
+        saved = checkpoint.load(path)
+        trainer.network = saved["network"]
+        trainer.restore(saved["trainer"])
+    trainer.callbacks.append(Checkpointer(path, {}))
+    trainer.run()
+    path.unlink(missing_ok=True)
+    return trainer
+
+
+def train_layer1(backend, network, hyper, X_train, X_val, widths, seed, epochs,
+                 checkpoint_path=None):
     """Phase 1 of every schedule on an empty ``network``; its decoder is kept in the mirror
     (for schedules evaluated through it) and the network is left without a head. Returns
-    the trainer."""
+    the trainer; ``trainer.network`` is the trained network (:func:`run_resumable`, which
+    ``checkpoint_path`` is for)."""
     from medalpy.schedules import build_schedule
     from medalpy.trainer import Trainer
 
     phases, _ = build_schedule("stacked", 1, epochs, 0)
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
-    trainer.run()
-    network.discard_head()  # each schedule attaches its own
+    run_resumable(trainer, checkpoint_path)
+    trainer.network.discard_head()  # each schedule attaches its own
     return trainer
 
 
 def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, method,
                          epochs_layer1, budget, fraction=None, ablation_budget="updates",
-                         lower_lr=None):
+                         lower_lr=None, checkpoint_path=None):
     """The rest of schedule ``method`` (full tuning excluded) on a network from
     :func:`train_layer1`, exactly as the schedule's own run would continue after its phase 1.
 
     Returns
     -------
-    (trainer, eval_decoder)
+    (trainer, eval_decoder); ``trainer.network`` is the trained network
+    (:func:`run_resumable`, which ``checkpoint_path`` is for).
     """
     from medalpy.schedules import build_schedule
     from medalpy.trainer import Trainer
@@ -122,7 +148,7 @@ def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, 
         network.discard_mirror()  # only the mirror needs the kept layer-1 decoder
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
     trainer.start_at(1)
-    trainer.run()
+    run_resumable(trainer, checkpoint_path)
     return trainer, eval_decoder
 
 
@@ -136,7 +162,9 @@ def layer1(params, work_dir, out_dir):
     net = Network(ds.n_features, params.get("dtype", "float32"))
     trainer = train_layer1(get_backend(params["backend"]), net, _hyper(params),
                            ds.train_images[train_rows], ds.train_images[val_rows],
-                           params["layers"], params["seed"], params["epochs_layer1"])
+                           params["layers"], params["seed"], params["epochs_layer1"],
+                           checkpoint_path=Path(work_dir) / "checkpoint.h5")
+    net = trainer.network
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
     return {"val_loss": trainer.phase_log[-1]["best_val"], "phases": trainer.phase_log,
             "weights_sha": weights_hash(net),
@@ -165,7 +193,8 @@ def pretrain(params, work_dir, out_dir):
         backend, net, _hyper(params), ds.train_images[train_rows], ds.train_images[val_rows],
         params["layers"], params["seed"], params["method"], params["epochs_layer1"],
         params["budget"], params.get("fraction"), params.get("ablation_budget", "updates"),
-        params.get("lower_lr"))
+        params.get("lower_lr"), checkpoint_path=Path(work_dir) / "checkpoint.h5")
+    net = trainer.network
     noise_type = params.get("noise_type", "masking")
     test = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
                                   noise_type=noise_type)
@@ -178,7 +207,7 @@ def pretrain(params, work_dir, out_dir):
     if finetune:
         tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
         tuner.start_at(len(phases) - 1)
-        tuner.run()
+        net = run_resumable(tuner, Path(work_dir) / "checkpoint_tuning.h5").network
         tuned = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
                                        noise_type=noise_type)
         checkpoint.save(Path(work_dir) / "model_tuned.h5", net, params)

@@ -26,6 +26,8 @@ Objectives (lower is better):
 """
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -49,6 +51,8 @@ def fold_rows(labels, params):
 
 def fold(params, work_dir, out_dir):
     """Train configuration ``params`` on one fold; returns the objective and its companions."""
+    from medalpy import checkpoint
+    from medalpy.atomic import write_json_atomic
     from medalpy.evaluation import reconstruction_metrics
     from medalpy.experiments.steps import _dataset, continue_from_layer1, train_layer1
     from medalpy.kernels import get_backend
@@ -64,27 +68,46 @@ def fold(params, work_dir, out_dir):
         return _classifier(params, backend, ds, train_rows, stop_rows, score_rows)
     widths = [params["units"]] * params["n_layers"]
     hyper = Hyper.from_settings(params)
-    net = Network(ds.n_features, params.get("dtype", "float32"))
-    layer1 = train_layer1(backend, net, hyper, X_train, X_stop, widths, params["seed"],
-                          params["epochs_layer1"])
+    # Each stage's result is kept in work_dir (model files are not in git), so a trial
+    # interrupted on this machine continues from its last finished stage, and from the
+    # last epoch of the stage it was in (run_resumable): the same result, bit for bit.
+    work = Path(work_dir)
+    if (work / "layer1.h5").exists():
+        net = checkpoint.load(work / "layer1.h5")["network"]
+        layer1_kept = json.loads((work / "layer1.json").read_text())["kept_epoch"]
+    else:
+        layer1 = train_layer1(backend, Network(ds.n_features, params.get("dtype", "float32")),
+                              hyper, X_train, X_stop, widths, params["seed"],
+                              params["epochs_layer1"], checkpoint_path=work / "checkpoint.h5")
+        layer1_kept, net = layer1.phase_log[0]["kept_epoch"], layer1.network
+        checkpoint.save(work / "layer1.h5", net, params)
+        write_json_atomic(work / "layer1.json", {"kept_epoch": layer1_kept})
     methods, first = {}, None
     for method in params["methods"]:
+        done = work / f"{method}.json"
+        if done.exists():
+            methods[method] = json.loads(done.read_text())
+            first = first or checkpoint.load(work / f"{method}.h5")["network"]
+            continue
         fraction = params.get("fraction") if method == "hybrid" else None
-        net_m = copy.deepcopy(net)
         trainer, eval_decoder = continue_from_layer1(
-            backend, net_m, hyper, X_train, X_stop, widths, params["seed"], method,
-            params["epochs_layer1"], params["budget"], fraction)
+            backend, copy.deepcopy(net), hyper, X_train, X_stop, widths, params["seed"],
+            method, params["epochs_layer1"], params["budget"], fraction,
+            checkpoint_path=work / "checkpoint.h5")
+        net_m = trainer.network
         rec = reconstruction_metrics(backend, net_m, X_score, params["noise"],
                                      noise_type=params.get("noise_type", "masking"))
         methods[method] = {"val_ce": rec["ce"], "val_relative_ce": rec["relative_ce"],
                            "eval_decoder": eval_decoder,
                            "kept_epochs": [s["kept_epoch"] for s in trainer.phase_log]}
+        checkpoint.save(work / f"{method}.h5", net_m, params)
+        write_json_atomic(done, methods[method])
         first = first or net_m
     result = {"methods": methods,
               "val_ce": float(np.mean([m["val_ce"] for m in methods.values()])),
               "val_relative_ce": float(np.mean([m["val_relative_ce"]
                                                 for m in methods.values()])),
-              "layer1_kept_epoch": layer1.phase_log[0]["kept_epoch"],
+              "layer1_kept_epoch": layer1_kept,
               "n_train": int(len(train_rows)), "n_stop": int(len(stop_rows)),
               "n_score": int(len(score_rows)), "data": ds.source["kind"]}
     if params["objective"] == "classify":
