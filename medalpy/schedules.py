@@ -115,12 +115,22 @@ class LowerLR:
     ``cosine``    m = (1 + cos(pi t / T)) / 2
     ``exp:H``     m = 2^(-t / (H N)): a half-life of H epochs
     ``invtime:TAU`` m = 1 / (1 + t / (TAU N)), TAU in epochs
+
+    Two depend on the layer's depth d below the phase's new layer (1 just below it, up to
+    L, the number of lower layers):
+
+    ``disc:F``    m = F^-d, F >= 1: ULMFiT's discriminative rates (Howard & Ruder 2018,
+                  F = 2.6 there), constant in t
+    ``freezeout:T0`` FreezeOut (Brock et al. 2017), lower layers first: m = (1 + cos(pi t /
+                  (s_d T))) / 2 until t = s_d T, then 0, with s_d = T0 + (1 - T0) (L - d) / L
+                  and T0 in (0, 1]: the lowest layer stops at T0 T, the others later
     """
 
     kind: str
     value: float = None
 
-    KINDS = {"const": "c", "linear": None, "cosine": None, "exp": "H", "invtime": "TAU"}
+    KINDS = {"const": "c", "linear": None, "cosine": None, "exp": "H", "invtime": "TAU",
+             "disc": "F", "freezeout": "T0"}
 
     @classmethod
     def parse(cls, spec):
@@ -128,7 +138,8 @@ class LowerLR:
         when malformed or out of range."""
         kind, _, text = str(spec).partition(":")
         usage = ("lower_lr must be const:C (C in [0, 1]), linear, cosine, exp:H or "
-                 f"invtime:TAU (H, TAU in epochs, positive), got {spec!r}")
+                 "invtime:TAU (H, TAU in epochs, positive), disc:F (F >= 1) or freezeout:T0 "
+                 f"(T0 in (0, 1]), got {spec!r}")
         if kind not in cls.KINDS or (cls.KINDS[kind] is None) != (text == ""):
             raise ConfigError(usage)
         if cls.KINDS[kind] is None:
@@ -137,12 +148,14 @@ class LowerLR:
             value = float(text)
         except ValueError:
             raise ConfigError(usage) from None
-        ok = 0 <= value <= 1 if kind == "const" else value > 0
+        ok = {"const": 0 <= value <= 1, "disc": value >= 1,
+              "freezeout": 0 < value <= 1}.get(kind, value > 0)
         if not (ok and math.isfinite(value)):
             raise ConfigError(usage)
         return cls(kind, value)
 
-    def multiplier(self, t, T, N):
+    def multiplier(self, t, T, N, depth=1, lower=1):
+        """m(t) of a layer ``depth`` levels below the new one, of ``lower`` lower layers."""
         if self.kind == "const":
             return self.value
         if self.kind == "linear":
@@ -151,16 +164,23 @@ class LowerLR:
             return 0.5 * (1.0 + math.cos(math.pi * t / T))
         if self.kind == "exp":
             return 2.0 ** (-t / (self.value * N))
-        return 1.0 / (1.0 + t / (self.value * N))
+        if self.kind == "invtime":
+            return 1.0 / (1.0 + t / (self.value * N))
+        if self.kind == "disc":
+            return self.value ** -depth
+        stop = (self.value + (1.0 - self.value) * (lower - depth) / lower) * T
+        return 0.5 * (1.0 + math.cos(math.pi * t / stop)) if t < stop else 0.0
 
-    def mean(self, N, B, epochs):
+    def mean(self, N, B, epochs, lower=1):
         """The phase's mean multiplier over its training examples (each minibatch of B
-        counted at its m)."""
+        counted at its m) and over its ``lower`` lower layers."""
         T, total = N * epochs, 0.0
-        for epoch in range(epochs):
-            for start in range(0, N, B):
-                total += self.multiplier(epoch * N + start, T, N) * min(B, N - start)
-        return total / T
+        for depth in range(1, lower + 1):
+            for epoch in range(epochs):
+                for start in range(0, N, B):
+                    total += (self.multiplier(epoch * N + start, T, N, depth, lower)
+                              * min(B, N - start))
+        return total / (T * lower)
 
 
 def _stacked(k, epochs, keep):

@@ -134,7 +134,8 @@ TRAIN = (
        (_not_negative, "not negative")),
     _s("lower_lr", "str", None, "Multiplier m(t) on the lower layers' learning rate in gradual "
        "phases (gradual, hybrid): const:C, linear, cosine, exp:H or invtime:TAU (H, TAU in "
-       "epochs).", optional=True),
+       "epochs); by depth: disc:F (F^-depth) or freezeout:T0 (lowest layers stop first).",
+       optional=True),
     _s("eval_decoder", "str", "auto", "Decoder topology for evaluation (auto: the schedule's "
        "own).", choices="medalpy.schedules:EVAL_DECODERS"),
     _s("fit_decoder_epochs", "int", None, "Epochs of the decoder fitted for --eval-decoder "

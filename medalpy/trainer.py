@@ -335,8 +335,10 @@ class Trainer:
             total, seen = 0.0, epoch * N
             for rows in minibatches(settings["batch_order"], N, B, self.seed, p, epoch):
                 if lower is not None:  # m(t) at the examples presented before this batch
-                    m = lower.multiplier(seen, phase.epochs * N, N)
-                    self.optimiser.lr_scale = {f"encoder.{i}": m for i in phase.lower}
+                    self.optimiser.lr_scale = {
+                        f"encoder.{i}": lower.multiplier(seen, phase.epochs * N, N,
+                                                         phase.depth - 1 - i, len(phase.lower))
+                        for i in phase.lower}
                     seen += len(rows)
                 loss = run.step(rows, epoch, self.optimiser)
                 if not math.isfinite(loss):
@@ -410,7 +412,8 @@ class Trainer:
         if phase.lower_lr:
             summary["lower_lr"] = phase.lower_lr
             summary["mean_multiplier"] = LowerLR.parse(phase.lower_lr).mean(
-                self.X_train.shape[0], self.hyper.for_phase(phase)["batch_size"], phase.epochs)
+                self.X_train.shape[0], self.hyper.for_phase(phase)["batch_size"], phase.epochs,
+                len(phase.lower))
         if self.best is not None and len(best_so_far) >= RULE_EPOCHS:
             before = ([self.start_val] + best_so_far)[-RULE_EPOCHS - 1]
             gain = (before - best_so_far[-1]) / abs(before) if before else 0.0

@@ -72,6 +72,54 @@ def test_the_multiplier_at_known_example_counts():
     assert LowerLR.parse("linear").mean(200, 20, 1) == pytest.approx((1 + 1 / 10) / 2)
 
 
+def test_the_depth_schedules_at_known_example_counts():
+    """disc:F is F^-depth at every t; freezeout:T0 anneals each lower layer by a cosine to 0
+    at s_d T, s_d = T0 + (1 - T0) (L - d) / L: the lowest layer (d = L) first."""
+    N, T = 200, 600
+    disc = LowerLR.parse("disc:2.5")
+    assert [disc.multiplier(t, T, N, d, 3) for t, d in ((0, 1), (300, 2), (599, 3))] == [
+        2.5 ** -1, 2.5 ** -2, 2.5 ** -3]
+    freeze = LowerLR.parse("freezeout:0.5")
+    # L = 2: depth 2 stops at T/2, depth 1 at 3T/4.
+    assert freeze.multiplier(0, T, N, 2, 2) == 1.0
+    assert freeze.multiplier(150, T, N, 2, 2) == pytest.approx(0.5)
+    assert freeze.multiplier(300, T, N, 2, 2) == 0.0
+    assert freeze.multiplier(225, T, N, 1, 2) == pytest.approx(0.5)
+    assert freeze.multiplier(449, T, N, 1, 2) > 0 and freeze.multiplier(450, T, N, 1, 2) == 0
+    # One lower layer: freezeout:1 is cosine; the mean covers every lower layer.
+    assert LowerLR.parse("freezeout:1").multiplier(150, T, N) == \
+        LowerLR.parse("cosine").multiplier(150, T, N)
+    assert disc.mean(200, 20, 1, lower=2) == pytest.approx((2.5 ** -1 + 2.5 ** -2) / 2)
+
+
+def test_disc_in_a_two_layer_network_is_the_constant_one_over_f_bit_for_bit():
+    """With one lower layer (depth 1), disc:F scales it by 1/F throughout: const:1/F."""
+    two = {"layers": [16, 12]}
+    assert _same_weights(_run("numpy", lower_lr="disc:2", **two),
+                         _run("numpy", lower_lr="const:0.5", **two))
+    assert not _same_weights(_run("numpy", lower_lr="disc:2"),  # three layers: 1/2 and 1/4
+                             _run("numpy", lower_lr="const:0.5"))
+
+
+def test_the_trainer_gives_each_lower_layer_its_depths_multiplier():
+    """Phase 3 of a 3-layer gradual run with disc:2: encoder 1 (depth 1) at 1/2, encoder 0
+    (depth 2) at 1/4, at every batch."""
+    seen = []
+
+    class Spy:
+        def on_epoch_end(self, trainer, record):
+            if record["phase"] == "3:gradual":
+                seen.append(dict(trainer.optimiser.lr_scale))
+
+    X = _data()
+    cfg = make_config({"layers": [16, 12, 8], "epochs_layer1": 1, "budget": 2,
+                       "backend": "numpy", "lower_lr": "disc:2"})
+    trainer = build_trainer(cfg, X[:200], X[200:], callbacks=[Spy()])
+    trainer.run()
+    assert seen == [{"encoder.0": 0.25, "encoder.1": 0.5}] * 2
+    assert trainer.phase_log[2]["mean_multiplier"] == pytest.approx(0.375)
+
+
 def test_the_trainer_applies_m_to_the_lower_layers_only():
     """At the end of each epoch of phase 3 (3 epochs of 200 examples, batch 20), the last
     batch started at t = 200 e + 180: linear's m = 1 - t / 600 on encoders 0 and 1."""
@@ -106,7 +154,8 @@ def test_a_scaled_layer_takes_exactly_the_scaled_step():
 
 
 @pytest.mark.parametrize("spec", ["const:1.5", "const:-0.1", "exp:0", "invtime:-2", "linear:3",
-                                  "const", "sideways", "exp:nan"])
+                                  "const", "sideways", "exp:nan", "disc:0.5", "freezeout:0",
+                                  "freezeout:1.5", "disc"])
 def test_malformed_specs_are_refused(spec):
     with pytest.raises(ConfigError, match="lower_lr must be"):
         make_config({"lower_lr": spec})
