@@ -18,7 +18,11 @@ float32) at batch 20, interleaved, and reports the median milliseconds per call:
 5. ``gradient norms``: ``||A^T delta||^2`` of the three layers from the batch's Gram matrices,
    by ``product_sq_norm`` (float64 dot products of row pairs) against three narrow OpenBLAS
    products and a trace (the earlier way).
-6. ``step``: one whole training step (gather, forward, loss, backward, normGrad update) as the
+6. ``products in parts``: the 8 products on two lanes with each product cut into
+   ``PRODUCT_PARTS`` = 4 parts (two BLAS calls a lane) against 2 (one a lane), at batch 20
+   and 128: the fixed split that keeps results independent of the lanes costs a second
+   packing of the batch's rows per lane.
+7. ``step``: one whole training step (gather, forward, loss, backward, normGrad update) as the
    trainer runs it now (``Pass.train_step`` on lanes) against the earlier design
    (``Pass.backward`` + ``SGD.update``, ``np.matmul`` on OpenBLAS's 2 threads; its norms
    by ``product_sq_norm`` too).
@@ -46,12 +50,20 @@ from medalpy.optim import SGD
 B, WIDTHS = 20, (784, 1000, 1000, 784)
 
 
-NT_DOTS_MAX_ROWS = config.NT_DOTS_MAX_ROWS
+NT_DOTS_MAX_ROWS, PRODUCT_PARTS = config.NT_DOTS_MAX_ROWS, config.PRODUCT_PARTS
 
 
 def lanes():
     cpu.use_threads(2)
     config.NT_DOTS_MAX_ROWS = NT_DOTS_MAX_ROWS
+    config.PRODUCT_PARTS = PRODUCT_PARTS
+
+
+def parts(n):
+    def enter():
+        lanes()
+        config.PRODUCT_PARTS = n
+    return enter
 
 
 def lanes_without_dots():
@@ -84,12 +96,12 @@ def timed(cases, repeat, calls):
     return {name: statistics.median(r) for name, r in rounds.items()}
 
 
-def products(rng):
+def products(rng, batch=B):
     f = np.float32
-    X, A, D = (rng.random((B, n), dtype=f) for n in (784, 1000, 1000))
-    D3 = rng.random((B, 784), dtype=f)
+    X, A, D = (rng.random((batch, n), dtype=f) for n in (784, 1000, 1000))
+    D3 = rng.random((batch, 784), dtype=f)
     W0, W1, Wd = (rng.random(s, dtype=f) for s in ((784, 1000), (1000, 1000), (1000, 784)))
-    Z1, Z3 = np.empty((B, 1000), f), np.empty((B, 784), f)
+    Z1, Z3 = np.empty((batch, 1000), f), np.empty((batch, 784), f)
     G0, G1, Gd = np.empty((784, 1000), f), np.empty((1000, 1000), f), np.empty((1000, 784), f)
 
     def step():
@@ -127,9 +139,9 @@ def back_error_from_memory(rng, rows, dots):
         W = Ws[state["i"]]
         state["i"] = (state["i"] + 1) % len(Ws)
         if dots:
-            lanes._matmul_nt_f32_lanes(D, W, out, 2)
+            cpu_lanes._matmul_nt_f32_lanes(D, W, out, 2)
         else:
-            lanes._gemm_lanes(D, W, out, False, True, 2)
+            cpu_lanes._gemm_lanes(D, W, out, False, True, 2, config.PRODUCT_PARTS)
     return step
 
 
@@ -233,6 +245,10 @@ def main(argv=None):
                                  "Gram products + trace":
                                      (lanes_without_dots, gradient_norms(rng, True))},
                                 args.repeat, 200),
+        **{f"products in parts, batch {batch}": timed(
+            {"4 parts": (parts(4), products(rng, batch)),
+             "2 parts": (parts(2), products(rng, batch))}, args.repeat, 100 if batch == B else 20)
+           for batch in (B, 128)},
         "step": timed({"train_step on lanes": (lanes, training_step(rng, True)),
                        "backward + update, np.matmul 2 threads":
                            (openblas(2), training_step(rng, False))},
