@@ -125,11 +125,12 @@ def _alive(pid):
 
 
 def remove_stale_temporaries(folder):
-    """Delete ``.NAME.tmpPID`` files (atomic writes interrupted by a kill) of dead processes;
-    returns how many, looking one level of sub-folders deep too."""
+    """Delete ``.NAME.tmpPID`` files (atomic writes interrupted by a kill) of dead processes
+    in ``folder`` and all its sub-folders (cells keep theirs several levels down); returns
+    how many."""
     n = 0
     folder = Path(folder)
-    for path in [*folder.glob(".*.tmp*"), *folder.glob("*/.*.tmp*")]:
+    for path in folder.rglob(".*.tmp*"):
         match = _TMP.match(path.name)
         if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
             path.unlink(missing_ok=True)

@@ -124,6 +124,8 @@ class LowerLR:
     ``freezeout:T0`` FreezeOut (Brock et al. 2017), lower layers first: m = (1 + cos(pi t /
                   (s_d T))) / 2 until t = s_d T, then 0, with s_d = T0 + (1 - T0) (L - d) / L
                   and T0 in (0, 1]: the lowest layer stops at T0 T, the others later
+                  (from then on it takes no gradient; the momentum it had built up dies
+                  away, by the momentum factor a step, as for any m = 0)
     """
 
     kind: str
@@ -167,7 +169,7 @@ class LowerLR:
         if self.kind == "invtime":
             return 1.0 / (1.0 + t / (self.value * N))
         if self.kind == "disc":
-            return self.value ** -depth
+            return 1.0 / self.value ** depth
         stop = (self.value + (1.0 - self.value) * (lower - depth) / lower) * T
         return 0.5 * (1.0 + math.cos(math.pi * t / stop)) if t < stop else 0.0
 

@@ -79,8 +79,11 @@ def test_temporary_files_of_killed_writers_are_removed(tmp_path):
     stale.write_bytes(b"half a file")
     mine = out / f".metrics.json.tmp{os.getpid()}"  # a live writer's: kept
     mine.write_bytes(b"")
+    (out / "cells" / "r0" / "config" / "fold0").mkdir(parents=True)  # a search's trial
+    deep = out / "cells" / "r0" / "config" / "fold0" / f".checkpoint.h5.tmp{dead.pid}"
+    deep.write_bytes(b"half a file")
     with outputs.claim(out, "train"):
-        assert not stale.exists() and mine.exists()
+        assert not stale.exists() and not deep.exists() and mine.exists()
 
 
 @pytest.mark.parametrize("command", ["train", "classify", "show", "bench"])

@@ -376,3 +376,35 @@ def test_an_interrupted_trial_continues_where_it_stopped_bit_for_bit(tmp_path, m
     assert again == whole
     assert not (tmp_path / "cut" / "checkpoint.h5").exists()
     assert len(saves) == total - done_before  # no finished stage or epoch was run again
+
+
+@pytest.mark.parametrize("left_behind", ["damaged", "other settings"])
+def test_a_checkpoint_that_is_damaged_or_of_other_settings_is_not_resumed(tmp_path, monkeypatch,
+                                                                         left_behind):
+    """A trial's folder holding an unreadable checkpoint, or one saved by a trial of other
+    settings (here: another learning rate), starts afresh and ends as an uninterrupted
+    trial."""
+    from medalpy.callbacks import Checkpointer
+    from medalpy.search.steps import fold
+
+    spec = SearchSpec(**{**TINY, "epochs_layer1": 2, "budget": 2})
+    cell = trial_cells(spec, configurations(spec), 0)[0]
+    (tmp_path / "whole").mkdir()
+    whole = fold(cell.params, tmp_path / "whole", tmp_path)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    if left_behind == "damaged":
+        (cut / "checkpoint.h5").write_bytes(b"not an HDF5 file")
+    else:
+        original = Checkpointer.on_epoch_end
+
+        def stop(self, trainer, record):
+            original(self, trainer, record)
+            raise _Interrupt
+
+        monkeypatch.setattr(Checkpointer, "on_epoch_end", stop)
+        with pytest.raises(_Interrupt):
+            fold({**cell.params, "lr": 0.5}, cut, tmp_path)
+        monkeypatch.setattr(Checkpointer, "on_epoch_end", original)
+    assert (cut / "checkpoint.h5").exists()
+    assert fold(cell.params, cut, tmp_path) == whole

@@ -13,10 +13,13 @@ seed, same phase index).
 
 import functools
 import hashlib
+import json
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from medalpy import __version__
 
 
 @functools.lru_cache(maxsize=2)
@@ -89,31 +92,44 @@ def _trainer(params, network, phases, ds, train_rows, val_rows):
                    params["seed"])
 
 
-def run_resumable(trainer, path=None):
+def run_resumable(trainer, path=None, identity=None):
     """Run ``trainer`` to the end of its schedule; returns it. With ``path``, its state is
     saved there after every epoch, and a state found there (the cell was interrupted, on
     this machine) is where it continues, bit for bit as if it had not stopped; the file
-    goes when the run ends. Afterwards ``trainer.network`` is the trained network (the
-    restored one when it continued), not necessarily the object it was built on."""
+    goes when the run ends. A state saved for another ``identity`` (a JSON-able record of
+    what the run is: the cell's settings and data), or one that cannot be read, is
+    discarded and the run starts afresh. Afterwards ``trainer.network`` is the trained
+    network (the restored one when it continued), not necessarily the object it was built
+    on."""
     if path is None:
         trainer.run()
         return trainer
     from medalpy import checkpoint
     from medalpy.callbacks import Checkpointer
+    from medalpy.errors import CheckpointError
 
-    path = Path(path)
+    path, identity = Path(path), json.loads(json.dumps(identity or {}))
     if path.exists():
-        saved = checkpoint.load(path)
-        trainer.network = saved["network"]
-        trainer.restore(saved["trainer"])
-    trainer.callbacks.append(Checkpointer(path, {}))
+        try:
+            saved = checkpoint.load(path)
+        except CheckpointError:  # damaged (a crash of the machine while it was written)
+            saved = None
+        if saved is not None and saved["config"] == identity and "trainer" in saved:
+            trainer.network = saved["network"]
+            trainer.restore(saved["trainer"])
+    trainer.callbacks.append(Checkpointer(path, identity))
     trainer.run()
     path.unlink(missing_ok=True)
     return trainer
 
 
+def _identity(params, ds):
+    """What a cell's training is, for :func:`run_resumable`: its settings and its data."""
+    return {"params": params, "data": ds.source, "medalpy": __version__}
+
+
 def train_layer1(backend, network, hyper, X_train, X_val, widths, seed, epochs,
-                 checkpoint_path=None):
+                 checkpoint_path=None, identity=None):
     """Phase 1 of every schedule on an empty ``network``; its decoder is kept in the mirror
     (for schedules evaluated through it) and the network is left without a head. Returns
     the trainer; ``trainer.network`` is the trained network (:func:`run_resumable`, which
@@ -123,14 +139,14 @@ def train_layer1(backend, network, hyper, X_train, X_val, widths, seed, epochs,
 
     phases, _ = build_schedule("stacked", 1, epochs, 0)
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
-    run_resumable(trainer, checkpoint_path)
+    run_resumable(trainer, checkpoint_path, identity)
     trainer.network.discard_head()  # each schedule attaches its own
     return trainer
 
 
 def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, method,
                          epochs_layer1, budget, fraction=None, ablation_budget="updates",
-                         lower_lr=None, checkpoint_path=None):
+                         lower_lr=None, checkpoint_path=None, identity=None):
     """The rest of schedule ``method`` (full tuning excluded) on a network from
     :func:`train_layer1`, exactly as the schedule's own run would continue after its phase 1.
 
@@ -148,7 +164,7 @@ def continue_from_layer1(backend, network, hyper, X_train, X_val, widths, seed, 
         network.discard_mirror()  # only the mirror needs the kept layer-1 decoder
     trainer = Trainer(backend, network, phases, hyper, X_train, X_val, widths, seed)
     trainer.start_at(1)
-    run_resumable(trainer, checkpoint_path)
+    run_resumable(trainer, checkpoint_path, identity)
     return trainer, eval_decoder
 
 
@@ -163,7 +179,8 @@ def layer1(params, work_dir, out_dir):
     trainer = train_layer1(get_backend(params["backend"]), net, _hyper(params),
                            ds.train_images[train_rows], ds.train_images[val_rows],
                            params["layers"], params["seed"], params["epochs_layer1"],
-                           checkpoint_path=Path(work_dir) / "checkpoint.h5")
+                           checkpoint_path=Path(work_dir) / "checkpoint.h5",
+                           identity=_identity(params, ds))
     net = trainer.network
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
     return {"val_loss": trainer.phase_log[-1]["best_val"], "phases": trainer.phase_log,
@@ -193,7 +210,8 @@ def pretrain(params, work_dir, out_dir):
         backend, net, _hyper(params), ds.train_images[train_rows], ds.train_images[val_rows],
         params["layers"], params["seed"], params["method"], params["epochs_layer1"],
         params["budget"], params.get("fraction"), params.get("ablation_budget", "updates"),
-        params.get("lower_lr"), checkpoint_path=Path(work_dir) / "checkpoint.h5")
+        params.get("lower_lr"), checkpoint_path=Path(work_dir) / "checkpoint.h5",
+        identity=_identity(params, ds))
     net = trainer.network
     noise_type = params.get("noise_type", "masking")
     test = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
@@ -207,7 +225,8 @@ def pretrain(params, work_dir, out_dir):
     if finetune:
         tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
         tuner.start_at(len(phases) - 1)
-        net = run_resumable(tuner, Path(work_dir) / "checkpoint_tuning.h5").network
+        net = run_resumable(tuner, Path(work_dir) / "checkpoint_tuning.h5",
+                            _identity(params, ds)).network
         tuned = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
                                        noise_type=noise_type)
         checkpoint.save(Path(work_dir) / "model_tuned.h5", net, params)

@@ -54,7 +54,12 @@ def fold(params, work_dir, out_dir):
     from medalpy import checkpoint
     from medalpy.atomic import write_json_atomic
     from medalpy.evaluation import reconstruction_metrics
-    from medalpy.experiments.steps import _dataset, continue_from_layer1, train_layer1
+    from medalpy.experiments.steps import (
+        _dataset,
+        _identity,
+        continue_from_layer1,
+        train_layer1,
+    )
     from medalpy.kernels import get_backend
     from medalpy.network import Network
     from medalpy.trainer import Hyper
@@ -72,13 +77,15 @@ def fold(params, work_dir, out_dir):
     # interrupted on this machine continues from its last finished stage, and from the
     # last epoch of the stage it was in (run_resumable): the same result, bit for bit.
     work = Path(work_dir)
-    if (work / "layer1.h5").exists():
+    identity = _identity(params, ds)
+    if (work / "layer1.json").exists():  # written last: layer1.h5 is complete
         net = checkpoint.load(work / "layer1.h5")["network"]
         layer1_kept = json.loads((work / "layer1.json").read_text())["kept_epoch"]
     else:
         layer1 = train_layer1(backend, Network(ds.n_features, params.get("dtype", "float32")),
                               hyper, X_train, X_stop, widths, params["seed"],
-                              params["epochs_layer1"], checkpoint_path=work / "checkpoint.h5")
+                              params["epochs_layer1"], checkpoint_path=work / "checkpoint.h5",
+                              identity=identity)
         layer1_kept, net = layer1.phase_log[0]["kept_epoch"], layer1.network
         checkpoint.save(work / "layer1.h5", net, params)
         write_json_atomic(work / "layer1.json", {"kept_epoch": layer1_kept})
@@ -93,7 +100,7 @@ def fold(params, work_dir, out_dir):
         trainer, eval_decoder = continue_from_layer1(
             backend, copy.deepcopy(net), hyper, X_train, X_stop, widths, params["seed"],
             method, params["epochs_layer1"], params["budget"], fraction,
-            checkpoint_path=work / "checkpoint.h5")
+            checkpoint_path=work / "checkpoint.h5", identity=identity)
         net_m = trainer.network
         rec = reconstruction_metrics(backend, net_m, X_score, params["noise"],
                                      noise_type=params.get("noise_type", "masking"))
