@@ -52,7 +52,6 @@ def fold_rows(labels, params):
 def fold(params, work_dir, out_dir):
     """Train configuration ``params`` on one fold; returns the objective and its companions."""
     from medalpy import checkpoint
-    from medalpy.atomic import write_json_atomic
     from medalpy.evaluation import reconstruction_metrics
     from medalpy.experiments.steps import (
         _dataset,
@@ -73,28 +72,29 @@ def fold(params, work_dir, out_dir):
         return _classifier(params, backend, ds, train_rows, stop_rows, score_rows)
     widths = [params["units"]] * params["n_layers"]
     hyper = Hyper.from_settings(params)
-    # Each stage's result is kept in work_dir (model files are not in git), so a trial
-    # interrupted on this machine continues from its last finished stage, and from the
-    # last epoch of the stage it was in (run_resumable): the same result, bit for bit.
+    # Each stage's network and result is kept in work_dir while the trial runs (model
+    # files are not in git), so a trial interrupted on this machine continues from its last
+    # finished stage, and from the last epoch of the stage it was in (run_resumable): the
+    # same result, bit for bit. The files go when the trial ends.
     work = Path(work_dir)
     identity = _identity(params, ds)
-    if (work / "layer1.json").exists():  # written last: layer1.h5 is complete
-        net = checkpoint.load(work / "layer1.h5")["network"]
-        layer1_kept = json.loads((work / "layer1.json").read_text())["kept_epoch"]
+    stages = [work / "stage-layer1.h5"] + [work / f"stage-{m}.h5" for m in params["methods"]]
+    kept = _finished_stage(stages[0], identity)
+    if kept is not None:
+        net, layer1_kept = kept[0], kept[1]["kept_epoch"]
     else:
         layer1 = train_layer1(backend, Network(ds.n_features, params.get("dtype", "float32")),
                               hyper, X_train, X_stop, widths, params["seed"],
                               params["epochs_layer1"], checkpoint_path=work / "checkpoint.h5",
                               identity=identity)
         layer1_kept, net = layer1.phase_log[0]["kept_epoch"], layer1.network
-        checkpoint.save(work / "layer1.h5", net, params)
-        write_json_atomic(work / "layer1.json", {"kept_epoch": layer1_kept})
+        checkpoint.save(stages[0], net, identity, extra={"kept_epoch": layer1_kept})
     methods, first = {}, None
-    for method in params["methods"]:
-        done = work / f"{method}.json"
-        if done.exists():
-            methods[method] = json.loads(done.read_text())
-            first = first or checkpoint.load(work / f"{method}.h5")["network"]
+    for method, stage in zip(params["methods"], stages[1:]):
+        kept = _finished_stage(stage, identity)
+        if kept is not None:
+            net_m, methods[method] = kept
+            first = first or net_m
             continue
         fraction = params.get("fraction") if method == "hybrid" else None
         trainer, eval_decoder = continue_from_layer1(
@@ -107,8 +107,7 @@ def fold(params, work_dir, out_dir):
         methods[method] = {"val_ce": rec["ce"], "val_relative_ce": rec["relative_ce"],
                            "eval_decoder": eval_decoder,
                            "kept_epochs": [s["kept_epoch"] for s in trainer.phase_log]}
-        checkpoint.save(work / f"{method}.h5", net_m, params)
-        write_json_atomic(done, methods[method])
+        checkpoint.save(stage, net_m, identity, extra=methods[method])
         first = first or net_m
     result = {"methods": methods,
               "val_ce": float(np.mean([m["val_ce"] for m in methods.values()])),
@@ -120,7 +119,26 @@ def fold(params, work_dir, out_dir):
     if params["objective"] == "classify":
         result.update(_classify(params, backend, ds, first, train_rows, stop_rows, score_rows))
     result["objective"] = result["val_error" if params["objective"] == "classify" else "val_ce"]
+    for stage in stages:
+        stage.unlink(missing_ok=True)
     return result
+
+
+def _finished_stage(path, identity):
+    """(network, result) of a trial stage saved at ``path`` by a run of ``identity``, or
+    None when there is none (or it is unreadable, or of another run)."""
+    from medalpy import checkpoint
+    from medalpy.errors import CheckpointError
+
+    if not path.exists():
+        return None
+    try:
+        saved = checkpoint.load(path)
+    except CheckpointError:
+        return None
+    if saved["config"] != json.loads(json.dumps(identity)):
+        return None
+    return saved["network"], saved["extra"]
 
 
 def classifier_settings(params):
