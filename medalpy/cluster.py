@@ -99,14 +99,13 @@ class _Deferred:
     result is recorded before the next one starts."""
 
     def __init__(self, fn, args):
-        self.fn, self.args, self.done = fn, args, False
+        self.fn, self.args = fn, args
 
     def run(self):
         try:
             self.value, self.error = self.fn(*self.args), None
         except Exception as exc:  # raised again by result(), as a pool's future would
             self.value, self.error = None, exc
-        self.done = True
 
     def result(self):
         if self.error is not None:
@@ -116,8 +115,6 @@ class _Deferred:
 
 class Here:
     """Cells one after another in this process."""
-
-    description = "one at a time in this process"
 
     def submit(self, fn, *args, key=None):
         return _Deferred(fn, args)
@@ -180,8 +177,8 @@ class Processes:
 class Dask:
     """Cells on a Dask cluster, through ``client``."""
 
-    def __init__(self, client, description="a Dask cluster"):
-        self.client, self.description = client, description
+    def __init__(self, client):
+        self.client = client
 
     def submit(self, fn, *args, key=None):
         # pure=False and a unique key: a cell run again (after a failure) is a new task.
@@ -226,5 +223,4 @@ def executor(workers=None, scheduler=None, echo=None):
         pool.close()
         return
     with dask_client(workers, scheduler, echo=echo) as client:
-        yield Dask(client, f"Dask at {scheduler}" if scheduler else
-                   f"a local Dask cluster of {workers} worker(s)")
+        yield Dask(client)

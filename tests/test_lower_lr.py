@@ -101,9 +101,9 @@ def test_disc_in_a_two_layer_network_is_the_constant_one_over_f_bit_for_bit():
                              _run("numpy", lower_lr="const:0.5"))
 
 
-def test_the_trainer_gives_each_lower_layer_its_depths_multiplier():
-    """Phase 3 of a 3-layer gradual run with disc:2: encoder 1 (depth 1) at 1/2, encoder 0
-    (depth 2) at 1/4, at every batch."""
+def _phase3_multipliers(lower_lr, budget):
+    """(the lower layers' lr_scale at the end of each epoch of phase 3, the trainer) of a
+    3-layer gradual run on the numpy backend, 200 training examples, batch 20."""
     seen = []
 
     class Spy:
@@ -112,10 +112,17 @@ def test_the_trainer_gives_each_lower_layer_its_depths_multiplier():
                 seen.append(dict(trainer.optimiser.lr_scale))
 
     X = _data()
-    cfg = make_config({"layers": [16, 12, 8], "epochs_layer1": 1, "budget": 2,
-                       "backend": "numpy", "lower_lr": "disc:2"})
+    cfg = make_config({"layers": [16, 12, 8], "epochs_layer1": 1, "budget": budget,
+                       "backend": "numpy", "lower_lr": lower_lr})
     trainer = build_trainer(cfg, X[:200], X[200:], callbacks=[Spy()])
     trainer.run()
+    return seen, trainer
+
+
+def test_the_trainer_gives_each_lower_layer_its_depths_multiplier():
+    """Phase 3 of a 3-layer gradual run with disc:2: encoder 1 (depth 1) at 1/2, encoder 0
+    (depth 2) at 1/4, at every batch."""
+    seen, trainer = _phase3_multipliers("disc:2", budget=2)
     assert seen == [{"encoder.0": 0.25, "encoder.1": 0.5}] * 2
     assert trainer.phase_log[2]["mean_multiplier"] == pytest.approx(0.375)
 
@@ -123,18 +130,7 @@ def test_the_trainer_gives_each_lower_layer_its_depths_multiplier():
 def test_the_trainer_applies_m_to_the_lower_layers_only():
     """At the end of each epoch of phase 3 (3 epochs of 200 examples, batch 20), the last
     batch started at t = 200 e + 180: linear's m = 1 - t / 600 on encoders 0 and 1."""
-    seen = []
-
-    class Spy:
-        def on_epoch_end(self, trainer, record):
-            if record["phase"] == "3:gradual":
-                seen.append(dict(trainer.optimiser.lr_scale))
-
-    X = _data()
-    cfg = make_config({"layers": [16, 12, 8], "epochs_layer1": 1, "budget": 3,
-                       "backend": "numpy", "lower_lr": "linear"})
-    trainer = build_trainer(cfg, X[:200], X[200:], callbacks=[Spy()])
-    trainer.run()
+    seen, trainer = _phase3_multipliers("linear", budget=3)
     assert seen == [{"encoder.0": 1 - t / 600, "encoder.1": 1 - t / 600}
                     for t in (180, 380, 580)]
     summary = trainer.phase_log[2]

@@ -33,10 +33,9 @@ against), :mod:`.machine` (CPU, GEMM peak), :mod:`.memory` (peak RSS of a real r
 import statistics
 import time
 
-from medalpy.bench import bounds, contention  # noqa: F401  (contention: bench.contention)
+from medalpy.bench import bounds, contention, peers  # noqa: F401  (contention: re-exported)
 from medalpy.bench.machine import GEMM_N, gemm_peak, machine  # noqa: F401
 from medalpy.bench.memory import format_memory, memory_run  # noqa: F401  (re-exported)
-from medalpy.bench import peers
 from medalpy.bench.steps import (  # noqa: F401
     BATCH_SIZES,
     IMPLEMENTATIONS,
@@ -75,7 +74,6 @@ def bench_cell(steps, repeats, seconds):
     return rates
 
 
-
 def implementation_step(name, phase, batch_size, threads):
     """The step closure of implementation ``name`` (see :data:`IMPLEMENTATIONS`)."""
     if name in ("cpu", "cpu-normgrad", "numpy"):
@@ -103,18 +101,13 @@ def run_bench(phases=tuple(PHASES), batch_sizes=BATCH_SIZES, implementations=Non
     progress : optional callable receiving one line of text per finished cell.
     """
     implementations = list(implementations or available_implementations())
-    from medalpy.kernels import blas
+    from medalpy.kernels import blas, lanes
 
-    from medalpy.kernels import lanes
-
-    previous = blas.get_threads()
-    # Every thread count and the lanes are as they were afterwards (the steps set them).
+    # Every thread count (Numba's, each OpenBLAS's) and the lanes are as they were
+    # afterwards: the steps set them.
     with lanes.threads(threads):
-        try:
-            return _run_bench(phases, batch_sizes, implementations, repeats, seconds,
-                              threads, progress, sorted(previous))
-        finally:
-            blas.restore_threads(previous)
+        return _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads,
+                          progress, sorted(blas.get_threads()))
 
 
 def _run_bench(phases, batch_sizes, implementations, repeats, seconds, threads, progress,

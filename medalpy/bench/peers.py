@@ -89,26 +89,8 @@ def torch_step(phase, batch_size, lr=0.1, momentum=0.9, weight_decay=1e-3, noise
 
     With ``threads``, ``step.enter()`` sets torch's threads to that many.
     """
-    import torch
-
-    head = PHASES[phase][3]
-    data, labels, batches = _data(phase, batch_size, seed)
-    model, criterion, optimiser = _torch_training(phase, lr, momentum, weight_decay, seed, init)
-    data, targets = torch.from_numpy(data), torch.from_numpy(labels)
-
-    def step():
-        rows = torch.from_numpy(next(batches))
-        x = data[rows]
-        x_noisy = x * (torch.rand_like(x) > noise)
-        optimiser.zero_grad()
-        loss = criterion(model(x_noisy), targets[rows] if head == "classifier" else x)
-        loss.backward()
-        optimiser.step()
-        return loss.item()
-
-    step.weights = lambda: _torch_weights(model)
-    _torch_threads(step, threads)
-    return step
+    return _torch_peer(phase, batch_size, lr, momentum, weight_decay, noise, seed, threads,
+                       init, compiled=False)
 
 
 def torch_compiled_step(phase, batch_size, lr=0.1, momentum=0.9, weight_decay=1e-3,
@@ -124,12 +106,19 @@ def torch_compiled_step(phase, batch_size, lr=0.1, momentum=0.9, weight_decay=1e
     ``threads`` the graph is compiled for that many (``cpp.threads``); ``step.enter()`` sets
     torch's threads, which its matrix products use, to the same.
     """
+    return _torch_peer(phase, batch_size, lr, momentum, weight_decay, noise, seed, threads,
+                       init, compiled=True)
+
+
+def _torch_peer(phase, batch_size, lr, momentum, weight_decay, noise, seed, threads, init,
+                compiled):
+    """The step of :func:`torch_step` (eager) or :func:`torch_compiled_step`."""
     import torch
 
     head = PHASES[phase][3]
     data, labels, batches = _data(phase, batch_size, seed)
     model, criterion, optimiser = _torch_training(phase, lr, momentum, weight_decay, seed, init,
-                                                  foreach=True)
+                                                  foreach=True if compiled else None)
     data, targets = torch.from_numpy(data), torch.from_numpy(labels)
 
     def loss_of(rows):
@@ -137,12 +126,13 @@ def torch_compiled_step(phase, batch_size, lr=0.1, momentum=0.9, weight_decay=1e
         x_noisy = x * (torch.rand_like(x) > noise)
         return criterion(model(x_noisy), targets[rows] if head == "classifier" else x)
 
-    compiled = torch.compile(loss_of, options=None if threads is None
-                             else {"cpp.threads": int(threads)})
+    if compiled:
+        loss_of = torch.compile(loss_of, options=None if threads is None
+                                else {"cpp.threads": int(threads)})
 
     def step():
         optimiser.zero_grad()
-        loss = compiled(torch.from_numpy(next(batches)))
+        loss = loss_of(torch.from_numpy(next(batches)))
         loss.backward()
         optimiser.step()
         return loss.item()

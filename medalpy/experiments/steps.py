@@ -104,23 +104,33 @@ def run_resumable(trainer, path=None, identity=None):
     if path is None:
         trainer.run()
         return trainer
-    from medalpy import checkpoint
     from medalpy.callbacks import Checkpointer
-    from medalpy.errors import CheckpointError
 
-    path, identity = Path(path), json.loads(json.dumps(identity or {}))
-    if path.exists():
-        try:
-            saved = checkpoint.load(path)
-        except CheckpointError:  # damaged (a crash of the machine while it was written)
-            saved = None
-        if saved is not None and saved["config"] == identity and "trainer" in saved:
-            trainer.network = saved["network"]
-            trainer.restore(saved["trainer"])
-    trainer.callbacks.append(Checkpointer(path, identity))
+    path = Path(path)
+    saved = saved_by(path, identity)
+    if saved is not None and "trainer" in saved:
+        trainer.network = saved["network"]
+        trainer.restore(saved["trainer"])
+    trainer.callbacks.append(Checkpointer(path, identity or {}))
     trainer.run()
     path.unlink(missing_ok=True)
     return trainer
+
+
+def saved_by(path, identity):
+    """``checkpoint.load(path)`` when that file is there, readable, and was saved by a run of
+    ``identity`` (its ``config``); None otherwise (a damaged file: a crash of the machine
+    while it was written)."""
+    from medalpy import checkpoint
+    from medalpy.errors import CheckpointError
+
+    if not Path(path).exists():
+        return None
+    try:
+        saved = checkpoint.load(path)
+    except CheckpointError:
+        return None
+    return saved if saved["config"] == json.loads(json.dumps(identity or {})) else None
 
 
 def _identity(params, ds):

@@ -211,10 +211,6 @@ class Governor:
             on_lanes(n)
         self.record(key, n, time.perf_counter() - start)
 
-    def choices(self):
-        """{key: (median seconds on one lane, on all lanes)} for the shapes seen."""
-        return {key: (shape.t_one, shape.t_all) for key, shape in self.shapes.items()}
-
 
 def _low_median(values):
     ordered = sorted(values)

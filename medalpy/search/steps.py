@@ -26,7 +26,6 @@ Objectives (lower is better):
 """
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +56,7 @@ def fold(params, work_dir, out_dir):
         _dataset,
         _identity,
         continue_from_layer1,
+        saved_by,
         train_layer1,
     )
     from medalpy.kernels import get_backend
@@ -79,9 +79,9 @@ def fold(params, work_dir, out_dir):
     work = Path(work_dir)
     identity = _identity(params, ds)
     stages = [work / "stage-layer1.h5"] + [work / f"stage-{m}.h5" for m in params["methods"]]
-    kept = _finished_stage(stages[0], identity)
+    kept = saved_by(stages[0], identity)
     if kept is not None:
-        net, layer1_kept = kept[0], kept[1]["kept_epoch"]
+        net, layer1_kept = kept["network"], kept["extra"]["kept_epoch"]
     else:
         layer1 = train_layer1(backend, Network(ds.n_features, params.get("dtype", "float32")),
                               hyper, X_train, X_stop, widths, params["seed"],
@@ -91,9 +91,9 @@ def fold(params, work_dir, out_dir):
         checkpoint.save(stages[0], net, identity, extra={"kept_epoch": layer1_kept})
     methods, first = {}, None
     for method, stage in zip(params["methods"], stages[1:]):
-        kept = _finished_stage(stage, identity)
+        kept = saved_by(stage, identity)
         if kept is not None:
-            net_m, methods[method] = kept
+            net_m, methods[method] = kept["network"], kept["extra"]
             first = first or net_m
             continue
         fraction = params.get("fraction") if method == "hybrid" else None
@@ -122,23 +122,6 @@ def fold(params, work_dir, out_dir):
     for stage in stages:
         stage.unlink(missing_ok=True)
     return result
-
-
-def _finished_stage(path, identity):
-    """(network, result) of a trial stage saved at ``path`` by a run of ``identity``, or
-    None when there is none (or it is unreadable, or of another run)."""
-    from medalpy import checkpoint
-    from medalpy.errors import CheckpointError
-
-    if not path.exists():
-        return None
-    try:
-        saved = checkpoint.load(path)
-    except CheckpointError:
-        return None
-    if saved["config"] != json.loads(json.dumps(identity)):
-        return None
-    return saved["network"], saved["extra"]
 
 
 def classifier_settings(params):
