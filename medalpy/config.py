@@ -39,6 +39,11 @@ U64_SHIFT = np.uint64(64 - NOISE_BITS)
 CPU_GEMM = os.environ.get("MEDALPY_CPU_GEMM", "lanes")
 #: ``MEDALPY_CUDA_GEMM``: the cuda backend's matrix products (``cublas``, or ``cupy``).
 CUDA_GEMM = os.environ.get("MEDALPY_CUDA_GEMM", "cublas")
+#: ``MEDALPY_CUDA_STEP``: how the cuda backend runs a phase's training steps: ``graph`` (each
+#: step's launches recorded once and replayed as a CUDA graph where capture is available,
+#: :mod:`medalpy.kernels.cuda_step`), ``replay`` (the same recorded launches, never captured)
+#: or ``host`` (``Pass.train_step`` driven from the host, batch by batch).
+CUDA_STEP = os.environ.get("MEDALPY_CUDA_STEP", "graph")
 
 # -- speed tunables (benchmarks/cpu_choices.py measures the choices; docs/performance.md) ---
 

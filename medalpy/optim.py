@@ -28,10 +28,12 @@ class SGD:
     velocity: dict = field(default_factory=dict)
     lr_scale: dict = field(default_factory=dict)
 
-    def _lr(self, name):
+    def layer_lr(self, name):
+        """The learning rate of layer ``name`` (``lr`` times its ``lr_scale``, if any)."""
         return self.lr * self.lr_scale[name] if name in self.lr_scale else self.lr
 
-    def _velocity(self, backend, name, like):
+    def velocity_of(self, backend, name, like):
+        """The velocity of parameter ``name`` (zeros of ``like``'s shape at first use)."""
         v = self.velocity.get(name)
         if v is None:
             v = self.velocity[name] = backend.zeros(like.shape, like.dtype)
@@ -74,10 +76,10 @@ class SGD:
         """
         if self.normalise_gradients and sq_norm is None:
             sq_norm = backend.sum_of_squares(dW) + backend.sum_of_squares(db)
-        scale, lr = self._scale(sq_norm), self._lr(name)
-        backend.sgd_update(layer.W, dW, self._velocity(backend, f"{name}.W", layer.W),
+        scale, lr = self._scale(sq_norm), self.layer_lr(name)
+        backend.sgd_update(layer.W, dW, self.velocity_of(backend, f"{name}.W", layer.W),
                            lr, self.momentum, self.weight_decay, scale)
-        backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
+        backend.sgd_update(layer.b, db, self.velocity_of(backend, f"{name}.b", layer.b),
                            lr, self.momentum, 0.0, scale)
 
     def apply_product(self, backend, name, layer, A, delta, db, sq_norm):
@@ -86,9 +88,9 @@ class SGD:
 
         ``sq_norm`` must be given when normalising (the norm cannot come from ``dW``).
         """
-        scale, lr = self._scale(sq_norm), self._lr(name)
+        scale, lr = self._scale(sq_norm), self.layer_lr(name)
         backend.sgd_update_product(A, delta, layer.W,
-                                   self._velocity(backend, f"{name}.W", layer.W), lr,
+                                   self.velocity_of(backend, f"{name}.W", layer.W), lr,
                                    self.momentum, self.weight_decay, scale)
-        backend.sgd_update(layer.b, db, self._velocity(backend, f"{name}.b", layer.b),
+        backend.sgd_update(layer.b, db, self.velocity_of(backend, f"{name}.b", layer.b),
                            lr, self.momentum, 0.0, scale)

@@ -79,8 +79,11 @@ def train_classifier(backend, encoders, X_train, y_train, X_val, y_val, X_test, 
     trainer.run()
     test_error = None
     if X_test is not None:
+        net.place(backend.to_device)  # the trainer leaves it in host memory
         test_pass = Pass(backend, net.path(), 1000, net.head, net.dtype, train=False)
-        test_error = classification_error(backend, test_pass, X_test, y_test, net.dtype)
+        test_error = classification_error(backend, test_pass, backend.to_device(X_test),
+                                          y_test, net.dtype)
+        net.place(backend.to_host)
     return {"test_error": test_error,
             "val_error": trainer.phase_log[-1]["best_val"],
             "kept_epoch": trainer.phase_log[-1]["kept_epoch"],

@@ -40,7 +40,7 @@ import numpy as np
 
 from medalpy import config
 from medalpy.backprop import Pass, encode
-from medalpy.corruption import corrupter
+from medalpy.corruption import corrupter, noise_type
 from medalpy.errors import ConfigError, TrainingDiverged
 from medalpy.network import new_layer
 from medalpy.optim import SGD
@@ -332,20 +332,19 @@ class Trainer:
         lower = LowerLR.parse(phase.lower_lr) if phase.lower_lr else None
         for epoch in range(self.position.epoch + 1, phase.epochs):
             t0 = time.perf_counter()
-            total, seen = 0.0, epoch * N
-            for rows in minibatches(settings["batch_order"], N, B, self.seed, p, epoch):
-                if lower is not None:  # m(t) at the examples presented before this batch
-                    self.optimiser.lr_scale = {
-                        f"encoder.{i}": lower.multiplier(seen, phase.epochs * N, N,
-                                                         phase.depth - 1 - i, len(phase.lower))
-                        for i in phase.lower}
-                    seen += len(rows)
-                loss = run.step(rows, epoch, self.optimiser)
-                if not math.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"loss became {loss} in phase {phase.name}, epoch {epoch + 1}; "
-                        "lower the learning rate")
-                total += loss * len(rows)
+            batches = minibatches(settings["batch_order"], N, B, self.seed, p, epoch)
+            scales = None
+            if lower is not None:  # m(t) at the examples presented before each batch
+                seen = epoch * N + np.cumsum([0] + [len(rows) for rows in batches[:-1]])
+                scales = [{f"encoder.{i}": lower.multiplier(int(t), phase.epochs * N, N,
+                                                            phase.depth - 1 - i,
+                                                            len(phase.lower))
+                           for i in phase.lower} for t in seen]
+            total = run.epoch(batches, epoch, self.optimiser, scales)
+            if not math.isfinite(total):
+                raise TrainingDiverged(
+                    f"loss became {total} in phase {phase.name}, epoch {epoch + 1}; "
+                    "lower the learning rate")
             val, improved = None, False
             if self.best is not None:  # None: no validation images
                 val = self._score(phase, settings, run)
@@ -467,6 +466,32 @@ class PhaseRun:
         self.rate, self.seed = settings["noise"], noise_seed(trainer.seed, NOISE, p)
         self.corrupt = corrupter(k, settings["noise_type"])
         self.labels = trainer.labels[0] if phase.kind == "supervised" else None
+        # A backend that can run whole epochs on its device without per-step host work
+        # (cuda: medalpy.kernels.cuda_step) does so, unless told to step from the host.
+        self.device = None
+        if getattr(k, "DeviceStep", None) is not None and config.CUDA_STEP != "host":
+            self.device = k.DeviceStep(self.train_pass, self.source, self.X_in, self.X_target,
+                                       self.labels, noise_type(settings["noise_type"]).kernel,
+                                       self.rate, self.seed)
+
+    def epoch(self, batches, epoch, optimiser, scales=None):
+        """One epoch: a :meth:`step` on each batch of ``batches`` (row indices), in order.
+
+        ``scales``: optional per-batch ``{layer name: learning-rate multiplier}``, set as the
+        optimiser's ``lr_scale`` before the batch's step. Returns the sum over rows of the
+        batch losses, or the first non-finite batch loss (the caller stops there).
+        """
+        if self.device is not None:
+            return self.device.epoch(batches, epoch, optimiser, scales)
+        total = 0.0
+        for b, rows in enumerate(batches):
+            if scales is not None:
+                optimiser.lr_scale = scales[b]
+            loss = self.step(rows, epoch, optimiser)
+            if not math.isfinite(loss):
+                return loss
+            total += loss * len(rows)
+        return total
 
     def step(self, rows, epoch, optimiser):
         """One SGD step on the samples ``rows`` in epoch ``epoch``: the batch gathered and

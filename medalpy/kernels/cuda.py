@@ -776,3 +776,9 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
     G = _device_scratch("gradient", P.size, P.dtype).reshape(P.shape)
     matmul_tn(A, delta, G)
     sgd_update(P, G, V, lr, momentum, decay, scale)
+
+
+# A phase's steps without per-step host work (recorded once, replayed or captured as CUDA
+# graphs); the trainer uses it where a backend offers it. Imported last: it builds on the
+# kernels above.
+from medalpy.kernels.cuda_step import DeviceStep  # noqa: E402,F401

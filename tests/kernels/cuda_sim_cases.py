@@ -343,11 +343,13 @@ def test_pass_and_sgd_on_device_match_numpy(dtype, normalise, form):
     np.testing.assert_array_equal(W1[0], W0[0])  # frozen: untouched on both
 
 
-@pytest.mark.parametrize("method", ["gradual", "stacked"])
-def test_trainer_runs_whole_schedules_on_the_device(method):
+@pytest.mark.parametrize("method, lower_lr", [("gradual", None), ("stacked", None),
+                                              ("gradual", "linear")])
+def test_trainer_runs_whole_schedules_on_the_device(method, lower_lr):
     """The trainer keeps weights and data on the device for each phase and brings them back:
-    a short run on the simulated GPU equals the numpy backend's, and the network ends up in
-    host memory (NumPy arrays) as checkpoints need it."""
+    a short run on the simulated GPU (epochs of recorded steps, lower layers' learning-rate
+    multipliers among what device memory holds) equals the numpy backend's, and the network
+    ends up in host memory (NumPy arrays) as checkpoints need it."""
     from medalpy.evaluation import reconstruction_metrics
     from medalpy.network import Network
     from medalpy.schedules import build_schedule
@@ -359,8 +361,8 @@ def test_trainer_runs_whole_schedules_on_the_device(method):
     for name in ("numpy", "cuda"):
         k = get_backend(name)
         net = Network(8, dtype="float64")
-        phases, _ = build_schedule(method, 2, 1, 1)
-        trainer = Trainer(k, net, phases, Hyper(lr=0.05, batch_size=8), X[:16], X[16:],
+        phases, _ = build_schedule(method, 2, 1, 2, lower_lr=lower_lr)
+        trainer = Trainer(k, net, phases, Hyper(lr=0.05, batch_size=6), X[:16], X[16:],
                           [5, 3], seed=1)
         trainer.run()
         metrics = reconstruction_metrics(k, net, X[16:], 0.15)
@@ -371,6 +373,128 @@ def test_trainer_runs_whole_schedules_on_the_device(method):
     for key in p0:
         np.testing.assert_allclose(p0[key], p1[key], rtol=1e-8, atol=1e-12)
     assert m0["relative_ce"] == pytest.approx(m1["relative_ce"], rel=1e-9)
+
+
+def test_a_classifier_trains_on_the_device_as_on_numpy():
+    """Supervised epochs of recorded steps (labels gathered on the device) equal numpy's, and
+    the trained network is scored on the test set on the device."""
+    from medalpy.supervised import random_encoders, train_classifier
+
+    rng = np.random.default_rng(6)
+    X = (rng.uniform(size=(30, 8)) * 255).astype(np.uint8)
+    y = rng.integers(0, 3, 30)
+    results = []
+    for name in ("numpy", "cuda"):
+        encoders = random_encoders(8, [5], seed=2, dtype="float64")
+        r = train_classifier(get_backend(name), encoders, X[:20], y[:20], X[20:25], y[20:25],
+                             X[25:], y[25:], 3, seed=4, epochs=2, batch_size=6)
+        results.append((r["history"], r["network"].parameters(), r["test_error"]))
+    (h0, p0, e0), (h1, p1, e1) = results
+    assert e1 == e0 and e0 is not None  # the test set scored on the device, too
+    assert [r["train_loss"] for r in h1] == pytest.approx([r["train_loss"] for r in h0],
+                                                          rel=1e-9)
+    for key in p0:
+        np.testing.assert_allclose(p1[key], p0[key], rtol=1e-8, atol=1e-12)
+
+
+def _device_step_run(dtype, normalise, head, mode, epochs=2):
+    """Two epochs of a 6-4-3-out chain (lowest layer frozen) on 10 rows in batches of 4, 4
+    and 2, lower layers at per-batch learning-rate multipliers: by the host (``Pass.train_step``
+    per batch) or by a :class:`DeviceStep` (each batch length recorded once, then replayed)."""
+    from medalpy.kernels import cuda_step
+    from medalpy.trainer import noise_seed
+
+    rng = np.random.default_rng(9)
+    out = 3 if head == "classifier" else 6
+    chain = _chain(rng, [6, 4, 3, out], dtype, K)
+    chain[0][1].trainable = False
+    source = K.to_device(np.random.default_rng(10).integers(0, 256, (10, 6), dtype=np.uint8))
+    labels = np.random.default_rng(11).integers(0, 3, 10) if head == "classifier" else None
+    p = Pass(K, chain, 4, head, dtype)
+    opt = SGD(lr=0.1, momentum=0.9, weight_decay=1e-3, normalise_gradients=normalise)
+    X_in, T = K.empty((4, 6), dtype), K.empty((4, 6), dtype)
+    seed = noise_seed(1, 3, 0)
+    device = cuda_step.DeviceStep(p, source, X_in, T, labels, "gather_masked", 0.25, seed)
+    totals = []
+    for epoch in range(epochs):
+        order = np.random.default_rng([epoch]).permutation(10)
+        batches = [order[:4], order[4:8], order[8:]]
+        scales = [{"encoder.1": 1.0 - 0.3 * b - 0.1 * epoch} for b in range(3)]
+        if mode == "device":
+            totals.append(device.epoch(batches, epoch, opt, scales))
+            continue
+        total = 0.0
+        for rows, scale in zip(batches, scales):
+            opt.lr_scale = scale
+            n = len(rows)
+            K.gather_masked(source, rows, 0.25, seed, epoch, X_in[:n])
+            if labels is None:
+                K.gather(source, rows, T[:n])
+                total += p.train_step(X_in[:n], T[:n], opt) * n
+            else:
+                total += p.train_step(X_in[:n], labels[rows], opt) * n
+        totals.append(total)
+    params = [K.to_host(a) for _, layer in chain for a in (layer.W, layer.b)]
+    velocity = {name: K.to_host(v) for name, v in opt.velocity.items()}
+    return totals, params, velocity, device
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("normalise", [False, True])
+@pytest.mark.parametrize("head", ["decoder", "classifier"])
+def test_a_replayed_device_step_equals_the_host_driven_step(dtype, normalise, head):
+    """Epochs run from recorded launches (rows, noise key, learning rates and normGrad's scale
+    read from device memory) equal the host-driven steps: bit for bit without normGrad, and
+    to round-off with it (its norm is summed from dW rather than from Gram matrices)."""
+    l0, p0, v0, _ = _device_step_run(dtype, normalise, head, "host")
+    l1, p1, v1, device = _device_step_run(dtype, normalise, head, "device")
+    assert sorted(device.runners) == [2, 4]  # one recording per batch length
+    assert sorted(v0) == sorted(v1)
+    if normalise:
+        tol = dict(rtol=1e-5, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-12, atol=0)
+        for a, b in zip(p1 + [v1[k] for k in v0], p0 + [v0[k] for k in v0]):
+            np.testing.assert_allclose(a, b, **tol)
+    else:
+        for a, b in zip(p1 + [v1[k] for k in v0], p0 + [v0[k] for k in v0]):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(l1, l0, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_array_equal(p1[0], p0[0])  # the frozen layer: untouched by both
+    assert not np.array_equal(p1[2], _device_step_run(dtype, normalise, head, "host",
+                                                      epochs=0)[1][2])  # and others moved
+
+
+def test_without_capture_the_step_says_why_once_and_replays_its_launches():
+    import warnings
+
+    from medalpy.kernels import cuda_step
+
+    cuda_step._said.clear()
+    with pytest.warns(RuntimeWarning, match="simulator has no stream capture"):
+        _, _, _, device = _device_step_run(np.float64, False, "decoder", "device", epochs=1)
+    assert cuda_step.capture_status() == "numba's CUDA simulator has no stream capture"
+    assert all(isinstance(r, cuda_step.Tape) for r in device.runners.values())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "cuda: training steps")  # said once, not per phase
+        _device_step_run(np.float64, False, "decoder", "device", epochs=1)
+
+
+def test_a_tape_replays_with_what_device_memory_holds():
+    """A recorded tape launches the same arguments every time; moving the cursor in device
+    memory alone makes it train on another batch (what lets a CUDA graph stand for a step)."""
+    from medalpy.kernels import cuda_step
+
+    _, _, _, device = _device_step_run(np.float64, False, "decoder", "device", epochs=1)
+    tape = device.runners[4]
+    order = K.to_host(device.order)
+    expected = K.empty((4, 6), np.float64)
+    for batch in (1, 0):
+        device.cursor.copy_to_device(np.array([batch], np.int64))
+        tape.replay()
+        K.gather_masked(device.source, order[4 * batch:4 * batch + 4], 0.25, device.noise_seed,
+                        0, expected)
+        np.testing.assert_array_equal(K.to_host(device.X_in[:4]), K.to_host(expected))
+        assert K.to_host(device.cursor)[0] == batch + 1
+    assert isinstance(tape, cuda_step.Tape) and len(tape.ops) > 10
 
 
 def test_the_cuda_backend_keeps_the_contract():
