@@ -1,4 +1,4 @@
-"""Compile every kernel of ``medalpy.kernels.cuda`` to PTX for sm_90, without a GPU.
+"""Compile every kernel of ``medalpy.kernels.cuda`` and ``cuda_step`` to PTX for sm_90, without a GPU.
 
 Run by ``test_cuda_sim.py`` in a fresh interpreter. Exit status 0: all compiled; 3: the CUDA
 compiler libraries (NVVM/NVRTC) are missing here, nothing was checked; anything else: a
@@ -21,6 +21,7 @@ except ImportError:
     pass
 
 import medalpy.kernels.cuda as K  # noqa: E402
+import medalpy.kernels.cuda_step as S  # noqa: E402
 
 
 def A(dtype, ndim):
@@ -44,7 +45,19 @@ def main():
             (K._column_sum_kernel, (A(f, 2), A(f, 1))),
             (K._sum_of_squares_kernel, (A(f, 1), A(f64, 1))),
             (K._sgd_kernel, (A(f, 1), A(f, 1), A(f, 1), f, f, f, f)),
+            (S._gather_at_kernel, (A(u8, 2), A(i64, 1), A(i64, 1), A(i64, 1), f, i64,
+                                   A(u64, 1), u64, f64, A(f, 2))),
+            (S._gather_at_kernel, (A(f, 2), A(i64, 1), A(i64, 1), A(i64, 1), f, i64,
+                                   A(u64, 1), u64, f64, A(f, 2))),
+            (S._sgd_at_kernel, (A(f, 1), A(f, 1), A(f, 1), A(f64, 2), A(i64, 1), i64, f, f,
+                                A(f64, 1), i64)),
         ]
+    cases += [
+        (S._labels_at_kernel, (A(i64, 1), A(i64, 1), A(i64, 1), A(i64, 1), A(i64, 1))),
+        (S._accumulate_kernel, (A(f64, 1), A(f64, 1))),
+        (S._norm_scale_kernel, (A(f64, 1), A(f64, 1), i64)),
+        (S._advance_kernel, (A(i64, 1),)),
+    ]
     try:
         cuda.compile_ptx(K._fill_kernel.py_func, (A(nt.float32, 1), nt.float32), cc=(9, 0))
     except Exception as exc:  # NVVM/NVRTC libraries absent
