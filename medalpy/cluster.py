@@ -5,7 +5,9 @@
   lanes, every core);
 - :class:`Processes`: N single-threaded worker processes of the standard library;
 - :class:`Dask`: a local Dask cluster of N single-threaded worker processes, or an existing
-  cluster at a scheduler address.
+  cluster at a scheduler address;
+- :class:`Cohorts`: threads of this process taking turns, their epochs batched into one
+  device step (:mod:`medalpy.cohort`; the cuda backend's default).
 
 Each local worker is a separate process with one thread, and its BLAS, OpenMP and Numba
 thread pools are held to one thread too, so N workers use N cores without fighting over
@@ -24,6 +26,7 @@ import concurrent.futures.process
 import contextlib
 import multiprocessing
 import os
+import threading
 import time
 
 from medalpy.errors import ConfigError
@@ -125,6 +128,38 @@ class Here:
         return [first]
 
 
+class Cohorts:
+    """Cells in threads of this process, as members of one :class:`medalpy.cohort.Cohort`:
+    one runs at a time and their epochs are batched where their steps match (the cuda
+    backend's batched step). Threads start when the runner first waits, so the cells it
+    submitted together meet at their first epoch."""
+
+    def __init__(self):
+        from medalpy.cohort import Cohort
+
+        self.cohort = Cohort()
+        self.unstarted = []
+
+    def submit(self, fn, *args, key=None):
+        future = concurrent.futures.Future()
+        self.unstarted.append((future, self.cohort.register(), fn, args))
+        return future
+
+    def _run(self, future, member, fn, args):
+        with self.cohort.member(member):
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # the runner records it as the cell's error
+                future.set_exception(exc)
+
+    def wait_any(self, futures):
+        for job in self.unstarted:
+            threading.Thread(target=self._run, args=job, daemon=True).start()
+        self.unstarted = []
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
+        return list(done)
+
+
 class Processes:
     """Cells on ``n`` single-threaded worker processes (``concurrent.futures``, spawned, so
     that each starts with its thread pools held to one thread before NumPy loads). A worker
@@ -191,18 +226,24 @@ class Dask:
 
 
 @contextlib.contextmanager
-def executor(workers=None, scheduler=None, echo=None):
+def executor(workers=None, scheduler=None, echo=None, cohorts=False):
     """The executor for ``--workers N`` / ``--scheduler ADDRESS``: an existing Dask cluster;
     N single-threaded workers (a local Dask cluster when Dask is installed, standard-library
     processes otherwise); N = 0, :class:`Here`. By default one worker per core (cells at
     once finished sooner than cells in turn on every core: docs/performance.md), or
-    :class:`Here` on a one-core machine."""
+    :class:`Here` on a one-core machine; with ``cohorts`` (a backend with a batched step:
+    cuda), :class:`Cohorts` in this process."""
     echo = echo or (lambda message: None)
     if workers is not None and scheduler:
         raise ConfigError("--workers is for local worker processes; --scheduler uses an "
                           "existing cluster: give one of them")
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be 0 or more, got {workers}")
+    if cohorts and workers is None and not scheduler:
+        echo("training the cells in cohorts in this process (their epochs batched on the "
+             "device)")
+        yield Cohorts()
+        return
     if workers is None and not scheduler:
         workers = default_workers() if default_workers() > 1 else 0
     if not scheduler and workers == 0:

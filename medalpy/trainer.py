@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medalpy import cohort as cohorts
 from medalpy import config
 from medalpy.backprop import Pass, encode
 from medalpy.corruption import corrupter, noise_type
@@ -340,7 +341,11 @@ class Trainer:
                                                             phase.depth - 1 - i,
                                                             len(phase.lower))
                            for i in phase.lower} for t in seen]
-            total = run.epoch(batches, epoch, self.optimiser, scales)
+            cohort = cohorts.current.get()
+            if cohort is not None:  # trained with other cells (medalpy.cohort)
+                total = cohort.epoch(run, batches, epoch, self.optimiser, scales)
+            else:
+                total = run.epoch(batches, epoch, self.optimiser, scales)
             if not math.isfinite(total):
                 raise TrainingDiverged(
                     f"loss became {total} in phase {phase.name}, epoch {epoch + 1}; "
@@ -464,15 +469,26 @@ class PhaseRun:
         self.X_in = k.empty((B, width), net.dtype)
         self.X_target = k.empty((B, width), net.dtype)
         self.rate, self.seed = settings["noise"], noise_seed(trainer.seed, NOISE, p)
-        self.corrupt = corrupter(k, settings["noise_type"])
+        self.noise_kernel = noise_type(settings["noise_type"]).kernel
+        self.corrupt = getattr(k, self.noise_kernel)
         self.labels = trainer.labels[0] if phase.kind == "supervised" else None
         # A backend that can run whole epochs on its device without per-step host work
         # (cuda: medalpy.kernels.cuda_step) does so, unless told to step from the host.
         self.device = None
         if getattr(k, "DeviceStep", None) is not None and config.CUDA_STEP != "host":
             self.device = k.DeviceStep(self.train_pass, self.source, self.X_in, self.X_target,
-                                       self.labels, noise_type(settings["noise_type"]).kernel,
-                                       self.rate, self.seed)
+                                       self.labels, self.noise_kernel, self.rate, self.seed)
+
+    def signature(self, batches, optimiser):
+        """What must be equal for phases of several networks to share one batched step
+        (:mod:`medalpy.cohort`): everything but the data, the rows' order, the noise stream,
+        the learning rate and the parameters."""
+        p = self.train_pass
+        return (self.backend.NAME, p.dtype.str, self.source.shape, self.source.dtype.str,
+                tuple((layer.n_in, layer.n_out, layer.trainable) for layer in p.layers),
+                p.objective.name, p.batch_size, tuple(len(rows) for rows in batches),
+                self.noise_kernel, self.rate, self.labels is not None,
+                optimiser.normalise_gradients, optimiser.momentum, optimiser.weight_decay)
 
     def epoch(self, batches, epoch, optimiser, scales=None):
         """One epoch: a :meth:`step` on each batch of ``batches`` (row indices), in order.

@@ -41,7 +41,8 @@ _PRETRAINING = [settings.TRAIN_SETTINGS[name] for name in ("preset", "noise", "n
               help="Run the cells on N single-threaded worker processes (a local Dask "
                    "cluster when Dask is installed); 0: one at a time in this process, its "
                    "products on every core. Default: one worker per core, which finished "
-                   "independent cells sooner (docs/performance.md).")
+                   "independent cells sooner (docs/performance.md); with --backend cuda, "
+                   "the cells in this process, trained in cohorts (docs/gpu.md).")
 @click.option("--scheduler", metavar="ADDRESS", help="Run the cells on an existing Dask cluster.")
 @data_dir_option
 @reports_errors
@@ -90,8 +91,10 @@ def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, n
                   sizes=sizes, noise_type=noise_type or "masking", fractions=fractions,
                   overwrite=overwrite)
     from medalpy.cluster import executor
+    from medalpy.kernels import get_backend
 
-    with executor(workers, scheduler, echo=echo) as cells_executor:
+    cohorts = hasattr(get_backend(backend), "CohortStep")
+    with executor(workers, scheduler, echo=echo, cohorts=cohorts) as cells_executor:
         record = run_experiment(name, dataset, out_dir, executor=cells_executor, **kwargs)
     click.echo((open(f"{out_dir}/report.md").read()).rstrip())
     click.echo(f"\nresults in {out_dir}/ (results.json, report.md"
