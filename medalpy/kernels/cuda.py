@@ -348,25 +348,43 @@ def gather_gaussian(X, rows, sigma, seed, epoch, out):
 
 
 def _gemm_host(A, B, out, trans_a, trans_b):
-    """The simulator's stand-in: ``out = op(A) @ op(B)`` on the wrapped NumPy arrays."""
+    """The simulator's stand-in: ``out = op(A) @ op(B)`` on the wrapped NumPy arrays (2-D, or
+    3-D stacks of matrices with the batch first)."""
     a, b = np.asarray(A._ary), np.asarray(B._ary)
-    np.matmul(a.T if trans_a else a, b.T if trans_b else b, out=out._ary)
+    np.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b,
+              out=out._ary)
 
 
-def _pointer_and_ld(a):
-    """Device pointer and leading dimension (elements) of a row-major 2-D device array."""
+def _layout(a):
+    """Device pointer, leading dimension and batch stride (elements) of a row-major 2-D
+    device array or 3-D stack of them (stride 0 for 2-D)."""
     iface = a.__cuda_array_interface__
     item = a.dtype.itemsize
-    strides = iface.get("strides")
-    if strides is None:
-        return iface["data"][0], max(1, a.shape[1])
-    if strides[1] != item or strides[0] % item:
+    rows, cols = a.shape[-2:]
+    strides = iface.get("strides") or tuple(
+        int(np.prod(a.shape[i + 1:])) * item for i in range(a.ndim))
+    if strides[-1] != item or strides[-2] % item or (a.ndim == 3 and strides[0] % item):
         raise ValueError("cuBLAS needs row-major operands with unit column stride")
-    return iface["data"][0], max(1, strides[0] // item, a.shape[1])
+    ld = max(1, strides[-2] // item, cols)
+    return iface["data"][0], ld, (strides[0] // item if a.ndim == 3 else 0)
+
+
+def _gemm_args(A, B, out, trans_a, trans_b):
+    """The column-major arguments of ``out = op(A) op(B)`` for cuBLAS (see :class:`_Cublas`):
+    ``(op of B, op of A, m, n, k, (B, ldb, strideB), (A, lda, strideA), (out, ldc, strideC),
+    batch)`` with op 1 = transpose, 0 = none; None when there is nothing to compute."""
+    n, m = out.shape[-2:]
+    k = A.shape[-2] if trans_a else A.shape[-1]
+    if n == 0 or m == 0 or k == 0:
+        return None
+    batch = out.shape[0] if out.ndim == 3 else 1
+    return (1 if trans_b else 0, 1 if trans_a else 0, m, n, k, _layout(B), _layout(A),
+            _layout(out), batch)
 
 
 class _Cublas:
-    """cuBLAS ``sgemm``/``dgemm`` through CuPy's low-level bindings, on CuPy's current stream.
+    """cuBLAS ``sgemm``/``dgemm`` (and their strided-batched forms for 3-D stacks) through
+    CuPy's low-level bindings, on CuPy's current stream.
 
     A row-major (r, c) matrix is the column-major (c, r) matrix with the same memory, so
     ``out = op(A) op(B)`` is computed as the column-major ``out^T = op(B)^T op(A)^T``: B goes
@@ -379,30 +397,29 @@ class _Cublas:
             from cupy_backends.cuda.libs import cublas
         except ImportError as exc:
             raise BackendError(f"{_HINT}: CuPy is missing ({exc})") from exc
-        self.cublas = cublas
         self.handle = cupy.cuda.device.get_cublas_handle()
         self.one = {np.dtype(t).char: np.ones(1, t) for t in (np.float32, np.float64)}
         self.zero = {np.dtype(t).char: np.zeros(1, t) for t in (np.float32, np.float64)}
         self.fn = {"f": cublas.sgemm, "d": cublas.dgemm}
+        self.batched = {"f": cublas.sgemmStridedBatched, "d": cublas.dgemmStridedBatched}
 
     def __call__(self, A, B, out, trans_a, trans_b):
         char = out.dtype.char
         if A.dtype.char != char or B.dtype.char != char or char not in self.fn:
             raise TypeError("matmul operands must share one float32/float64 dtype")
-        n, m = out.shape
-        k = A.shape[0] if trans_a else A.shape[1]
-        if n == 0 or m == 0:
+        args = _gemm_args(A, B, out, trans_a, trans_b)
+        if args is None:
+            if out.size:
+                out[...] = 0
             return
-        if k == 0:
-            out[...] = 0
-            return
-        pa, lda = _pointer_and_ld(A)
-        pb, ldb = _pointer_and_ld(B)
-        pc, ldc = _pointer_and_ld(out)
-        t, nt = self.cublas.CUBLAS_OP_T, self.cublas.CUBLAS_OP_N
-        self.fn[char](self.handle, t if trans_b else nt, t if trans_a else nt, m, n, k,
-                      self.one[char].ctypes.data, pb, ldb, pa, lda,
-                      self.zero[char].ctypes.data, pc, ldc)
+        op_b, op_a, m, n, k, (pb, ldb, sb), (pa, lda, sa), (pc, ldc, sc), batch = args
+        one, zero = self.one[char].ctypes.data, self.zero[char].ctypes.data
+        if out.ndim == 3:
+            self.batched[char](self.handle, op_b, op_a, m, n, k, one, pb, ldb, sb, pa, lda, sa,
+                               zero, pc, ldc, sc, batch)
+        else:
+            self.fn[char](self.handle, op_b, op_a, m, n, k, one, pb, ldb, pa, lda, zero, pc,
+                          ldc)
 
 
 class _CupyMatmul:
@@ -418,7 +435,8 @@ class _CupyMatmul:
     def __call__(self, A, B, out, trans_a, trans_b):
         cp = self.cupy
         a, b, c = cp.asarray(A), cp.asarray(B), cp.asarray(out)
-        cp.matmul(a.T if trans_a else a, b.T if trans_b else b, out=c)
+        cp.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b,
+                  out=c)
 
 
 _gemm_impl = None
@@ -443,7 +461,8 @@ def set_gemm(kind):
 
 
 def _gemm(A, B, out, trans_a, trans_b):
-    """``out = op(A) @ op(B)`` where ``op`` transposes when its flag is set."""
+    """``out = op(A) @ op(B)`` where ``op`` transposes when its flag is set: 2-D matrices, or
+    3-D stacks of them (one product per leading index, cuBLAS's strided-batched form)."""
     for label, a in (("A", A), ("B", B), ("out", out)):
         if not _is_device(a):
             raise TypeError(
@@ -779,6 +798,7 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
 
 
 # A phase's steps without per-step host work (recorded once, replayed or captured as CUDA
-# graphs); the trainer uses it where a backend offers it. Imported last: it builds on the
-# kernels above.
+# graphs), and the same for many networks at once (cohorts); the trainer and medalpy.cohort
+# use them where a backend offers them. Imported last: they build on the kernels above.
 from medalpy.kernels.cuda_step import DeviceStep  # noqa: E402,F401
+from medalpy.kernels.cuda_cohort import CohortStep  # noqa: E402,F401

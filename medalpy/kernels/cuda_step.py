@@ -212,18 +212,21 @@ class _CaptureBlas:
         self.one = {c: np.ones(1, c) for c in "fd"}
         self.zero = {c: np.zeros(1, c) for c in "fd"}
         self.fn = {"f": cublas.sgemm, "d": cublas.dgemm}
+        self.batched = {"f": cublas.sgemm_strided_batched, "d": cublas.dgemm_strided_batched}
 
     def __call__(self, A, B, out, trans_a, trans_b):
         # Row-major operands as column-major transposes, as cuda._Cublas does.
-        n, m = out.shape
-        k = A.shape[0] if trans_a else A.shape[1]
-        pa, lda = K._pointer_and_ld(A)
-        pb, ldb = K._pointer_and_ld(B)
-        pc, ldc = K._pointer_and_ld(out)
-        op_t, op_n = 1, 0  # CUBLAS_OP_T, CUBLAS_OP_N
+        args = K._gemm_args(A, B, out, trans_a, trans_b)
+        if args is None:
+            raise CaptureUnavailable("an empty matrix product cannot be captured")
+        op_b, op_a, m, n, k, (pb, ldb, sb), (pa, lda, sa), (pc, ldc, sc), batch = args
         c = out.dtype.char
-        self.fn[c](self.handle, op_t if trans_b else op_n, op_t if trans_a else op_n, m, n, k,
-                   self.one[c].ctypes.data, pb, ldb, pa, lda, self.zero[c].ctypes.data, pc, ldc)
+        one, zero = self.one[c].ctypes.data, self.zero[c].ctypes.data
+        if out.ndim == 3:
+            self.batched[c](self.handle, op_b, op_a, m, n, k, one, pb, ldb, sb, pa, lda, sa,
+                            zero, pc, ldc, sc, batch)
+        else:
+            self.fn[c](self.handle, op_b, op_a, m, n, k, one, pb, ldb, pa, lda, zero, pc, ldc)
 
 
 class Capture:
@@ -286,7 +289,57 @@ class Graph:
 # ----------------------------------------------------------------------------------------
 
 
-class DeviceStep:
+class Recorded:
+    """What :class:`DeviceStep` and the cohorts' batched step share: a step per batch length,
+    recorded once (``record(n)``), run eagerly the first time and then captured as a graph
+    or, where capture is unavailable, replayed launch by launch. Subclasses set
+    ``runners = {}`` and ``capture = None``."""
+
+    def _capture(self, tape):
+        """``tape`` as a :class:`Graph`, or the tape itself where capture is unavailable."""
+        if self.capture is None:
+            try:
+                self.capture = Capture()
+            except CaptureUnavailable as exc:
+                _say_once(str(exc))
+                self.capture = False
+        if self.capture is False:
+            return tape
+        try:
+            return self.capture.graph(tape)
+        except CaptureUnavailable as exc:
+            _say_once(str(exc))
+            return tape
+
+    def run_batches(self, batches, record):
+        """One step per batch of ``batches``, in order, each from the runner of its length.
+
+        A length's first step is recorded and run launch by launch (compiling what it
+        launches), then captured; graphs run on the capture's stream and eager launches on
+        the default one, so the two are synchronised where they alternate. Returns when the
+        device has finished.
+        """
+        cuda.synchronize()  # the epoch's uploads and earlier eager work, before any graph
+        on_graph = False  # what ran last: a graph (True) or eager launches
+        for rows in batches:
+            runner = self.runners.get(len(rows))
+            graph = isinstance(runner, Graph)
+            if on_graph and not graph:
+                self.capture.synchronize()
+            elif graph and not on_graph:
+                cuda.synchronize()
+            if runner is None:
+                tape = record(len(rows))
+                tape.replay()
+                self.runners[len(rows)] = self._capture(tape)
+            else:
+                runner.replay()
+            on_graph = graph
+        if on_graph:
+            self.capture.synchronize()
+
+
+class DeviceStep(Recorded):
     """Train a :class:`medalpy.backprop.Pass` epoch by epoch without per-step host work.
 
     Parameters
@@ -422,52 +475,15 @@ class DeviceStep:
         self.cursor.copy_to_device(np.zeros(1, np.int64))
         self.loss.copy_to_device(np.zeros(1, np.float64))
 
-    def _capture(self, tape):
-        """``tape`` as a :class:`Graph`, or the tape itself where capture is unavailable."""
-        if self.capture is None:
-            try:
-                self.capture = Capture()
-            except CaptureUnavailable as exc:
-                _say_once(str(exc))
-                self.capture = False
-        if self.capture is False:
-            return tape
-        try:
-            return self.capture.graph(tape)
-        except CaptureUnavailable as exc:
-            _say_once(str(exc))
-            return tape
-
     def epoch(self, batches, epoch, optimiser, scales=None):
         """Train one epoch on ``batches`` (lists of row indices into ``source``).
 
         ``scales``: optional per-batch ``{layer name: learning-rate multiplier}`` (lower
         layers' m(t)); ``optimiser``: the phase's :class:`medalpy.optim.SGD`, whose velocities
         the step updates. Returns the sum over rows of the loss (float).
-
-        A batch length's first step is recorded and run launch by launch (compiling what it
-        launches), then captured; graphs run on the capture's stream and eager launches on
-        the default one, so the two are synchronised where they alternate.
         """
         if optimiser is not self.optimiser:  # a new optimiser: new velocities, new tapes
             self.optimiser, self.runners = optimiser, {}
         self._upload(batches, epoch, optimiser, scales)
-        cuda.synchronize()
-        on_graph = False  # what ran last: a graph (True) or eager launches
-        for rows in batches:
-            runner = self.runners.get(len(rows))
-            graph = isinstance(runner, Graph)
-            if on_graph and not graph:
-                self.capture.synchronize()
-            elif graph and not on_graph:
-                cuda.synchronize()
-            if runner is None:
-                tape = self.record(len(rows), optimiser)
-                tape.replay()
-                self.runners[len(rows)] = self._capture(tape)
-            else:
-                runner.replay()
-            on_graph = graph
-        if on_graph:
-            self.capture.synchronize()
+        self.run_batches(batches, lambda n: self.record(n, optimiser))
         return float(self.loss.copy_to_host()[0])

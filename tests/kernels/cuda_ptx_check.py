@@ -1,4 +1,4 @@
-"""Compile every kernel of ``medalpy.kernels.cuda`` and ``cuda_step`` to PTX for sm_90, without a GPU.
+"""Compile every kernel of ``medalpy.kernels.cuda``, ``cuda_step`` and ``cuda_cohort`` to PTX for sm_90, without a GPU.
 
 Run by ``test_cuda_sim.py`` in a fresh interpreter. Exit status 0: all compiled; 3: the CUDA
 compiler libraries (NVVM/NVRTC) are missing here, nothing was checked; anything else: a
@@ -21,6 +21,7 @@ except ImportError:
     pass
 
 import medalpy.kernels.cuda as K  # noqa: E402
+import medalpy.kernels.cuda_cohort as C  # noqa: E402
 import medalpy.kernels.cuda_step as S  # noqa: E402
 
 
@@ -51,12 +52,26 @@ def main():
                                    A(u64, 1), u64, f64, A(f, 2))),
             (S._sgd_at_kernel, (A(f, 1), A(f, 1), A(f, 1), A(f64, 2), A(i64, 1), i64, f, f,
                                 A(f64, 1), i64)),
+            (C._gather_kernel, (A(u8, 3), A(i64, 2), A(i64, 1), A(i64, 1), f, i64, A(u64, 1),
+                                u64, f64, A(f, 3))),
+            (C._gather_kernel, (A(f, 3), A(i64, 2), A(i64, 1), A(i64, 1), f, i64, A(u64, 1),
+                                u64, f64, A(f, 3))),
+            (C._bias_sigmoid_kernel, (A(f, 3), A(f, 2), A(f, 3))),
+            (C._sigmoid_ce_kernel, (A(f, 3), A(f, 3), A(f, 3), A(f64, 2))),
+            (C._softmax_ce_kernel, (A(f, 3), A(i64, 2), A(f, 3), A(f64, 2))),
+            (C._column_sum_kernel, (A(f, 3), A(f, 2))),
+            (C._sum_of_squares_kernel, (A(f, 2), nt.Array(f64, 2, "A"))),
+            (C._sgd_kernel, (A(f, 2), A(f, 2), A(f, 2), A(f64, 3), A(i64, 1), i64, f, f,
+                             A(f64, 2))),
         ]
     cases += [
         (S._labels_at_kernel, (A(i64, 1), A(i64, 1), A(i64, 1), A(i64, 1), A(i64, 1))),
         (S._accumulate_kernel, (A(f64, 1), A(f64, 1))),
         (S._norm_scale_kernel, (A(f64, 1), A(f64, 1), i64)),
         (S._advance_kernel, (A(i64, 1),)),
+        (C._labels_kernel, (A(i64, 2), A(i64, 2), A(i64, 1), A(i64, 1), A(i64, 2))),
+        (C._accumulate_kernel, (A(f64, 2), A(f64, 1))),
+        (C._norm_scale_kernel, (nt.Array(f64, 2, "A"), A(f64, 2), i64)),
     ]
     try:
         cuda.compile_ptx(K._fill_kernel.py_func, (A(nt.float32, 1), nt.float32), cc=(9, 0))
@@ -68,7 +83,8 @@ def main():
         if sig[-1] != f64 and str(sig[0]).startswith("array(float32"):
             # float32 element-wise kernels must not silently promote to double precision
             if kernel in (K._bias_sigmoid_kernel, K._sigmoid_backward_kernel, K._sgd_kernel,
-                          K._gather_kernel, K._column_sum_kernel):
+                          K._gather_kernel, K._column_sum_kernel, C._bias_sigmoid_kernel,
+                          C._column_sum_kernel):
                 assert ".f64" not in ptx, f"{kernel.py_func.__name__} computes in float64"
         print(f"ok {kernel.py_func.__name__} {sig[0]}")
     return 0

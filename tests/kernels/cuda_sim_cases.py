@@ -497,6 +497,101 @@ def test_a_tape_replays_with_what_device_memory_holds():
     assert isinstance(tape, cuda_step.Tape) and len(tape.ops) > 10
 
 
+def _cohort_cell(backend_name, method, seed, patience=None, normalise=False, epochs=2):
+    """A cell: a short two-layer schedule on its own data (history, weights, phase log)."""
+    from medalpy.network import Network
+    from medalpy.schedules import build_schedule
+    from medalpy.trainer import Hyper, Trainer
+
+    def run():
+        rng = np.random.default_rng(seed)
+        protos = rng.uniform(size=(3, 8)) > 0.5
+        X = ((protos[rng.integers(0, 3, 30)] ^ (rng.uniform(size=(30, 8)) < 0.1)) * 255)
+        X = X.astype(np.uint8)
+        phases, _ = build_schedule(method, 2, epochs, epochs)
+        net = Network(8, dtype="float64")
+        hyper = Hyper(lr=0.3, batch_size=8, patience=patience, normalise_gradients=normalise)
+        trainer = Trainer(get_backend(backend_name), net, phases, hyper, X[:22], X[22:], [5, 4],
+                          seed=seed)
+        trainer.run()
+        return trainer.history, net.parameters(), trainer.phase_log
+    return run
+
+
+def _run_cohort(cells):
+    from medalpy.cluster import Cohorts
+
+    executor = Cohorts()
+    futures = [executor.submit(cell) for cell in cells]
+    pending = list(futures)
+    while pending:
+        for done in executor.wait_any(pending):
+            pending.remove(done)
+    return [f.result() for f in futures], executor.cohort.batched
+
+
+def _assert_same_runs(a, b, rtol):
+    (h0, p0, log0), (h1, p1, log1) = a, b
+    assert [r["val_loss"] for r in h1] == pytest.approx([r["val_loss"] for r in h0], rel=rtol)
+    assert [r["train_loss"] for r in h1] == pytest.approx([r["train_loss"] for r in h0],
+                                                          rel=rtol)
+    assert [x["kept_epoch"] for x in log1] == [x["kept_epoch"] for x in log0]
+    for key in p0:
+        np.testing.assert_allclose(p1[key], p0[key], rtol=rtol, atol=1e-14)
+
+
+@pytest.mark.parametrize("normalise", [False, True])
+def test_a_cohort_of_three_equals_three_single_runs(normalise):
+    """Three cells' epochs batched into one step (a leading model axis: strided-batched
+    products, kernels over the models) give each cell what it gets alone on numpy: losses,
+    weights, kept epochs."""
+    specs = [("gradual", 1), ("gradual", 2), ("gradual", 3)]
+    alone = [_cohort_cell("numpy", m, s, normalise=normalise)() for m, s in specs]
+    together, batched = _run_cohort([_cohort_cell("cuda", m, s, normalise=normalise)
+                                     for m, s in specs])
+    assert batched and set(batched) == {3}  # every epoch of both phases: one step for three
+    for a, b in zip(alone, together):
+        _assert_same_runs(a, b, 1e-9)
+
+
+def test_cohort_members_that_stop_early_keep_their_own_best_parameters():
+    """With patience, members stop their phases at different epochs; the others go on
+    batched without them, and each keeps its own best parameters and kept epoch."""
+    specs = [("gradual", 4, 1), ("gradual", 5, None), ("stacked", 6, 1), ("gradual", 7, 1)]
+    alone = [_cohort_cell("numpy", m, s, patience=p, epochs=5)() for m, s, p in specs]
+    together, batched = _run_cohort([_cohort_cell("cuda", m, s, patience=p, epochs=5)
+                                     for m, s, p in specs])
+    assert 4 in batched  # phase 1 starts with all four
+    assert any(size < 4 for size in batched)  # and goes on with fewer
+    kept = [[x["kept_epoch"] for x in run[2]] for run in alone]
+    runs = [len(run[0]) for run in alone]
+    assert len(set(map(tuple, kept))) > 1 or len(set(runs)) > 1  # they did differ
+    for a, b in zip(alone, together):
+        _assert_same_runs(a, b, 1e-9)
+
+
+def test_a_cohort_of_classifiers_equals_single_runs():
+    from medalpy.supervised import random_encoders, train_classifier
+
+    def cell(backend_name, seed):
+        def run():
+            rng = np.random.default_rng(seed)
+            X = (rng.uniform(size=(30, 8)) * 255).astype(np.uint8)
+            y = rng.integers(0, 3, 30)
+            r = train_classifier(get_backend(backend_name), random_encoders(8, [5], seed=2,
+                                                                            dtype="float64"),
+                                 X[:20], y[:20], X[20:25], y[20:25], X[25:], y[25:], 3,
+                                 seed=seed, epochs=2, batch_size=6)
+            return r["history"], r["network"].parameters(), [{"kept_epoch": r["kept_epoch"]}]
+        return run
+
+    alone = [cell("numpy", s)() for s in (1, 2)]
+    together, batched = _run_cohort([cell("cuda", s) for s in (1, 2)])
+    assert batched == [2, 2]
+    for a, b in zip(alone, together):
+        _assert_same_runs(a, b, 1e-9)
+
+
 def test_the_cuda_backend_keeps_the_contract():
     import inspect
 
