@@ -11,7 +11,12 @@ One script for one GPU (about 5 minutes on an H100), in three parts:
    (784-1000-1000-1000-784): medalpy's cuda backend (cuBLAS; also through cupy.matmul, and
    with normGrad) against standard PyTorch CUDA eager code (nn.Linear, nn.Sigmoid, BCELoss,
    optim.SGD, loss.item() per step) and, for gradual phase 2, the same PyTorch step replayed
-   as a CUDA graph (what launch overhead costs).
+   as a CUDA graph (what launch overhead costs). Also the step as the trainer now runs it
+   (``DeviceStep``: recorded launches that read everything per step from device memory,
+   captured as a CUDA graph where capture works; ``K_STEPS`` steps per timed call).
+2b. cohorts: gradual phase 2 for 1, 3 and 15 networks in one step (the cohorts'
+   ``CohortStep``) against PyTorch's ``stack_module_state`` + ``vmap`` step under a CUDA
+   graph, in steps/s and model-steps/s.
 3. if time remains: stacked vs gradual with an equal budget on full MNIST at the paper's scale
    (2 x 1000 units, layer 1 50 epochs, layer-2 budget 80 gradual epochs), epochs scaled down
    to fit the time left (the scale is reported), no early stopping.
@@ -80,6 +85,10 @@ def parse_args(argv=None):
     p.add_argument("--seconds-per-cell", type=float, default=1.5,
                    help="time per repetition of one timing cell")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--phases", nargs="+", choices=list(PHASES), default=list(PHASES),
+                   help="phases of the speed table (part 2)")
+    p.add_argument("--cohort-sizes", type=int, nargs="+", default=[1, 3, 15],
+                   help="networks per step in the cohort timings (part 2b)")
     p.add_argument("--skip-mnist", action="store_true", help="skip part 3")
     p.add_argument("--require-gpu", action="store_true",
                    help="exit with status 2 (not 0) when no usable CUDA GPU is found")
@@ -247,6 +256,60 @@ def medalpy_step(phase, batch_size, train, normalise=False, gemm=None):
     return step
 
 
+#: Steps per call of the closures that run recorded steps (their rates are steps/s still);
+#: --tiny takes 2.
+K_STEPS = {"per_call": 50}
+
+
+def medalpy_cohort(phase, batch_size, train, models=1, normalise=False):
+    """A closure running ``K_STEPS`` steps of ``models`` networks of ``phase`` per call, the
+    way the trainer runs a phase on the cuda backend: one network through
+    ``DeviceStep`` (recorded steps, replayed as a CUDA graph where capture works), several
+    through the cohorts' ``CohortStep`` (one batched step for all). ``closure.models``:
+    networks per step."""
+    from types import SimpleNamespace
+
+    from medalpy.backprop import Pass
+    from medalpy.kernels import get_backend
+    from medalpy.optim import SGD
+    k = get_backend("cuda")
+    widths, kind = phase_widths(phase)
+    n_source = SIZES["n_source"]
+    runs, optimisers = [], []
+    for q in range(models):
+        rng = np.random.default_rng(q)
+        if kind == "uint8":
+            source = k.to_device(train[:n_source])
+        else:
+            source = k.to_device(rng.random((n_source, widths[0]), dtype=np.float32))
+        p = Pass(k, make_chain(k, widths, rng), batch_size, "decoder", np.float32)
+        runs.append(SimpleNamespace(backend=k, train_pass=p, source=source, labels=None,
+                                    noise_kernel="gather_masked", rate=NOISE, seed=q + 1,
+                                    X_in=k.empty((batch_size, widths[0]), np.float32),
+                                    X_target=k.empty((batch_size, widths[0]), np.float32)))
+        optimisers.append(SGD(normalise_gradients=normalise, **MEDAL))
+    if models == 1:
+        r = runs[0]
+        device = k.DeviceStep(r.train_pass, r.source, r.X_in, r.X_target, None,
+                              r.noise_kernel, r.rate, r.seed)
+    else:
+        device = k.CohortStep(runs)
+    state = {"epoch": 0}
+
+    def steps():
+        state["epoch"] += 1
+        batches = [np.random.default_rng([q, state["epoch"]]).integers(
+            0, n_source, (K_STEPS["per_call"], batch_size))
+            for q in range(models)]
+        if models == 1:
+            return device.epoch(list(batches[0]), state["epoch"], optimisers[0])
+        return device.epoch([(list(b), state["epoch"], opt, None)
+                             for b, opt in zip(batches, optimisers)])
+
+    steps.steps, steps.models = K_STEPS["per_call"], models
+    return steps
+
+
 # ----------------------------------------------------------------------------------------
 # Standard PyTorch CUDA eager code, and the same step as a CUDA graph.
 # ----------------------------------------------------------------------------------------
@@ -324,6 +387,83 @@ def torch_step(phase, batch_size, train, graph=False, device="cuda"):
     return replay
 
 
+def torch_cohort(phase, batch_size, train, models, device="cuda", graph=True):
+    """The fair many-model peer: ``models`` networks' parameters stacked with
+    ``torch.func.stack_module_state``, one step for all through ``vmap`` of a functional
+    loss and gradient, SGD with momentum and decay on the stacked tensors; captured as a CUDA
+    graph (``graph``). ``K_STEPS`` steps per call, as :func:`medalpy_cohort`."""
+    import copy
+
+    import torch
+    from torch import nn
+    from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+    dev = torch.device(device)
+    widths, kind = phase_widths(phase)
+    torch.manual_seed(0)
+    nets = []
+    for _ in range(models):
+        modules = []
+        for n_in, n_out in zip(widths, widths[1:]):
+            modules += [nn.Linear(n_in, n_out), nn.Sigmoid()]
+        nets.append(nn.Sequential(*modules).to(dev))
+    params, _ = stack_module_state(nets)
+    base = copy.deepcopy(nets[0]).to("meta")
+    n_source = SIZES["n_source"]
+    if kind == "uint8":
+        data = torch.from_numpy(np.ascontiguousarray(train[:n_source])).to(dev).float() / 255
+    else:
+        data = torch.rand(n_source, widths[0], device=dev)
+    velocity = {name: torch.zeros_like(p) for name, p in params.items()}
+    lr, momentum, decay = MEDAL["lr"], MEDAL["momentum"], MEDAL["weight_decay"]
+
+    def loss_fn(p, x, t):
+        y = functional_call(base, p, (x,))
+        return nn.functional.binary_cross_entropy(y, t, reduction="sum") / x.shape[0]
+
+    step_grad = vmap(grad_and_value(loss_fn))
+    rows = torch.randint(0, n_source, (models, batch_size), device=dev)
+
+    def one_step():
+        x = data[rows]
+        grads, loss = step_grad(params, x * (torch.rand_like(x) > NOISE), x)
+        with torch.no_grad():
+            for name, p in params.items():
+                g = grads[name] + (decay * p if name.endswith("weight") else 0)
+                velocity[name].mul_(momentum).add_(g, alpha=lr)
+                p.sub_(velocity[name])
+        return loss
+
+    def draw():
+        rows.copy_(torch.randint(0, n_source, (models, batch_size), device=dev))
+
+    if graph:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(3):
+                one_step()
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        from numba import cuda as numba_cuda
+        with numba_cuda.defer_cleanup(), torch.cuda.graph(g):
+            static_loss = one_step()
+
+        def steps():
+            for _ in range(K_STEPS["per_call"]):
+                draw()
+                g.replay()
+            return static_loss.sum().item()
+    else:
+        def steps():
+            for _ in range(K_STEPS["per_call"]):
+                draw()
+                loss = one_step()
+            return loss.sum().item()
+
+    steps.steps, steps.models = K_STEPS["per_call"], models
+    return steps
+
+
 # ----------------------------------------------------------------------------------------
 # Timing.
 # ----------------------------------------------------------------------------------------
@@ -341,12 +481,13 @@ def _sync():
 
 
 def _rate(step, n):
+    """Steps per second of ``n`` calls of ``step`` (each call is ``step.steps`` steps)."""
     _sync()
     t0 = time.perf_counter()
     for _ in range(n):
         step()
     _sync()
-    return n / (time.perf_counter() - t0)
+    return n * getattr(step, "steps", 1) / (time.perf_counter() - t0)
 
 
 def _error(exc):
@@ -363,7 +504,7 @@ def time_cell(steps, repeats, seconds, errors=None):
         try:
             for _ in range(5):
                 step()  # JIT, cuBLAS handles, caching allocators
-            counts[name] = max(5, int(_rate(step, 10) * seconds))
+            counts[name] = max(5, int(_rate(step, 10) * seconds / getattr(step, "steps", 1)))
         except Exception as exc:  # noqa: BLE001
             if errors is None:
                 raise
@@ -376,7 +517,8 @@ def time_cell(steps, repeats, seconds, errors=None):
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
-def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy_ok=True):
+def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy_ok=True,
+          phases=tuple(PHASES)):
     """Part 2; ``torch_device``: "cuda", "cpu" (a --tiny dry run) or None (no PyTorch).
 
     An implementation that fails is left out of its cell; the row's "errors" says why.
@@ -384,10 +526,13 @@ def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy
     from medalpy.kernels import get_backend
     k = get_backend("cuda")
     rows = []
-    for phase in PHASES:
+    for phase in phases:
         for B in batch_sizes:
-            makers = {"medalpy_cuda": lambda: medalpy_step(phase, B, train)}
+            makers = {"medalpy_cuda": lambda: medalpy_step(phase, B, train),
+                      "medalpy_cuda_graph": lambda: medalpy_cohort(phase, B, train)}
             if phase == "gradual":
+                makers["medalpy_cuda_graph_normgrad"] = lambda: medalpy_cohort(
+                    phase, B, train, normalise=True)
                 makers["medalpy_cuda_normgrad"] = lambda: medalpy_step(phase, B, train,
                                                                        normalise=True)
                 if cupy_ok and not k.SIMULATOR and GEMM["default"] != "cupy":
@@ -408,6 +553,9 @@ def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy
             row = {"phase": phase, "batch": B, **rates}
             if "torch_eager" in rates and "medalpy_cuda" in rates:
                 row["ratio_vs_torch"] = rates["medalpy_cuda"] / rates["torch_eager"]
+            if "torch_cuda_graph" in rates and "medalpy_cuda_graph" in rates:
+                row["graph_ratio_vs_torch_graph"] = (rates["medalpy_cuda_graph"]
+                                                     / rates["torch_cuda_graph"])
             if errors:
                 row["errors"] = errors
             rows.append(row)
@@ -417,12 +565,43 @@ def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy
     return rows
 
 
+def cohorts(train, sizes, repeats, seconds, torch_device, batch_size=20):
+    """Part 2b: gradual phase 2 at ``batch_size`` for cohorts of each size in ``sizes``:
+    medalpy's batched step against the vmapped PyTorch step under a CUDA graph (eager on a
+    --tiny dry run). Rows give steps/s and model-steps/s."""
+    rows = []
+    for models in sizes:
+        makers = {"medalpy_cohort": lambda: medalpy_cohort("gradual", batch_size, train, models)}
+        if torch_device:  # under a CUDA graph on a GPU; eager (torch_vmap) in a dry run
+            graph = torch_device == "cuda"
+            makers["torch_vmap_graph" if graph else "torch_vmap"] = lambda: torch_cohort(
+                "gradual", batch_size, train, models, device=torch_device, graph=graph)
+        steps, errors = {}, {}
+        for name, make in makers.items():
+            try:
+                steps[name] = make()
+            except Exception as exc:  # noqa: BLE001
+                errors[name] = _error(exc)
+        rates = time_cell(steps, repeats, seconds, errors)
+        row = {"phase": "gradual", "batch": batch_size, "models": models}
+        for name, rate in rates.items():
+            row[name] = rate
+            row[f"{name}_model_steps"] = rate * models
+        if "torch_vmap_graph" in rates and "medalpy_cohort" in rates:
+            row["ratio_vs_torch_vmap"] = rates["medalpy_cohort"] / rates["torch_vmap_graph"]
+        if errors:
+            row["errors"] = errors
+        rows.append(row)
+        print(f"cohort of {models}: " + _fmt_row(row), flush=True)
+    return rows
+
+
 def _fmt_row(row):
     cols = [f"{row['phase']:>9} B={row['batch']:<4}"]
     for key, value in row.items():
         if key in ("phase", "batch", "errors"):
             continue
-        cols.append(f"{key}={value:,.2f}" if key == "ratio_vs_torch" else f"{key}={value:,.0f}")
+        cols.append(f"{key}={value:,.2f}" if "ratio" in key else f"{key}={value:,.0f}")
     for key, value in row.get("errors", {}).items():
         cols.append(f"\n    {key} FAILED: {value}")
     return "  ".join(cols)
@@ -698,6 +877,7 @@ def main(argv=None):
     if args.tiny:
         # A few units and samples: the simulator runs every GPU thread as a Python thread.
         SIZES.update(D=16, H=8, n_source=100)
+        K_STEPS.update(per_call=2)
         train = np.ascontiguousarray(train[:100, 400:416])
         test = np.ascontiguousarray(test[:40, 400:416])
     print(f"GPU: {name}; torch {torch_version} on {torch_device}; data: {data_desc}", flush=True)
@@ -748,7 +928,19 @@ def main(argv=None):
 
     report["speed"] = speed(train, args.batch_sizes, args.repeats, args.seconds_per_cell,
                             torch_device, on_save=save_speed,
-                            cupy_ok=pre["gemm"].get("cupy", {}).get("ok", False))
+                            cupy_ok=pre["gemm"].get("cupy", {}).get("ok", False),
+                            phases=args.phases)
+    try:
+        report["cohorts"] = cohorts(train, args.cohort_sizes, args.repeats,
+                                    args.seconds_per_cell, torch_device,
+                                    batch_size=min(args.batch_sizes))
+    except Exception as exc:  # noqa: BLE001  (keep what was measured)
+        import traceback
+        traceback.print_exc()
+        report["cohorts"] = {"error": _error(exc)}
+    from medalpy.kernels import cuda_step
+    report["capture"] = cuda_step.capture_status() or "captured as CUDA graphs"
+    _save(report, args.out)
     left = args.budget_s - (time.perf_counter() - t_start)
     mnist_batch = 20 if 20 in args.batch_sizes else (min(args.batch_sizes) if args.tiny
                                                       else None)
@@ -769,13 +961,20 @@ def main(argv=None):
         report["mnist"] = {"skipped": f"{left:.0f} s left"}
     report["seconds"] = time.perf_counter() - t_start
 
-    print("\n| phase | batch | medalpy cuda (steps/s) | PyTorch eager (steps/s) | ratio |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| phase | batch | medalpy host-driven | medalpy recorded step | PyTorch eager | "
+          "PyTorch CUDA graph |  (steps/s)")
+    print("| --- | --- | --- | --- | --- | --- |")
     nan = float("nan")
     for row in report["speed"]:
         print(f"| {row['phase']} | {row['batch']} | {row.get('medalpy_cuda', nan):,.0f} | "
-              f"{row.get('torch_eager', nan):,.0f} | "
-              f"{row.get('ratio_vs_torch', nan):.2f} |")
+              f"{row.get('medalpy_cuda_graph', nan):,.0f} | {row.get('torch_eager', nan):,.0f} "
+              f"| {row.get('torch_cuda_graph', nan):,.0f} |")
+    if isinstance(report["cohorts"], list):
+        print("\n| models | medalpy (model-steps/s) | PyTorch vmap + graph (model-steps/s) |")
+        print("| --- | --- | --- |")
+        for row in report["cohorts"]:
+            print(f"| {row['models']} | {row.get('medalpy_cohort_model_steps', nan):,.0f} | "
+                  f"{row.get('torch_vmap_graph_model_steps', nan):,.0f} |")
     _save(report, args.out)
     print(f"wrote {args.out} ({report['seconds']:.0f} s)")
     return 0

@@ -13,7 +13,9 @@
 #   3. the cuda kernels against the NumPy reference on the real GPU: the simulator cases of
 #      tests/kernels/cuda_sim_cases.py, copied with their simulator-only guard removed (pytest
 #      from DATA_DIR/pylib when the machine has none);
-#   4. a summary of gpu_check.json.
+#   4. with GPU_FSWEEP_S set, the paper-scale fsweep on the GPU for that many seconds,
+#      resumable (its finished cells come back in $OUT/fsweep-paper-cuda/);
+#   5. a summary of gpu_check.json.
 # Without a usable GPU (here, say) gpu_check.py says "no usable CUDA GPU", the tests are
 # skipped and the exit status is 0. Exit status: gpu_check.py's (0: measured, or no GPU; 3: the
 # preflight failed; 124: timed out), whatever the tests do.
@@ -116,6 +118,23 @@ else
 fi
 rm -rf "$TMP"
 
+stamp "paper-scale fsweep on the GPU (${GPU_FSWEEP_S:-0} s)"
+# medalpy experiment fsweep --scale paper --backend cuda, resumed from the cells committed
+# under benchmarks/results/experiments/fsweep-paper-cuda; what finishes in GPU_FSWEEP_S
+# seconds comes back as JSON in $OUT/fsweep-paper-cuda/ (commit it there to go on).
+FSWEEP_S=${GPU_FSWEEP_S:-0}
+FS=benchmarks/results/experiments/fsweep-paper-cuda
+if [ "$FSWEEP_S" -gt 0 ] && [ "$STATUS" -eq 0 ] && ! grep -q "no usable CUDA GPU" "$OUT/gpu_check.log"; then
+    timeout -k 10 "$FSWEEP_S" "$PY" -m medalpy experiment fsweep --scale paper --backend cuda \
+        --data-dir "$DATA" --out "$FS" > "$OUT/fsweep-paper-cuda.log" 2>&1
+    echo "fsweep exit status: $? (124: stopped at its time limit; rerun to resume)"
+    tail -20 "$OUT/fsweep-paper-cuda.log"
+    [ -d "$FS" ] && (cd "$FS" && find . \( -name '*.json' -o -name '*.md' \) \
+        -exec install -D -m 644 {} "$OUT/fsweep-paper-cuda/{}" \;)
+else
+    echo "skipped (set GPU_FSWEEP_S to the seconds it may use)"
+fi
+
 stamp "summary"
 [ -s "$OUT/gpu_check.json" ] && ! grep -q "no usable CUDA GPU" "$OUT/gpu_check.log" &&
 "$PY" - "$OUT/gpu_check.json" <<'EOF' || true
@@ -134,9 +153,11 @@ if p:
     print(f"parity: cpu {p['cpu']:.5f} cuda {p['cuda']:.5f} rel.diff "
           f"{p['relative_difference']:.2e} max|dW| {p['max_abs_weight_difference']:.2e} "
           f"{'PASS' if p['pass'] else 'FAIL'}")
-for row in r.get("speed", []):
+for row in r.get("speed", []) + (r.get("cohorts") if isinstance(r.get("cohorts"), list)
+                                  else []):
     print("speed:", " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                              for k, v in row.items()))
+print("capture:", r.get("capture"))
 print("mnist:", r.get("mnist"), "| seconds:", r.get("seconds"))
 EOF
 echo "total $((SECONDS - T0)) s; exit status $STATUS"

@@ -131,3 +131,27 @@ def test_outside_a_cohort_a_trainer_runs_its_epochs_itself():
     assert cohorts.current.get() is None
     history, _ = _cell(get_backend("numpy"), "gradual", 1)()
     assert len(history) == 4
+
+
+def test_an_experiment_run_as_a_cohort_equals_its_serial_run(tmp_path):
+    """The experiment runner with the Cohorts executor (cells as threads taking turns; on the
+    cpu backend, which has no batched step, each epoch runs by itself) records the serial
+    run's numbers, bit for bit."""
+    import json
+
+    from medalpy.cluster import Here
+    from medalpy.experiments import run_experiment
+
+    runs = []
+    for name, executor in (("serial", Here()), ("cohort", Cohorts())):
+        run_experiment("ablation", "mnist-sample", tmp_path / name, scale="smoke", splits=1,
+                       executor=executor)
+        runs.append(json.loads((tmp_path / name / "results.json").read_text())["cells"])
+    assert runs[0].keys() == runs[1].keys()
+    compared = 0
+    for key, cell in runs[0].items():
+        for field in ("relative_ce", "test_error"):
+            if field in cell:
+                assert runs[1][key][field] == cell[field], (key, field)
+                compared += 1
+    assert compared >= 3
