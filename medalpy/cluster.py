@@ -153,9 +153,14 @@ class Cohorts:
                 future.set_exception(exc)
 
     def wait_any(self, futures):
-        for job in self.unstarted:
-            threading.Thread(target=self._run, args=job, daemon=True).start()
-        self.unstarted = []
+        jobs, self.unstarted = self.unstarted, []
+        for future, member, fn, args in jobs:
+            try:
+                threading.Thread(target=self._run, args=(future, member, fn, args),
+                                 daemon=True).start()
+            except BaseException as exc:  # no thread: the member must not hold up the rest
+                self.cohort.withdraw(member)
+                future.set_exception(exc)
         done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED)
         return list(done)
 

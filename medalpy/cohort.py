@@ -54,6 +54,13 @@ class Cohort:
             self.members.append(member)
         return member
 
+    def withdraw(self, member):
+        """Remove a registered member whose thread never ran."""
+        with self.cond:
+            self.members.remove(member)
+            if self.turn is member:
+                self._pass_turn()
+
     def member(self, member):
         """Context manager: run the calling thread as ``member`` (waits for its turn)."""
         cohort = self
@@ -105,19 +112,28 @@ class Cohort:
 
     def _run_waiting(self):
         groups = {}
-        for member in self.members:
-            run, batches, _, optimiser, _ = request = self.waiting[member]
-            groups.setdefault(run.signature(batches, optimiser), []).append((member, request))
+        try:
+            for member in self.members:
+                run, batches, _, optimiser, _ = request = self.waiting[member]
+                key = run.signature(batches, optimiser)
+                groups.setdefault(key, []).append((member, request))
+        except BaseException as exc:  # nothing can run: every waiting member gets the error
+            for member in self.waiting:
+                self.results[member] = exc
+            self.waiting.clear()
+            return
+        used = {}
         for group in groups.values():
             try:
-                totals = self._run_group([request for _, request in group])
-            except Exception as exc:  # every member of the group gets the error
+                totals = self._run_group([request for _, request in group], used)
+            except BaseException as exc:  # every member of the group gets the error
                 totals = [exc] * len(group)
             for (member, _), total in zip(group, totals):
                 self.results[member] = total
+        self.steps = used  # steps of members that moved on are dropped
         self.waiting.clear()
 
-    def _run_group(self, requests):
+    def _run_group(self, requests, used):
         runs = [request[0] for request in requests]
         make = getattr(runs[0].backend, "CohortStep", None)
         if make is None or len(runs) == 1:
@@ -126,9 +142,7 @@ class Cohort:
         key = tuple(id(run) for run in runs)
         step = self.steps.get(key)
         if step is None or any(a is not b for a, b in zip(step.runs, runs)):
-            # A new membership (a member finished its phase, or new runs started): the old
-            # steps' members have moved on.
-            step = make(runs)
-            self.steps = {key: step}
+            step = make(runs)  # a new membership
+        used[key] = step
         self.batched.append(len(runs))
         return step.epoch([request[1:] for request in requests])

@@ -485,6 +485,7 @@ class PhaseRun:
         the learning rate and the parameters."""
         p = self.train_pass
         return (self.backend.NAME, p.dtype.str, self.source.shape, self.source.dtype.str,
+                tuple(p.names),
                 tuple((layer.n_in, layer.n_out, layer.trainable) for layer in p.layers),
                 p.objective.name, p.batch_size, tuple(len(rows) for rows in batches),
                 self.noise_kernel, self.rate, self.labels is not None,

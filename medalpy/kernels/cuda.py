@@ -397,7 +397,9 @@ class _Cublas:
             from cupy_backends.cuda.libs import cublas
         except ImportError as exc:
             raise BackendError(f"{_HINT}: CuPy is missing ({exc})") from exc
-        self.handle = cupy.cuda.device.get_cublas_handle()
+        # CuPy keeps a cuBLAS handle per thread and destroys it when the thread ends
+        # (cohorts run cells in threads): ask for the calling thread's at every call.
+        self.handle_of_thread = cupy.cuda.device.get_cublas_handle
         self.one = {np.dtype(t).char: np.ones(1, t) for t in (np.float32, np.float64)}
         self.zero = {np.dtype(t).char: np.zeros(1, t) for t in (np.float32, np.float64)}
         self.fn = {"f": cublas.sgemm, "d": cublas.dgemm}
@@ -414,12 +416,12 @@ class _Cublas:
             return
         op_b, op_a, m, n, k, (pb, ldb, sb), (pa, lda, sa), (pc, ldc, sc), batch = args
         one, zero = self.one[char].ctypes.data, self.zero[char].ctypes.data
+        handle = self.handle_of_thread()
         if out.ndim == 3:
-            self.batched[char](self.handle, op_b, op_a, m, n, k, one, pb, ldb, sb, pa, lda, sa,
+            self.batched[char](handle, op_b, op_a, m, n, k, one, pb, ldb, sb, pa, lda, sa,
                                zero, pc, ldc, sc, batch)
         else:
-            self.fn[char](self.handle, op_b, op_a, m, n, k, one, pb, ldb, pa, lda, zero, pc,
-                          ldc)
+            self.fn[char](handle, op_b, op_a, m, n, k, one, pb, ldb, pa, lda, zero, pc, ldc)
 
 
 class _CupyMatmul:

@@ -248,20 +248,13 @@ class CohortStep(Recorded):
         self.runs = list(runs)
         first = runs[0]
         self.M = M = len(runs)
-        passes = [run.train_pass for run in runs]
+        self.passes = [run.train_pass for run in runs]
         self.names = first.train_pass.names
         self.trainable = (list(first.train_pass.trainable)
                           if first.train_pass.lowest is not None else [])
         self.dtype = first.train_pass.dtype
         self.head = first.train_pass.objective.name
-        # Parameters: each layer's (M, ...) stack; every member's layer now views its slice.
-        self.params = []
-        for i in range(len(self.names)):
-            layers = [p.layers[i] for p in passes]
-            W, b = _stack([layer.W for layer in layers]), _stack([layer.b for layer in layers])
-            for q, layer in enumerate(layers):
-                layer.W, layer.b = W[q], b[q]
-            self.params.append((W, b))
+        self._adopt_params()
         self.source = _stack([run.source for run in runs])
         self.scale = self.dtype.type(1.0 / 255.0 if first.source.dtype == np.uint8 else 1.0)
         self.kind = KINDS[first.noise_kernel]
@@ -269,8 +262,11 @@ class CohortStep(Recorded):
         self.sigma = float(first.rate) if self.kind == GAUSSIAN else 0.0
         self.labels = None
         if first.labels is not None:
-            self.labels = K.to_device(np.stack([np.asarray(run.labels, np.int64)
-                                                for run in runs]))
+            labels = np.stack([np.asarray(K.to_host(run.labels), np.int64) for run in runs])
+            n_classes = first.train_pass.layers[-1].n_out
+            if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+                raise IndexError("softmax_cross_entropy: label out of range [0, C)")
+            self.labels = K.to_device(labels)
         L = max(1, len(self.trainable))
         self.cursor = K.zeros((1,), np.int64)
         self.loss = K.zeros((M,), np.float64)
@@ -280,11 +276,27 @@ class CohortStep(Recorded):
         self.order = self.starts = self.lrs = None
         self.work = {}  # batch length -> workspaces
         self.runners = {}  # batch length -> Graph or Tape
-        self.optimisers = None
         self.velocities = {}
         self.capture = None
 
     # -- state ---------------------------------------------------------------------------
+
+    def _adopt_params(self):
+        """Each layer's (M, ...) stacks of W and b; every member's layer views its slice."""
+        self.params = []
+        for i in range(len(self.names)):
+            layers = [p.layers[i] for p in self.passes]
+            W, b = _stack([layer.W for layer in layers]), _stack([layer.b for layer in layers])
+            for q, layer in enumerate(layers):
+                layer.W, layer.b = W[q], b[q]
+            self.params.append((W, b))
+        self.bound = [(layer, layer.W, layer.b) for p in self.passes for layer in p.layers]
+        self.optimisers, self.runners = None, {}
+
+    def _still_bound(self):
+        """Whether every member's layers still view this step's stacks (another step, or the
+        member's own epochs, may have been given others meanwhile)."""
+        return all(layer.W is W and layer.b is b for layer, W, b in self.bound)
 
     def _adopt_velocities(self, optimisers):
         """Stack the members' velocities and make each member's a view of its slice."""
@@ -410,7 +422,8 @@ class CohortStep(Recorded):
                     optimiser.lr_scale = scales[s]
                 lrs[q, s, :len(names)] = [optimiser.layer_lr(name) for name in names]
             keys[q] = noise_epoch_key(self.runs[q].seed, epoch)
-        if self.order is None or self.order.shape != order.shape:
+        if (self.order is None or self.order.shape != order.shape
+                or self.starts.shape != starts.shape):
             self.order, self.starts, self.lrs = (K.to_device(order), K.to_device(starts),
                                                  K.to_device(lrs))
             self.runners = {}
@@ -427,8 +440,13 @@ class CohortStep(Recorded):
         as :meth:`DeviceStep.epoch <medalpy.kernels.cuda_step.DeviceStep.epoch>` takes them
         (the members' batches have equal lengths). Returns the M loss sums."""
         optimisers = [request[2] for request in requests]
-        if self.optimisers is None or any(a is not b for a, b in zip(optimisers,
-                                                                        self.optimisers)):
+        if not self._still_bound():
+            self._adopt_params()
+        if (self.optimisers is None
+                or any(a is not b for a, b in zip(optimisers, self.optimisers))
+                or any(opt.velocity[key] is not V[q]
+                       for key, V in self.velocities.items()
+                       for q, opt in enumerate(optimisers))):
             self._adopt_velocities(optimisers)
         self._upload(requests)
         self.run_batches(requests[0][0], lambda n: self.record(n, optimisers[0]))

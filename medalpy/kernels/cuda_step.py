@@ -30,8 +30,10 @@ The step is the one :meth:`Pass.train_step` takes, operation for operation: each
 ``dW`` and ``db`` and the delta passed below it come from the weights the forward pass used,
 then the layer is updated. Two differences in round-off only: ``dW`` is always stored (the
 GPU has the memory), and normGrad's ``||dW||^2`` is summed from ``dW`` rather than from the
-batch's Gram matrices. Without normGrad a replayed step equals an eager one bit for bit
-(tests/kernels/cuda_sim_cases.py).
+batch's Gram matrices. Without normGrad a replayed step equals an eager one bit for bit on
+the CUDA simulator (tests/kernels/cuda_sim_cases.py); on a GPU, cuBLAS may choose other
+kernels for the capture's handle than for CuPy's, so captured and eager steps may differ in
+round-off.
 """
 
 import math
@@ -204,8 +206,9 @@ class _CaptureBlas:
         self.cublas = cublas
         self.handle = cublas.create()
         cublas.set_stream(self.handle, stream_ptr)
-        # A workspace of its own, so that no call allocates while a graph is being captured.
-        self.workspace = cuda.device_array(4 << 20, dtype=np.uint8)
+        # A workspace of its own (what NVIDIA advises for Hopper), so that no call allocates
+        # while a graph is being captured.
+        self.workspace = cuda.device_array(32 << 20, dtype=np.uint8)
         if hasattr(cublas, "set_workspace"):
             cublas.set_workspace(self.handle, self.workspace.device_ctypes_pointer.value,
                                  self.workspace.size)
@@ -230,8 +233,9 @@ class _CaptureBlas:
 
 
 class Capture:
-    """The stream, cuBLAS handle and numba view of the stream that a phase's graphs share, so
-    that they run in order among themselves."""
+    """The stream, cuBLAS handle and numba view of the stream that every captured graph of
+    this process shares (:func:`shared_capture`), so that graphs run in order among
+    themselves and no handle is made per phase."""
 
     def __init__(self):
         if K.SIMULATOR:
@@ -240,28 +244,34 @@ class Capture:
             raise CaptureUnavailable(f"MEDALPY_CUDA_STEP is {config.CUDA_STEP!r}, not 'graph'")
         try:
             import cupy
-        except ImportError as exc:
-            raise CaptureUnavailable(f"CuPy is missing ({exc})") from exc
-        self.cupy = cupy
-        self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.blas = _CaptureBlas(self.stream.ptr)
-        self.numba_stream = cuda.external_stream(self.stream.ptr)
+            self.cupy = cupy
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            self.blas = _CaptureBlas(self.stream.ptr)
+            self.numba_stream = cuda.external_stream(self.stream.ptr)
+        except CaptureUnavailable:
+            raise
+        except Exception as exc:  # CuPy missing, a library that fails to load, ...
+            raise CaptureUnavailable(f"cannot set up capture ({type(exc).__name__}: {exc})") \
+                from exc
 
     def graph(self, tape):
         """``tape`` captured (not run) as a :class:`Graph` on this stream."""
         runtime = self.cupy.cuda.runtime
         mode = getattr(runtime, "streamCaptureModeThreadLocal", None)
         try:
-            self.stream.begin_capture(*(() if mode is None else (mode,)))
-            try:
-                for op in tape.ops:
-                    if op[0] == "kernel":
-                        _, kernel, grid, block, args = op
-                        kernel[grid, block, self.numba_stream](*args)
-                    else:
-                        self.blas(*op[1:])
-            finally:
-                graph = self.stream.end_capture()
+            # No cuMemFree from numba's deferred deallocations (a garbage collection) while
+            # the stream captures: it is not allowed then, and would invalidate the capture.
+            with cuda.defer_cleanup():
+                self.stream.begin_capture(*(() if mode is None else (mode,)))
+                try:
+                    for op in tape.ops:
+                        if op[0] == "kernel":
+                            _, kernel, grid, block, args = op
+                            kernel[grid, block, self.numba_stream](*args)
+                        else:
+                            self.blas(*op[1:])
+                finally:
+                    graph = self.stream.end_capture()
             if hasattr(graph, "upload"):
                 graph.upload(self.stream)
         except Exception as exc:  # a driver or library that refuses some launch under capture
@@ -284,6 +294,22 @@ class Graph:
         self.graph.launch(self.capture.stream)
 
 
+_shared = {}
+
+
+def shared_capture():
+    """This process's :class:`Capture`, made at first use; raises :class:`CaptureUnavailable`
+    (the same reason every time) where capture cannot be used."""
+    if "capture" not in _shared:
+        try:
+            _shared["capture"] = Capture()
+        except CaptureUnavailable as exc:
+            _shared["capture"] = exc
+    if isinstance(_shared["capture"], CaptureUnavailable):
+        raise _shared["capture"]
+    return _shared["capture"]
+
+
 # ----------------------------------------------------------------------------------------
 # A phase's epochs on the device.
 # ----------------------------------------------------------------------------------------
@@ -293,23 +319,26 @@ class Recorded:
     """What :class:`DeviceStep` and the cohorts' batched step share: a step per batch length,
     recorded once (``record(n)``), run eagerly the first time and then captured as a graph
     or, where capture is unavailable, replayed launch by launch. Subclasses set
-    ``runners = {}`` and ``capture = None``."""
+    ``runners = {}`` and ``capture = None``; recorded steps are forgotten when the arrays they
+    launch on change (:meth:`_recorded_on`)."""
 
     def _capture(self, tape):
         """``tape`` as a :class:`Graph`, or the tape itself where capture is unavailable."""
-        if self.capture is None:
-            try:
-                self.capture = Capture()
-            except CaptureUnavailable as exc:
-                _say_once(str(exc))
-                self.capture = False
-        if self.capture is False:
-            return tape
         try:
+            if self.capture is None:
+                self.capture = shared_capture()
             return self.capture.graph(tape)
         except CaptureUnavailable as exc:
             _say_once(str(exc))
             return tape
+
+    def _recorded_on(self, arrays):
+        """Forget the recorded steps when the arrays they launch on are no longer the ones
+        given (``arrays``: what a step reads and writes that others may replace, such as a
+        layer's weights made a view of a cohort's stack)."""
+        fingerprint = tuple(id(a) for a in arrays)
+        if fingerprint != getattr(self, "_fingerprint", None):
+            self.runners, self._fingerprint = {}, fingerprint
 
     def run_batches(self, batches, record):
         """One step per batch of ``batches``, in order, each from the runner of its length.
@@ -380,7 +409,7 @@ class DeviceStep(Recorded):
         self.order = self.starts = self.lrs = None
         self.runners = {}  # batch length -> Graph or Tape
         self.optimiser = None
-        self.capture = None  # a Capture, False where unavailable, None: not tried yet
+        self.capture = None  # this process's Capture, once a graph was made
 
     # -- recording -----------------------------------------------------------------------
 
@@ -451,6 +480,15 @@ class DeviceStep(Recorded):
 
     # -- running -------------------------------------------------------------------------
 
+    def _arrays(self, optimiser):
+        """The parameters and velocities a step updates (a cohort may replace them)."""
+        arrays = [optimiser]
+        for i in self.trainable:
+            name, layer = self.pass_.names[i], self.pass_.layers[i]
+            arrays += [layer.W, layer.b, optimiser.velocity_of(K, f"{name}.W", layer.W),
+                       optimiser.velocity_of(K, f"{name}.b", layer.b)]
+        return arrays + [layer.W for layer in self.pass_.layers]
+
     def _upload(self, batches, epoch, optimiser, scales):
         """The epoch's values into device memory (allocated at the first epoch)."""
         order = np.concatenate(batches).astype(np.int64)
@@ -482,8 +520,8 @@ class DeviceStep(Recorded):
         layers' m(t)); ``optimiser``: the phase's :class:`medalpy.optim.SGD`, whose velocities
         the step updates. Returns the sum over rows of the loss (float).
         """
-        if optimiser is not self.optimiser:  # a new optimiser: new velocities, new tapes
-            self.optimiser, self.runners = optimiser, {}
+        self.optimiser = optimiser
         self._upload(batches, epoch, optimiser, scales)
+        self._recorded_on(self._arrays(optimiser))
         self.run_batches(batches, lambda n: self.record(n, optimiser))
         return float(self.loss.copy_to_host()[0])

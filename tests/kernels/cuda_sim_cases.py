@@ -497,7 +497,8 @@ def test_a_tape_replays_with_what_device_memory_holds():
     assert isinstance(tape, cuda_step.Tape) and len(tape.ops) > 10
 
 
-def _cohort_cell(backend_name, method, seed, patience=None, normalise=False, epochs=2):
+def _cohort_cell(backend_name, method, seed, patience=None, normalise=False, epochs=2,
+                 lr=0.3):
     """A cell: a short two-layer schedule on its own data (history, weights, phase log)."""
     from medalpy.network import Network
     from medalpy.schedules import build_schedule
@@ -510,9 +511,9 @@ def _cohort_cell(backend_name, method, seed, patience=None, normalise=False, epo
         X = X.astype(np.uint8)
         phases, _ = build_schedule(method, 2, epochs, epochs)
         net = Network(8, dtype="float64")
-        hyper = Hyper(lr=0.3, batch_size=8, patience=patience, normalise_gradients=normalise)
-        trainer = Trainer(get_backend(backend_name), net, phases, hyper, X[:22], X[22:], [5, 4],
-                          seed=seed)
+        hyper = Hyper(lr=lr, batch_size=8, patience=patience, normalise_gradients=normalise)
+        trainer = Trainer(get_backend(backend_name), net, phases, hyper, X[:16], X[16:22],
+                          [5, 4], seed=seed)
         trainer.run()
         return trainer.history, net.parameters(), trainer.phase_log
     return run
@@ -557,10 +558,11 @@ def test_a_cohort_of_three_equals_three_single_runs(normalise):
 def test_cohort_members_that_stop_early_keep_their_own_best_parameters():
     """With patience, members stop their phases at different epochs; the others go on
     batched without them, and each keeps its own best parameters and kept epoch."""
-    specs = [("gradual", 4, 1), ("gradual", 5, None), ("stacked", 6, 1)]
-    alone = [_cohort_cell("numpy", m, s, patience=p, epochs=4)() for m, s, p in specs]
-    together, batched = _run_cohort([_cohort_cell("cuda", m, s, patience=p, epochs=4)
-                                     for m, s, p in specs])
+    specs = [("gradual", 4, 1, 0.3), ("gradual", 5, None, 0.3), ("stacked", 6, 1, 3.0)]
+    alone = [_cohort_cell("numpy", m, s, patience=p, epochs=4, lr=lr)()
+             for m, s, p, lr in specs]
+    together, batched = _run_cohort([_cohort_cell("cuda", m, s, patience=p, epochs=4, lr=lr)
+                                     for m, s, p, lr in specs])
     assert 3 in batched  # phase 1 starts with all three
     assert any(size < 3 for size in batched)  # and goes on with fewer
     kept = [[x["kept_epoch"] for x in run[2]] for run in alone]
@@ -568,6 +570,37 @@ def test_cohort_members_that_stop_early_keep_their_own_best_parameters():
     assert len(set(map(tuple, kept))) > 1 or len(set(runs)) > 1  # they did differ
     for a, b in zip(alone, together):
         _assert_same_runs(a, b, 1e-9)
+
+
+def test_a_member_alone_then_batched_then_alone_trains_its_current_arrays():
+    """A network's own recorded steps are recorded again when a cohort has made its
+    parameters views of the cohort's stacks (else they would train arrays nobody reads):
+    alone, batched, alone equals the same three epochs all alone."""
+    from types import SimpleNamespace
+
+    from medalpy.kernels import cuda_step
+
+    def member(seed):
+        rng = np.random.default_rng(seed)
+        chain = _chain(rng, [6, 3, 6], np.float64, K)
+        source = K.to_device(rng.integers(0, 256, (8, 6), dtype=np.uint8))
+        p = Pass(K, chain, 4, "decoder", np.float64)
+        X_in, T = K.empty((4, 6), np.float64), K.empty((4, 6), np.float64)
+        device = cuda_step.DeviceStep(p, source, X_in, T, None, "gather_masked", 0.2, seed)
+        run = SimpleNamespace(backend=K, train_pass=p, source=source, labels=None,
+                              noise_kernel="gather_masked", rate=0.2, seed=seed, device=device)
+        return run, SGD(lr=0.1, momentum=0.9), chain
+
+    batches = [np.arange(0, 4), np.arange(4, 8)]
+    (a, opt_a, chain_a), (b, opt_b, _) = member(1), member(2)
+    a.device.epoch(batches, 0, opt_a)
+    K.CohortStep([a, b]).epoch([(batches, 1, opt_a, None), (batches, 1, opt_b, None)])
+    a.device.epoch(batches, 2, opt_a)
+    (c, opt_c, chain_c), _ = member(1), None
+    for epoch in range(3):
+        c.device.epoch(batches, epoch, opt_c)
+    for (_, la), (_, lc) in zip(chain_a, chain_c):
+        np.testing.assert_allclose(K.to_host(la.W), K.to_host(lc.W), rtol=1e-12)
 
 
 def test_a_cohort_of_classifiers_equals_single_runs():
