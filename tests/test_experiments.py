@@ -34,7 +34,8 @@ def test_experiment_cells_report_and_figure(tmp_path, name):
 
 def test_fsweep_cells_spend_equal_budgets(tmp_path):
     record = run_experiment("fsweep", "mnist-sample", tmp_path, scale="smoke", splits=1)
-    spent = {k: c["budget_units_spent"] for k, c in record["cells"].items() if "/f" in k}
+    spent = {k: c["budget_units_spent"] for k, c in record["cells"].items()
+             if "/f" in k and not k.endswith("-tuned")}
     assert len(spent) == 5 and len(set(spent.values())) == 1
     rows = record["summary"]["rows"]
     assert [r["f"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -76,13 +77,13 @@ def test_interrupted_experiment_resumes_without_recomputing(tmp_path):
     os.kill(run.pid, signal.SIGKILL)
     run.wait()
     done_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").rglob("*.json")}
-    assert 3 <= len(done_before) < 12 and not (tmp_path / "results.json").exists()
+    assert 3 <= len(done_before) < 22 and not (tmp_path / "results.json").exists()
     result = CliRunner().invoke(main, args[3:])
     assert result.exit_code == 0, result.output
-    assert f"{len(done_before)} of 12 cells already done; resuming" in result.output
+    assert f"{len(done_before)} of 22 cells already done; resuming" in result.output
     for path, mtime in done_before.items():
         assert path.stat().st_mtime_ns == mtime, f"{path} was recomputed"
-    assert len(list((tmp_path / "cells").rglob("*.json"))) == 12
+    assert len(list((tmp_path / "cells").rglob("*.json"))) == 22  # 2 x (layer 1, 5 f, 5 tuned)
 
 
 def test_other_experiment_in_the_same_directory_is_refused(tmp_path):
@@ -284,12 +285,14 @@ def test_reproduce_classifies_from_the_f0_and_f1_encoders_of_the_fsweep(tmp_path
     record = run_experiment("reproduce", "mnist-sample", tmp_path, scale="smoke", splits=1,
                             sizes=[100])
     cells = record["cells"]
-    assert sorted(k for k in cells if "/f" in k) == ["split0/f0", "split0/f1"]
+    assert sorted(k for k in cells if "/f" in k) == ["split0/f0", "split0/f0-tuned", "split0/f1",
+                                                      "split0/f1-tuned"]
     assert cells["split0/classify-gradual-n100"]["params"]["encoders"] == "split0/f0"
     assert cells["split0/classify-stacked-n100"]["params"]["encoders"] == "split0/f1"
     assert cells["split0/classify-stacked-n100"]["encoders_sha"] == \
         cells["split0/f1"]["weights_sha"]
-    assert "tuned_relative_ce" in cells["split0/f1"]
+    assert "tuned_relative_ce" in cells["split0/f1-tuned"]
+    assert cells["split0/f1-tuned"]["pretrained_sha"] == cells["split0/f1"]["weights_sha"]
     summary = record["summary"]
     assert [r["f"] for r in summary["fsweep"]["rows"]] == [0.0, 1.0]
     assert summary["trainsize"]["rows"][0]["random"]["n"] == 1
@@ -309,8 +312,8 @@ def test_lrsched_runs_the_family_at_equal_budget(tmp_path):
     record = run_experiment("lrsched", "mnist-sample", tmp_path, scale="smoke", splits=1)
     assert record["failed_cells"] == {}
     cells = record["cells"]
-    members = [k.split("/")[1] for k in cells
-               if "/" in k and "classify" not in k and not k.endswith("layer1")]
+    members = [k.split("/")[1] for k in cells if "/" in k and "classify" not in k
+               and not k.endswith("layer1") and not k.endswith("-tuned")]
     assert members == ["gradual", "stacked", "frozen_lower-epochs", "lower-const0.5",
                        "lower-linear", "lower-cosine", "lower-invtime0.125", "lower-invtime0.5"]
     spent = {m: cells[f"split0/{m}"]["budget_units_spent"] for m in members}
@@ -356,16 +359,19 @@ class _Interrupt(Exception):
 
 
 def test_a_cell_interrupted_in_full_tuning_continues_from_its_checkpoint(tmp_path, monkeypatch):
-    """An fsweep cell stopped right after a checkpoint of its full tuning fails (recorded);
-    the rerun continues it from that checkpoint and every cell ends as in an uninterrupted
-    experiment, bit for bit."""
+    """An fsweep tuning cell stopped right after a checkpoint fails (recorded); the rerun
+    continues it from that checkpoint and every cell ends as in an uninterrupted experiment,
+    bit for bit."""
     from medalpy.callbacks import Checkpointer
 
     original, tuning_saves = Checkpointer.on_epoch_end, []
 
+    def tuning(checkpointer):
+        return checkpointer.path.parent.name.endswith("-tuned")
+
     def counted(self, trainer, record):
         original(self, trainer, record)
-        if self.path.name == "checkpoint_tuning.h5":
+        if tuning(self):
             tuning_saves.append(self.path.parent.name)
 
     monkeypatch.setattr(Checkpointer, "on_epoch_end", counted)
@@ -375,14 +381,14 @@ def test_a_cell_interrupted_in_full_tuning_continues_from_its_checkpoint(tmp_pat
 
     def stop_in_tuning(self, trainer, record):
         original(self, trainer, record)
-        if self.path.name == "checkpoint_tuning.h5":
+        if tuning(self):
             raise _Interrupt("stopped")
 
     monkeypatch.setattr(Checkpointer, "on_epoch_end", stop_in_tuning)
     cut = run_experiment("fsweep", "mnist-sample", tmp_path / "cut", scale="smoke", splits=1)
     failed = [k for k, r in cut["cells"].items() if r["status"] == "error"]
-    assert failed and all((tmp_path / "cut" / "cells" / k / "checkpoint_tuning.h5").exists()
-                          for k in failed)
+    assert failed and all(k.endswith("-tuned") for k in failed)
+    assert all((tmp_path / "cut" / "cells" / k / "checkpoint.h5").exists() for k in failed)
     tuning_saves.clear()
     monkeypatch.setattr(Checkpointer, "on_epoch_end", counted)
     again = run_experiment("fsweep", "mnist-sample", tmp_path / "cut", scale="smoke",
@@ -396,3 +402,25 @@ def test_a_cell_interrupted_in_full_tuning_continues_from_its_checkpoint(tmp_pat
                 assert again["cells"][key][field] == cell[field], (key, field)
                 compared += 1
     assert compared >= 2 * len(failed)
+
+
+def test_a_tuning_cell_on_a_fresh_clone_recomputes_the_pretrained_network(tmp_path):
+    """Full tuning is a cell of its own (cells stay short at the paper's scale); where the
+    pretraining cell's model file is absent it reruns that pretraining from the seed, says
+    so, and tunes to the same numbers."""
+    first = run_experiment("reproduce", "mnist-sample", tmp_path, scale="smoke", splits=1,
+                           sizes=[])
+    tuned = first["cells"]["split0/f1-tuned"]
+    assert tuned["params"]["finetune_epochs"] == 1 and tuned["pretrained_recomputed"] is False
+    assert first["cells"]["split0/f1"]["params"]["finetune_epochs"] == 0
+    for model in (tmp_path / "cells").rglob("*.h5"):
+        model.unlink()
+    (tmp_path / "cells" / "split0" / "f1-tuned.json").unlink()
+    again = run_experiment("reproduce", "mnist-sample", tmp_path, scale="smoke", splits=1,
+                           sizes=[])
+    cell = again["cells"]["split0/f1-tuned"]
+    assert cell["pretrained_recomputed"] is True
+    assert cell["pretrained_sha"] == first["cells"]["split0/f1"]["weights_sha"]
+    assert cell["tuned_relative_ce"] == tuned["tuned_relative_ce"]
+    assert {"cell": "split0/f1-tuned", "from": "split0/f1", "same_weights": True} in \
+        again["summary"]["recomputed_weights"]

@@ -43,6 +43,8 @@ SCALES = {
 OPTIMISER_FIELDS = ("lr", "momentum", "weight_decay", "normalise_gradients", "batch_size",
                     "init")
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: The suffix of a full-tuning cell's key (``split0/f0`` -> ``split0/f0-tuned``).
+TUNED = "-tuned"
 #: Classifier training-set sizes an experiment takes when ``--sizes`` is not given (those
 #: that fit the dataset), instead of its scale's.
 DEFAULT_SIZES = {"lrsched": (1000, 10000)}
@@ -101,12 +103,18 @@ def _layer1_cell(params, s):
     return Cell(f"split{s}/layer1", "layer1", _split(params, s))
 
 
-def _pretrain_cell(params, s, name, method, fraction=None, finetune=False, **extra):
+def _pretrain_cell(params, s, name, method, fraction=None, **extra):
     p = {**_split(params, s), "method": method, "fraction": fraction,
-         "layer1": f"split{s}/layer1", **extra}
-    if not finetune:
-        p["finetune_epochs"] = 0
+         "layer1": f"split{s}/layer1", **extra, "finetune_epochs": 0}
     return Cell(f"split{s}/{name}", "pretrain", p, needs=(f"split{s}/layer1",))
+
+
+def _tune_cell(params, pre):
+    """Full tuning of pretraining cell ``pre``'s network, a cell of its own (``KEY-tuned``;
+    the pretraining cell's parameters go along, to recompute its model when absent)."""
+    p = {**pre.params, "finetune_epochs": params["finetune_epochs"], "pretrained": pre.key,
+         "pretrained_params": pre.params}
+    return Cell(f"{pre.key}{TUNED}", "tune", p, needs=(pre.key,))
 
 
 def _classify_cell(params, s, init, size, encoders=None):
@@ -140,8 +148,8 @@ def fsweep_cells(params, splits, fractions=FRACTIONS, **_):
     for s in range(splits):
         cells.append(_layer1_cell(params, s))
         for f in fractions:
-            cells.append(_pretrain_cell(params, s, f"f{f:g}", "hybrid", fraction=float(f),
-                                        finetune=True))
+            pre = _pretrain_cell(params, s, f"f{f:g}", "hybrid", fraction=float(f))
+            cells += [pre, _tune_cell(params, pre)]
     return cells
 
 
@@ -197,8 +205,8 @@ def lrsched_cells(params, splits, sizes, **_):
     for s in range(splits):
         cells.append(_layer1_cell(params, s))
         for name, method, extra in lrsched_members(params["budget"]):
-            pre = _pretrain_cell(params, s, name, method, finetune=True, **extra)
-            cells.append(pre)
+            pre = _pretrain_cell(params, s, name, method, **extra)
+            cells += [pre, _tune_cell(params, pre)]
             cells += [_classify_cell(params, s, name, n, pre) for n in sizes[:2]]
     return cells
 

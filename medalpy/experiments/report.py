@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from medalpy.experiments.definitions import TUNED
+
 
 def mean_std(values):
     """``{"mean", "sd", "n"}`` of the values present (sd: sample standard deviation)."""
@@ -78,7 +80,8 @@ def recomputed_weights(results):
         if r.get("status") != "done":
             continue
         for flag, sha, source in (("layer1_recomputed", "layer1_sha", "layer1"),
-                                  ("encoders_recomputed", "encoders_sha", "encoders")):
+                                  ("encoders_recomputed", "encoders_sha", "encoders"),
+                                  ("pretrained_recomputed", "pretrained_sha", "pretrained")):
             if r.get(flag):
                 origin = results.get(r["params"][source]) or {}
                 rows.append({"cell": key, "from": r["params"][source],
@@ -88,9 +91,22 @@ def recomputed_weights(results):
 
 def summarise(name, results, splits, fractions=None, sizes=None):
     """The summary dict of one experiment from its cell results."""
-    return {**_summary(name, results, splits, fractions, sizes),
+    return {**_summary(name, with_tuning(results), splits, fractions, sizes),
             "budget_rule": budget_rule(results),
             "recomputed_weights": recomputed_weights(results)}
+
+
+def with_tuning(results):
+    """``results`` with each finished full-tuning cell's ``tuned_*`` numbers copied into its
+    pretraining cell's record (``split0/f0-tuned`` into ``split0/f0``), where the tables
+    read them, and the tuning cells themselves left out."""
+    merged = {key: r for key, r in results.items() if not key.endswith(TUNED)}
+    for key, r in results.items():
+        base = key[:-len(TUNED)]
+        if key.endswith(TUNED) and r.get("status") == "done" and base in merged:
+            merged[base] = {**merged[base],
+                            **{k: v for k, v in r.items() if k.startswith("tuned_")}}
+    return merged
 
 
 def _summary(name, results, splits, fractions=None, sizes=None):

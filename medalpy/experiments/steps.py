@@ -200,10 +200,10 @@ def layer1(params, work_dir, out_dir):
 
 
 def pretrain(params, work_dir, out_dir):
-    """The rest of one schedule after the shared layer 1; then, optionally, full tuning.
+    """The rest of one schedule after the shared layer 1.
 
     Returns test relative cross-entropies (corrupted and clean input) of the pretrained
-    network, and of the fully tuned one when ``finetune_epochs`` > 0.
+    network; its full tuning is a cell of its own (:func:`tune`).
     """
     from medalpy import checkpoint
     from medalpy.evaluation import reconstruction_metrics
@@ -214,8 +214,7 @@ def pretrain(params, work_dir, out_dir):
     net, recomputed = needed_model(out_dir, params["layer1"], params, layer1)
     layer1_sha = weights_hash(net)
     backend = get_backend(params["backend"])
-    finetune = params["finetune_epochs"] > 0
-    phases, _ = _schedule(params, finetune)
+    phases, _ = _schedule(params, False)
     trainer, eval_decoder = continue_from_layer1(
         backend, net, _hyper(params), ds.train_images[train_rows], ds.train_images[val_rows],
         params["layers"], params["seed"], params["method"], params["epochs_layer1"],
@@ -223,27 +222,41 @@ def pretrain(params, work_dir, out_dir):
         params.get("lower_lr"), checkpoint_path=Path(work_dir) / "checkpoint.h5",
         identity=_identity(params, ds))
     net = trainer.network
-    noise_type = params.get("noise_type", "masking")
     test = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
-                                  noise_type=noise_type)
+                                  noise_type=params.get("noise_type", "masking"))
     checkpoint.save(Path(work_dir) / "model.h5", net, params)
-    result = {"eval_decoder": eval_decoder, "budget_units": budget_units(phases),
-              "budget_units_spent": trainer.units_spent,
-              "relative_ce": test["relative_ce"], "relative_ce_clean": test["relative_ce_clean"],
-              "phases": trainer.phase_log, "layer1_sha": layer1_sha,
-              "layer1_recomputed": recomputed, "weights_sha": weights_hash(net)}
-    if finetune:
-        tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
-        tuner.start_at(len(phases) - 1)
-        net = run_resumable(tuner, Path(work_dir) / "checkpoint_tuning.h5",
-                            _identity(params, ds)).network
-        tuned = reconstruction_metrics(backend, net, ds.test_images, params["noise"],
-                                       noise_type=noise_type)
-        checkpoint.save(Path(work_dir) / "model_tuned.h5", net, params)
-        result["tuned_relative_ce"] = tuned["relative_ce"]
-        result["tuned_relative_ce_clean"] = tuned["relative_ce_clean"]
-        result["phases"] += tuner.phase_log
-    return result
+    return {"eval_decoder": eval_decoder, "budget_units": budget_units(phases),
+            "budget_units_spent": trainer.units_spent,
+            "relative_ce": test["relative_ce"], "relative_ce_clean": test["relative_ce_clean"],
+            "phases": trainer.phase_log, "layer1_sha": layer1_sha,
+            "layer1_recomputed": recomputed, "weights_sha": weights_hash(net)}
+
+
+def tune(params, work_dir, out_dir):
+    """Full tuning of a pretrained cell's network (``params["pretrained"]``, recomputed from
+    its seed when its model file is absent): the schedule's last phase, ``finetune_epochs``
+    epochs of every layer. A cell of its own so that no cell runs much over an hour at the
+    paper's scale. Returns the tuned network's test relative cross-entropies."""
+    from medalpy import checkpoint
+    from medalpy.evaluation import reconstruction_metrics
+    from medalpy.kernels import get_backend
+
+    ds, train_rows, val_rows = split_rows(params)
+    pretrained = params["pretrained_params"]
+    net, recomputed = needed_model(out_dir, params["pretrained"], pretrained, pretrain)
+    pretrained_sha = weights_hash(net)
+    phases, _ = _schedule(params, True)
+    tuner = _trainer(params, net, phases, ds, train_rows, val_rows)
+    tuner.start_at(len(phases) - 1)
+    net = run_resumable(tuner, Path(work_dir) / "checkpoint.h5", _identity(params, ds)).network
+    tuned = reconstruction_metrics(get_backend(params["backend"]), net, ds.test_images,
+                                   params["noise"],
+                                   noise_type=params.get("noise_type", "masking"))
+    checkpoint.save(Path(work_dir) / "model.h5", net, params)
+    return {"tuned_relative_ce": tuned["relative_ce"],
+            "tuned_relative_ce_clean": tuned["relative_ce_clean"], "phases": tuner.phase_log,
+            "pretrained_sha": pretrained_sha, "pretrained_recomputed": recomputed,
+            "weights_sha": weights_hash(net)}
 
 
 def classify(params, work_dir, out_dir):
