@@ -60,7 +60,10 @@ def estimate(name, scale, n_images, n_classes=10, splits=3, measured=None, datas
     layer1 = e1 * steps(n_pre) * t("layer1", [D, w1, D])
     gradual = n * steps(n_pre) * t("gradual", [D, w1, w2, D])
     stacked = 2 * n * steps(n_pre) * t("stacked", [w1, w2, w1])
+    # Full tuning runs through the schedule's decoder: direct after a gradual part, the
+    # mirror (D-w1-w2-w1-D) after a stacked one.
     tune = params["finetune_epochs"] * steps(n_pre) * t("gradual", [D, w1, w2, D])
+    tune_mirror = params["finetune_epochs"] * steps(n_pre) * t("tune", [D, w1, w2, w1, D])
     sizes = sizes_for(params, n_images)
     c = params["classifier"]
     classify = sum(c["epochs"] * steps(s) for s in sizes) * t("classifier", [D, w1, w2, 10],
@@ -68,13 +71,14 @@ def estimate(name, scale, n_images, n_classes=10, splits=3, measured=None, datas
     cl2 = sum(c["epochs"] * steps(s) for s in sizes[:2]) * t(
         "classifier", [D, w1, w2, 10], "classifier")
     if name == "fsweep":
-        per_split = layer1 + sum((1 - f) * gradual + f * stacked + tune for f in FRACTIONS)
+        per_split = layer1 + sum((1 - f) * gradual + f * stacked
+                                 + (tune_mirror if f == 1 else tune) for f in FRACTIONS)
     elif name == "trainsize":
         per_split = layer1 + gradual + stacked + 3 * classify
     elif name == "reproduce":  # f = 0 and f = 1 with full tuning, three classifier kinds
-        per_split = layer1 + gradual + stacked + 2 * tune + 3 * classify
+        per_split = layer1 + gradual + stacked + tune + tune_mirror + 3 * classify
     elif name == "lrsched":  # 6 gradual-shaped members, stacked, the ablation; all tuned
-        per_split = layer1 + 7 * gradual + stacked + 8 * tune + 8 * cl2
+        per_split = layer1 + 7 * gradual + stacked + 7 * tune + tune_mirror + 8 * cl2
     else:
         # gradual, then the ablation under both readings (2n and n epochs of gradual's chain)
         per_split = layer1 + gradual + 3 * n * steps(n_pre) * t("gradual", [D, w1, w2, D]) \
