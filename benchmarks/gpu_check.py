@@ -517,6 +517,18 @@ def time_cell(steps, repeats, seconds, errors=None):
     return {name: float(np.median(r)) for name, r in rates.items()}
 
 
+def make_and_time(makers, repeats, seconds):
+    """Build each step of ``makers`` ({impl: maker}) and time them (:func:`time_cell`);
+    returns ``(rates, errors)``, an impl that fails to build or to warm up in ``errors``."""
+    steps, errors = {}, {}
+    for name, make in makers.items():
+        try:
+            steps[name] = make()
+        except Exception as exc:  # noqa: BLE001
+            errors[name] = _error(exc)
+    return time_cell(steps, repeats, seconds, errors), errors
+
+
 def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy_ok=True,
           phases=tuple(PHASES)):
     """Part 2; ``torch_device``: "cuda", "cpu" (a --tiny dry run) or None (no PyTorch).
@@ -542,13 +554,7 @@ def speed(train, batch_sizes, repeats, seconds, torch_device, on_save=None, cupy
                 makers["torch_eager"] = lambda: torch_step(phase, B, train, device=torch_device)
                 if phase == "gradual" and torch_device == "cuda":
                     makers["torch_cuda_graph"] = lambda: torch_step(phase, B, train, graph=True)
-            steps, errors = {}, {}
-            for name, make in makers.items():
-                try:
-                    steps[name] = make()
-                except Exception as exc:  # noqa: BLE001
-                    errors[name] = _error(exc)
-            rates = time_cell(steps, repeats, seconds, errors)
+            rates, errors = make_and_time(makers, repeats, seconds)
             k.set_gemm(GEMM["default"])
             row = {"phase": phase, "batch": B, **rates}
             if "torch_eager" in rates and "medalpy_cuda" in rates:
@@ -576,13 +582,7 @@ def cohorts(train, sizes, repeats, seconds, torch_device, batch_size=20):
             graph = torch_device == "cuda"
             makers["torch_vmap_graph" if graph else "torch_vmap"] = lambda: torch_cohort(
                 "gradual", batch_size, train, models, device=torch_device, graph=graph)
-        steps, errors = {}, {}
-        for name, make in makers.items():
-            try:
-                steps[name] = make()
-            except Exception as exc:  # noqa: BLE001
-                errors[name] = _error(exc)
-        rates = time_cell(steps, repeats, seconds, errors)
+        rates, errors = make_and_time(makers, repeats, seconds)
         row = {"phase": "gradual", "batch": batch_size, "models": models}
         for name, rate in rates.items():
             row[name] = rate

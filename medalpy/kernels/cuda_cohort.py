@@ -21,7 +21,6 @@ import math
 import numpy as np
 from numba import cuda
 
-from medalpy import config
 from medalpy.config import noise_epoch_key, noise_threshold
 from medalpy.kernels import cuda as K
 from medalpy.kernels.cuda import (
@@ -30,22 +29,35 @@ from medalpy.kernels.cuda import (
     _TPB,
     CLEAN,
     GAUSSIAN,
-    MASKING,
     _block_sum_f64,
     _blocks,
-    _mix,
     _sigmoid,
     _sigmoid_backward_kernel,
-    _uniform,
 )
-from medalpy.kernels.cuda_step import KINDS, Recorded, Tape, _advance_kernel
+from medalpy.kernels.cuda_step import (
+    KINDS,
+    Recorded,
+    Tape,
+    _advance_kernel,
+    _corrupt,
+    batch_starts,
+    learning_rates,
+)
 
-_TWO_PI = 2.0 * math.pi
 
 # ----------------------------------------------------------------------------------------
 # Kernels over a leading model axis (the single-model kernels of cuda.py and cuda_step.py,
 # with the model's index from the grid).
 # ----------------------------------------------------------------------------------------
+
+
+@cuda.jit(device=True)
+def _model_row_col(idx, n, d):
+    """The (model, row, column) of flat index ``idx`` over an ``(M, n, d)`` array."""
+    q = idx // (n * d)
+    rest = idx - q * n * d
+    i = rest // d
+    return q, i, rest - i * d
 
 
 @cuda.jit
@@ -54,21 +66,10 @@ def _gather_kernel(X, order, starts, cursor, scale, kind, keys, threshold, sigma
     idx = cuda.grid(1)
     M, n, d = out.shape
     if idx < M * n * d:
-        q = idx // (n * d)
-        rest = idx - q * n * d
-        i = rest // d
-        j = rest - i * d
+        q, i, j = _model_row_col(idx, n, d)
         r = order[q, starts[cursor[0]] + i]
         v = out.dtype.type(X[q, r, j]) * scale
-        if kind != CLEAN:
-            h = _mix(_mix(keys[q] ^ np.uint64(r)) ^ np.uint64(j))
-            if kind == GAUSSIAN:
-                u1, u2 = _uniform(h), _uniform(_mix(h))
-                z = sigma * (math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
-                v = min(max(v + out.dtype.type(z), out.dtype.type(0)), out.dtype.type(1))
-            elif (h >> np.uint64(config.U64_SHIFT)) < threshold:
-                v = v * out.dtype.type(0) if kind == MASKING else out.dtype.type(h & np.uint64(1))
-        out[q, i, j] = v
+        out[q, i, j] = _corrupt(v, r, j, kind, keys[q], threshold, sigma, out)
 
 
 @cuda.jit
@@ -86,10 +87,7 @@ def _bias_sigmoid_kernel(Z, b, out):
     idx = cuda.grid(1)
     M, n, d = Z.shape
     if idx < M * n * d:
-        q = idx // (n * d)
-        rest = idx - q * n * d
-        i = rest // d
-        j = rest - i * d
+        q, i, j = _model_row_col(idx, n, d)
         z = Z[q, i, j] + b[q, j]
         Z[q, i, j] = z
         out[q, i, j] = _sigmoid(z, out.dtype.type(1))
@@ -409,19 +407,14 @@ class CohortStep(Recorded):
 
     def _upload(self, requests):
         batches0 = requests[0][0]
-        starts = np.zeros(len(batches0) + 1, np.int64)
-        np.cumsum([len(rows) for rows in batches0], out=starts[1:])
+        starts = batch_starts(batches0)
         names = [self.names[i] for i in self.trainable]
         order = np.stack([np.concatenate(batches).astype(np.int64)
                           for batches, _, _, _ in requests])
-        lrs = np.empty((self.M, len(batches0), max(1, len(names))), np.float64)
-        keys = np.empty(self.M, np.uint64)
-        for q, (batches, epoch, optimiser, scales) in enumerate(requests):
-            for s in range(len(batches)):
-                if scales is not None:
-                    optimiser.lr_scale = scales[s]
-                lrs[q, s, :len(names)] = [optimiser.layer_lr(name) for name in names]
-            keys[q] = noise_epoch_key(self.runs[q].seed, epoch)
+        lrs = np.stack([learning_rates(batches, optimiser, scales, names)
+                        for batches, _, optimiser, scales in requests])
+        keys = np.array([noise_epoch_key(run.seed, epoch)
+                         for run, (_, epoch, _, _) in zip(self.runs, requests)], np.uint64)
         if (self.order is None or self.order.shape != order.shape
                 or self.starts.shape != starts.shape):
             self.order, self.starts, self.lrs = (K.to_device(order), K.to_device(starts),

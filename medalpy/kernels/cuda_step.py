@@ -75,10 +75,25 @@ _TWO_PI = 2.0 * math.pi
 # ----------------------------------------------------------------------------------------
 
 
+@cuda.jit(device=True)
+def _corrupt(v, r, j, kind, key, threshold, sigma, out):
+    """``v`` (sample ``r``, feature ``j``, in ``out``'s dtype) corrupted as the reference's
+    gather_<kind> with the epoch's noise key ``key``: the masks of cuda._gather_kernel and
+    cuda._gaussian_kernel. Shared by the single-model and the cohorts' gathers."""
+    if kind != CLEAN:
+        h = _mix(_mix(key ^ np.uint64(r)) ^ np.uint64(j))
+        if kind == GAUSSIAN:
+            u1, u2 = _uniform(h), _uniform(_mix(h))
+            z = sigma * (math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
+            v = min(max(v + out.dtype.type(z), out.dtype.type(0)), out.dtype.type(1))
+        elif (h >> np.uint64(config.U64_SHIFT)) < threshold:
+            v = v * out.dtype.type(0) if kind == MASKING else out.dtype.type(h & np.uint64(1))
+    return v
+
+
 @cuda.jit
 def _gather_at_kernel(X, order, starts, cursor, scale, kind, keys, threshold, sigma, out):
-    # cuda._gather_kernel and _gaussian_kernel, with the batch's rows order[starts[cursor] + i]
-    # and the epoch's noise key keys[0] read here: the same values, the same masks.
+    # The batch's rows order[starts[cursor] + i] and the epoch's noise key keys[0] read here.
     idx = cuda.grid(1)
     n, d = out.shape
     if idx < n * d:
@@ -86,15 +101,7 @@ def _gather_at_kernel(X, order, starts, cursor, scale, kind, keys, threshold, si
         j = idx - i * d
         r = order[starts[cursor[0]] + i]
         v = out.dtype.type(X[r, j]) * scale
-        if kind != CLEAN:
-            h = _mix(_mix(keys[0] ^ np.uint64(r)) ^ np.uint64(j))
-            if kind == GAUSSIAN:
-                u1, u2 = _uniform(h), _uniform(_mix(h))
-                z = sigma * (math.sqrt(-2.0 * math.log(u1)) * math.cos(_TWO_PI * u2))
-                v = min(max(v + out.dtype.type(z), out.dtype.type(0)), out.dtype.type(1))
-            elif (h >> np.uint64(config.U64_SHIFT)) < threshold:
-                v = v * out.dtype.type(0) if kind == MASKING else out.dtype.type(h & np.uint64(1))
-        out[i, j] = v
+        out[i, j] = _corrupt(v, r, j, kind, keys[0], threshold, sigma, out)
 
 
 @cuda.jit
@@ -315,6 +322,24 @@ def shared_capture():
 # ----------------------------------------------------------------------------------------
 
 
+def batch_starts(batches):
+    """``(S + 1,)`` int64 offsets of each batch in the epoch's concatenated row order."""
+    starts = np.zeros(len(batches) + 1, np.int64)
+    np.cumsum([len(rows) for rows in batches], out=starts[1:])
+    return starts
+
+
+def learning_rates(batches, optimiser, scales, names):
+    """``(S, max(1, L))`` float64: each batch's learning rate for each named layer, as
+    ``optimiser.layer_lr`` gives it with the batch's ``scales`` (None: no multipliers) set."""
+    lrs = np.empty((len(batches), max(1, len(names))), np.float64)
+    for s in range(len(batches)):
+        if scales is not None:
+            optimiser.lr_scale = scales[s]
+        lrs[s, :len(names)] = [optimiser.layer_lr(name) for name in names]
+    return lrs
+
+
 class Recorded:
     """What :class:`DeviceStep` and the cohorts' batched step share: a step per batch length,
     recorded once (``record(n)``), run eagerly the first time and then captured as a graph
@@ -492,14 +517,9 @@ class DeviceStep(Recorded):
     def _upload(self, batches, epoch, optimiser, scales):
         """The epoch's values into device memory (allocated at the first epoch)."""
         order = np.concatenate(batches).astype(np.int64)
-        starts = np.zeros(len(batches) + 1, np.int64)
-        np.cumsum([len(rows) for rows in batches], out=starts[1:])
-        names = [self.pass_.names[i] for i in self.trainable]
-        lrs = np.empty((len(batches), max(1, len(names))), np.float64)
-        for s in range(len(batches)):
-            if scales is not None:
-                optimiser.lr_scale = scales[s]
-            lrs[s, :len(names)] = [optimiser.layer_lr(name) for name in names]
+        starts = batch_starts(batches)
+        lrs = learning_rates(batches, optimiser, scales,
+                             [self.pass_.names[i] for i in self.trainable])
         if (self.order is None or self.order.shape != order.shape
                 or self.starts.shape != starts.shape):
             self.order, self.starts = K.to_device(order), K.to_device(starts)
