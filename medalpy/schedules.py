@@ -156,7 +156,7 @@ class LowerLR:
             raise ConfigError(usage)
         return cls(kind, value)
 
-    def multiplier(self, t, T, N, depth=1, lower=1):
+    def multiplier(self, t, T, N, depth, lower):
         """m(t) of a layer ``depth`` levels below the new one, of ``lower`` lower layers."""
         if self.kind == "const":
             return self.value
@@ -173,7 +173,7 @@ class LowerLR:
         stop = (self.value + (1.0 - self.value) * (lower - depth) / lower) * T
         return 0.5 * (1.0 + math.cos(math.pi * t / stop)) if t < stop else 0.0
 
-    def mean(self, N, B, epochs, lower=1):
+    def mean(self, N, B, epochs, lower):
         """The phase's mean multiplier over its training examples (each minibatch of B
         counted at its m) and over its ``lower`` lower layers."""
         T, total = N * epochs, 0.0

@@ -200,11 +200,9 @@ class Trainer:
         self.phase_log = list(state.get("phase_log", []))
         self.start_val = state.get("start_val")
         self.best = state["best"]
-        settings = self.hyper.for_phase(self.phases[self.position.phase])
-        self.optimiser = SGD(settings["lr"], settings["momentum"], settings["weight_decay"],
-                             settings["normalise_gradients"],
-                             velocity={k: self.backend.to_device(v)
-                                       for k, v in state["velocity"].items()})
+        self.optimiser = self._new_optimiser(
+            self.hyper.for_phase(self.phases[self.position.phase]),
+            {k: self.backend.to_device(v) for k, v in state["velocity"].items()})
 
     def start_at(self, phase):
         """Begin the next :meth:`run` at phase index ``phase``, as if the phases before it had
@@ -235,16 +233,28 @@ class Trainer:
             settings = self.hyper.for_phase(phase)
             fresh = self.position.epoch < 0
             if fresh:
-                self._build(p, phase)
-                self.optimiser = SGD(settings["lr"], settings["momentum"],
-                                     settings["weight_decay"], settings["normalise_gradients"])
-                self.best = None
+                self._begin_phase(p, phase, settings)
             self._emit("on_phase_start", p, phase)
             self._train_phase(p, phase, settings)
             self._finish_phase(phase)
             self._emit("on_phase_end", p, phase)
             self.position = Position(p + 1, -1)
         self._emit("on_run_end")
+
+    def _begin_phase(self, p, phase, settings):
+        """A fresh phase: its layers built, a new optimiser, no best parameters yet."""
+        self._build(p, phase)
+        self.optimiser = self._new_optimiser(settings)
+        self.best = None
+
+    @staticmethod
+    def _new_optimiser(settings, velocity=None):
+        return SGD(settings["lr"], settings["momentum"], settings["weight_decay"],
+                   settings["normalise_gradients"], velocity=velocity or {})
+
+    def _set_trainable(self, phase):
+        for i, layer in enumerate(self.network.encoders):
+            layer.trainable = i in phase.trainable
 
     def _build(self, p, phase):
         """Change the network's structure as the phase asks (fresh layers seeded by p)."""
@@ -290,19 +300,16 @@ class Trainer:
         built, a new optimiser, its data and workspaces on the backend. Returns its
         :class:`PhaseRun`, whose ``step`` is the training step the trainer takes (what
         ``medalpy bench`` times)."""
-        for q in range(p + 1):
+        for q in range(p):
             self._build(q, self.phases[q])
         phase, settings = self.phases[p], self.hyper.for_phase(self.phases[p])
-        self.optimiser = SGD(settings["lr"], settings["momentum"], settings["weight_decay"],
-                             settings["normalise_gradients"])
-        self.position = Position(p, -1)
-        for i, layer in enumerate(self.network.encoders):
-            layer.trainable = i in phase.trainable
+        self.start_at(p)
+        self._begin_phase(p, phase, settings)
+        self._set_trainable(phase)
         return PhaseRun(self, p, phase, settings)
 
     def _train_phase(self, p, phase, settings):
-        for i, layer in enumerate(self.network.encoders):
-            layer.trainable = i in phase.trainable
+        self._set_trainable(phase)
         if self.position.stopped or self.position.epoch + 1 >= phase.epochs:
             return
         run = PhaseRun(self, p, phase, settings)

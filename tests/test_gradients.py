@@ -124,3 +124,28 @@ def test_gradient_check_detects_a_wrong_gradient():
     X, T = _inputs(rng)
     errors = check_gradients(broken, net, X, T)
     assert errors["decoder.b"] > 0.5 and errors["decoder.W"] < TOL
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_workspace_of_a_pass_is_in_the_networks_dtype(backend, dtype):
+    """Gradients, deltas and activations are held in the network's dtype: a float64 buffer
+    in a float32 run would change its round-off and double that buffer's memory."""
+    from medalpy.backprop import Pass
+    from medalpy.optim import SGD
+
+    rng = np.random.default_rng(0)
+    net = Network(7, dtype=dtype)
+    net.add_encoder(5, rng)
+    net.add_encoder(4, rng)
+    net.attach_decoder(rng)
+    k = get_backend(backend)
+    p = Pass(k, net.path(), 6, net.head, dtype)
+    X, T = (a.astype(dtype) for a in _inputs(rng, n=6))
+    p.backward(X, T)
+    p.train_step(X, T, SGD(0.1))
+    buffers = [*p.deltas.values(), *p.bias_grads.values(),
+               *(dW for _, _, dW, _ in p.named_gradients()),
+               *p._shared_weight_grads_views().values()]
+    assert len(buffers) == 3 + 3 + 3 + 3
+    assert {np.asarray(b).dtype for b in buffers} == {np.dtype(dtype)}

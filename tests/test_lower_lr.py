@@ -62,14 +62,14 @@ def test_every_member_spends_what_gradual_spends():
 
 def test_the_multiplier_at_known_example_counts():
     N, T = 200, 600
-    assert LowerLR.parse("linear").multiplier(300, T, N) == 0.5
-    assert LowerLR.parse("cosine").multiplier(150, T, N) == pytest.approx(
+    assert LowerLR.parse("linear").multiplier(300, T, N, 1, 1) == 0.5
+    assert LowerLR.parse("cosine").multiplier(150, T, N, 1, 1) == pytest.approx(
         (1 + math.cos(math.pi / 4)) / 2)
-    assert LowerLR.parse("exp:2").multiplier(400, T, N) == 0.5
-    assert LowerLR.parse("invtime:0.5").multiplier(100, T, N) == 0.5
-    assert LowerLR.parse("const:0.25").multiplier(599, T, N) == 0.25
+    assert LowerLR.parse("exp:2").multiplier(400, T, N, 1, 1) == 0.5
+    assert LowerLR.parse("invtime:0.5").multiplier(100, T, N, 1, 1) == 0.5
+    assert LowerLR.parse("const:0.25").multiplier(599, T, N, 1, 1) == 0.25
     # the mean over a phase: linear's is (1 + 1/n_batches) / 2 for one epoch of n batches
-    assert LowerLR.parse("linear").mean(200, 20, 1) == pytest.approx((1 + 1 / 10) / 2)
+    assert LowerLR.parse("linear").mean(200, 20, 1, 1) == pytest.approx((1 + 1 / 10) / 2)
 
 
 def test_the_depth_schedules_at_known_example_counts():
@@ -87,9 +87,28 @@ def test_the_depth_schedules_at_known_example_counts():
     assert freeze.multiplier(225, T, N, 1, 2) == pytest.approx(0.5)
     assert freeze.multiplier(449, T, N, 1, 2) > 0 and freeze.multiplier(450, T, N, 1, 2) == 0
     # One lower layer: freezeout:1 is cosine; the mean covers every lower layer.
-    assert LowerLR.parse("freezeout:1").multiplier(150, T, N) == \
-        LowerLR.parse("cosine").multiplier(150, T, N)
+    assert LowerLR.parse("freezeout:1").multiplier(150, T, N, 1, 1) == \
+        LowerLR.parse("cosine").multiplier(150, T, N, 1, 1)
     assert disc.mean(200, 20, 1, lower=2) == pytest.approx((2.5 ** -1 + 2.5 ** -2) / 2)
+    # a layer stays frozen once its cosine has reached 0 (it does not rise again)
+    assert [freeze.multiplier(t, T, N, 1, 2) for t in (500, 599)] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("spec, lower", [("linear", 1), ("freezeout:0.5", 2), ("exp:0.5", 1)])
+def test_the_mean_multiplier_weighs_each_example_by_its_minibatch_m(spec, lower):
+    """Per example: the m of the minibatch it is presented in, over 2 epochs of N = 210
+    examples in batches of 20 (the last one short), averaged over the lower layers."""
+    N, B, epochs, sched = 210, 20, 2, LowerLR.parse(spec)
+    T = N * epochs
+    per_example = [sched.multiplier(e * N + B * (i // B), T, N, d, lower)
+                   for d in range(1, lower + 1) for e in range(epochs) for i in range(N)]
+    assert sched.mean(N, B, epochs, lower) == pytest.approx(np.mean(per_example), rel=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["const:0", "const:1", "disc:1", "freezeout:1", "exp:1e-3",
+                                  "invtime:2.5", "linear", "cosine"])
+def test_specs_at_the_edges_of_their_ranges_are_accepted(spec):
+    assert LowerLR.parse(spec).kind == spec.partition(":")[0]
 
 
 def test_disc_in_a_two_layer_network_is_the_constant_one_over_f_bit_for_bit():
@@ -151,7 +170,7 @@ def test_a_scaled_layer_takes_exactly_the_scaled_step():
 
 @pytest.mark.parametrize("spec", ["const:1.5", "const:-0.1", "exp:0", "invtime:-2", "linear:3",
                                   "const", "sideways", "exp:nan", "disc:0.5", "freezeout:0",
-                                  "freezeout:1.5", "disc"])
+                                  "freezeout:1.5", "disc", "const:abc"])
 def test_malformed_specs_are_refused(spec):
     with pytest.raises(ConfigError, match="lower_lr must be"):
         make_config({"lower_lr": spec})

@@ -77,3 +77,26 @@ def test_freeze_flips_only_the_flag():
     assert not net.encoders[0].trainable and net.encoders[0].W is W
     net.unfreeze(0)
     assert net.encoders[0].trainable
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_encode_gives_every_rows_clean_code_in_the_weights_dtype(backend, dtype):
+    """``backprop.encode`` in batches of 7 over 30 rows (a short last batch) equals the
+    sigmoid chain in plain float64 NumPy, and is computed in the encoders' dtype."""
+    from medalpy.backprop import encode
+    from medalpy.kernels import get_backend
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(30, 12)).astype(np.uint8)
+    net = Network(12, dtype=dtype)
+    net.add_encoder(9, rng)
+    net.add_encoder(5, rng)
+    for layer in net.encoders:
+        layer.W[...] = rng.normal(0, 0.5, layer.W.shape)
+    codes = encode(get_backend(backend), net.encoders, X, batch_size=7)
+    A = X / 255.0
+    for layer in net.encoders:
+        A = 1.0 / (1.0 + np.exp(-(A @ layer.W.astype(np.float64) + layer.b)))
+    assert codes.dtype == dtype and codes.shape == (30, 5)
+    np.testing.assert_allclose(codes, A, rtol=1e-5 if dtype == np.float32 else 1e-12)

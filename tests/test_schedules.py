@@ -104,3 +104,16 @@ def test_the_ablation_under_equal_epochs_gets_gradual_epochs_not_its_updates():
         assert [p.trainable for p in epochs] == [p.trainable for p in updates]
     with pytest.raises(ConfigError, match="ablation budget"):
         build_schedule("frozen_lower", 2, 4, 6, ablation_budget="steps")
+
+
+def test_the_schedule_a_result_records_is_every_field_as_json():
+    """``metrics.json`` records the schedule as ``Phase.to_dict``: the fields, the trainable
+    layers as a list, the budget units, and ``lower_lr`` only where a phase has one."""
+    phases, _ = build_schedule("gradual", 2, 3, 2, lower_lr="linear")
+    common = {"input_level": 0, "decoder": "new", "keep_decoder": False, "then_mirror": False,
+              "counted": True}
+    assert [p.to_dict() for p in phases] == [
+        {"name": "1:layer", "kind": "layer1", "depth": 1, "epochs": 3, "trainable": [0],
+         "units": 3, **common},
+        {"name": "2:gradual", "kind": "gradual", "depth": 2, "epochs": 2, "trainable": [0, 1],
+         "units": 4, "lower_lr": "linear", **common}]

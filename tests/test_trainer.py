@@ -1,5 +1,7 @@
 """Schedule invariants observed on real training runs, best-parameter restore, early stop."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -322,6 +324,11 @@ def test_initial_arrays_start_the_first_phase_only():
     with pytest.raises(ConfigError, match=r"initial encoder.0.W is \(24, 5\)"):
         Trainer(get_backend("numpy"), Network(24, "float64"), phases, Hyper(), X[:200],
                 X[200:], [16, 12], 0, initial=wrong).run()
+    half = {k: v for k, v in initial.items() if k != "encoder.0.b"}
+    with pytest.raises(ConfigError, match=r"initial arrays: encoder.0.W is given but not "
+                                          r"encoder.0.b"):
+        Trainer(get_backend("numpy"), Network(24, "float64"), phases, Hyper(), X[:200],
+                X[200:], [16, 12], 0, initial=half).run()
 
 
 def test_init_from_a_model_file(tmp_path):
@@ -342,3 +349,41 @@ def test_init_from_a_model_file(tmp_path):
         assert np.array_equal(snaps.phase_start["1:layer"][name], array), name
     with pytest.raises(ConfigError, match="init_from: no such model file"):
         make_config({"init_from": str(tmp_path / "absent.h5")})
+
+
+class StopAfter:
+    """Keeps a deep copy of the trainer's state and network at the end of one epoch."""
+
+    def __init__(self, phase, epoch):
+        self.at, self.saved = (phase, epoch), None
+
+    def on_epoch_end(self, trainer, record):
+        if (record["phase"], record["epoch"]) == self.at:
+            self.saved = copy.deepcopy((trainer.state(), trainer.network))
+
+
+@pytest.mark.parametrize("method", ["gradual", "stacked"])
+def test_a_run_restored_mid_phase_ends_bit_identical_to_one_never_stopped(method):
+    """What a checkpoint holds is enough: the position, the best parameters and the
+    momentum velocities (a restored run without them would take other steps)."""
+    X, hyper = _data(), Hyper(lr=0.05, momentum=0.9)
+    phases, _ = build_schedule(method, 2, 3, 2)
+
+    def trainer(net, callbacks=()):
+        return Trainer(get_backend("cpu"), net, phases, hyper, X[:200], X[200:], [16, 12],
+                       seed=3, callbacks=list(callbacks))
+
+    stop = StopAfter(phases[1].name, 1)
+    whole = trainer(Network(X.shape[1]), [stop])
+    whole.run()
+    state, net = stop.saved
+    assert state["velocity"] and any(np.any(v != 0) for v in state["velocity"].values())
+    resumed = trainer(net)
+    resumed.restore(state)
+    resumed.run()
+    final, again = whole.network.parameters(), resumed.network.parameters()
+    assert final.keys() == again.keys()
+    assert all(np.array_equal(final[k], again[k]) for k in final)
+    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in t.history]
+               for t in (whole, resumed)]
+    assert untimed[0] == untimed[1]
