@@ -10,7 +10,7 @@ import pytest
 
 from medalpy import config
 from medalpy.errors import ConfigError
-from medalpy.evaluation import (TEST_NOISE_SEED, mean_image_relative_ce,
+from medalpy.evaluation import (TEST_NOISE_SEED, mean_image_relative_ce, reconstruct,
                                 reconstruction_metrics)
 from medalpy.kernels import get_backend
 from medalpy.kernels.reference import keep_mask
@@ -52,6 +52,12 @@ def _network(head):
     return net
 
 
+def _forward(net, A):
+    for _, layer in net.path(0):
+        A = 1.0 / (1.0 + np.exp(-(A @ layer.W + layer.b)))
+    return A
+
+
 def _plain_numpy(net, X, rate, seed=TEST_NOISE_SEED):
     """(relative CE, clean relative CE, CE, clean CE, entropy), means per image, float64."""
     T = X.astype(np.float64) / 255.0
@@ -59,9 +65,7 @@ def _plain_numpy(net, X, rate, seed=TEST_NOISE_SEED):
     noisy = T * keep_mask(seed, 0, rows, D, rate) if rate else T
 
     def ce_of(inp):
-        A = inp
-        for _, layer in net.path(0):
-            A = 1.0 / (1.0 + np.exp(-(A @ layer.W + layer.b)))
+        A = _forward(net, inp)
         return -(T * np.log(A) + (1 - T) * np.log(1 - A)).sum(axis=1).mean()
 
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -101,6 +105,19 @@ def test_the_corrupted_test_set_is_drawn_from_the_given_seed_and_level():
     assert clean["relative_ce"] == pytest.approx(clean["relative_ce_clean"], rel=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_reconstruct_shows_the_metrics_corrupted_inputs_and_outputs(backend):
+    """What ``medalpy show`` draws: the rows' inputs corrupted as the metric corrupts them
+    (same seed, level and epoch 0) and the network's reconstructions of them."""
+    net, X, rows = _network("mirror"), _images(7), np.array([4, 0, 17])
+    corrupted, output = reconstruct(get_backend(backend), net, X, rows, 0.25)
+    T = X[rows] / 255.0
+    want = T * keep_mask(TEST_NOISE_SEED, 0, rows, D, 0.25)
+    np.testing.assert_allclose(corrupted, want, rtol=1e-15)
+    np.testing.assert_allclose(output, _forward(net, want), rtol=1e-12)
+    assert np.any(corrupted != T)
+
+
 def test_a_network_that_does_not_reconstruct_its_input_is_refused():
     rng = np.random.default_rng(0)
     numpy, X = get_backend("numpy"), _images(0)
@@ -114,6 +131,8 @@ def test_a_network_that_does_not_reconstruct_its_input_is_refused():
     for net in (to_level_1, classifier):
         with pytest.raises(ConfigError, match="no decoder back to the input"):
             reconstruction_metrics(numpy, net, X, 0.25)
+        with pytest.raises(ConfigError, match="no decoder back to the input"):
+            reconstruct(numpy, net, X, [0], 0.25)
     with pytest.raises(ConfigError, match=f"takes {D} inputs, the data has {D - 1}"):
         reconstruction_metrics(numpy, _network("decoder"), X[:, 1:], 0.25)
 
