@@ -387,3 +387,40 @@ def test_a_run_restored_mid_phase_ends_bit_identical_to_one_never_stopped(method
     untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in t.history]
                for t in (whole, resumed)]
     assert untimed[0] == untimed[1]
+    # the phases' summaries too: the start's score, the best kept, the budget rule
+    assert len(whole.phase_log) == 2 and whole.phase_log == resumed.phase_log
+
+
+def test_a_trainer_that_has_not_run_has_no_velocity_to_save():
+    X = _data()
+    phases, _ = build_schedule("gradual", 2, 1, 1)
+    trainer = Trainer(get_backend("cpu"), Network(X.shape[1]), phases, Hyper(), X[:200],
+                      X[200:], [16, 12], seed=3)
+    assert trainer.state()["velocity"] == {} and trainer.state()["units_spent"] == 0
+
+
+@pytest.mark.parametrize("method", ["gradual", "stacked"])
+def test_a_run_started_at_phase_2_from_phase_1s_result_is_the_whole_run(method):
+    """What the experiments do with a shared layer-1 cell: ``start_at(1)`` on a network
+    holding phase 1's result ends bit-identical to the run that did both, with the budget of
+    phase 1 counted."""
+    X = _data()
+    phases, _ = build_schedule(method, 2, 2, 2)
+
+    def trainer(net, ph):
+        return Trainer(get_backend("cpu"), net, ph, Hyper(lr=0.05), X[:200], X[200:], [16, 12],
+                       seed=3)
+
+    whole = trainer(Network(X.shape[1]), phases)
+    whole.run()
+    first = trainer(Network(X.shape[1]), phases[:1])
+    first.run()
+    rest = trainer(first.network, phases)
+    rest.start_at(1)
+    assert rest.units_spent == phases[0].units
+    rest.run()
+    final, again = whole.network.parameters(), rest.network.parameters()
+    assert final.keys() == again.keys()
+    assert all(np.array_equal(final[k], again[k]) for k in final)
+    assert rest.units_spent == whole.units_spent
+    assert [r["phase"] for r in rest.history] == [phases[1].name] * phases[1].epochs
