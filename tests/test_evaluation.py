@@ -5,6 +5,8 @@ against an independent computation, over several evaluation batches with a short
 for uint8 and float inputs, with and without noise.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -129,9 +131,9 @@ def test_a_network_that_does_not_reconstruct_its_input_is_refused():
     classifier.add_encoder(12, rng)
     classifier.attach_classifier(10, rng)
     for net in (to_level_1, classifier):
-        with pytest.raises(ConfigError, match="no decoder back to the input"):
+        with pytest.raises(ConfigError, match="^the network has no decoder back to the input to evaluate$"):
             reconstruction_metrics(numpy, net, X, 0.25)
-        with pytest.raises(ConfigError, match="no decoder back to the input"):
+        with pytest.raises(ConfigError, match="^the network has no decoder back to the input to evaluate$"):
             reconstruct(numpy, net, X, [0], 0.25)
     with pytest.raises(ConfigError, match=f"takes {D} inputs, the data has {D - 1}"):
         reconstruction_metrics(numpy, _network("decoder"), X[:, 1:], 0.25)
@@ -173,5 +175,7 @@ def test_the_baseline_is_the_best_constant_prediction():
                                   (0.2, -(0.2 * np.log(0.2) + 0.8 * np.log(0.8)))])
 def test_entropy_of_a_pixel(t, h):
     T = np.array([[t, t, 0.0], [1.0, 0.0, t]])
-    assert entropy(T) == pytest.approx([2 * h, h], abs=1e-15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 log 0 is 0, quietly
+        assert entropy(T) == pytest.approx([2 * h, h], abs=1e-15)
     assert entropy(T).dtype == np.float64 and entropy(T.astype(np.float32)).dtype == np.float64

@@ -2,6 +2,7 @@
 in gradual phases (``lower_lr``)."""
 
 import math
+import re
 import subprocess
 import sys
 
@@ -172,7 +173,10 @@ def test_a_scaled_layer_takes_exactly_the_scaled_step():
                                   "const", "sideways", "exp:nan", "disc:0.5", "freezeout:0",
                                   "freezeout:1.5", "disc", "const:abc"])
 def test_malformed_specs_are_refused(spec):
-    with pytest.raises(ConfigError, match="lower_lr must be"):
+    usage = (r"^lower_lr must be const:C \(C in \[0, 1\]\), linear, cosine, exp:H or "
+             r"invtime:TAU \(H, TAU in epochs, positive\), disc:F \(F >= 1\) or freezeout:T0 "
+             r"\(T0 in \(0, 1\]\), got ")
+    with pytest.raises(ConfigError, match=usage + re.escape(repr(spec)) + "$"):
         make_config({"lower_lr": spec})
 
 

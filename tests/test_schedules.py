@@ -3,7 +3,7 @@
 import pytest
 
 from medalpy.errors import ConfigError
-from medalpy.schedules import Phase, budget_units, build_schedule
+from medalpy.schedules import Phase, budget_units, build_schedule, classifier_schedule
 
 LAYER1 = Phase("1:layer", "layer1", 1, 50, (0,), 0, "new")
 LAYER1_KEPT = Phase("1:layer", "layer1", 1, 50, (0,), 0, "new", keep_decoder=True)
@@ -117,3 +117,9 @@ def test_the_schedule_a_result_records_is_every_field_as_json():
          "units": 3, **common},
         {"name": "2:gradual", "kind": "gradual", "depth": 2, "epochs": 2, "trainable": [0, 1],
          "units": 4, "lower_lr": "linear", **common}]
+
+
+def test_the_classifier_schedule_trains_every_layer_from_the_input_outside_the_budget():
+    assert classifier_schedule(2, 30) == [
+        Phase("classify", "supervised", 2, 30, (0, 1), 0, "classifier", counted=False)]
+    assert budget_units(classifier_schedule(2, 30)) == 0

@@ -87,3 +87,27 @@ def test_classify_bad_input(tmp_path, pretrained):
                                            "--out", str(out)])
         assert result.exit_code == 2 and message in result.output, (bad, result.output)
         assert not out.exists(), bad
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_classification_error_is_the_fraction_of_wrong_arg_maxes(backend):
+    """Over 4 batches of 16 and a short last one (70 rows), against the plain NumPy softmax
+    classifier on the clean inputs."""
+    from medalpy.backprop import Pass
+    from medalpy.network import Network
+    from medalpy.trainer import classification_error
+
+    rng = np.random.default_rng(4)
+    X, y = _blobs(4, 70, classes=4)
+    net = Network(20, dtype=np.float64)
+    net.add_encoder(12, rng)
+    net.attach_classifier(4, rng)
+    for layer in net.layers().values():
+        layer.W[...] = rng.normal(0, 1.0, layer.W.shape)
+    k = get_backend(backend)
+    error = classification_error(k, Pass(k, net.path(0), 16, net.head, net.dtype, train=False),
+                                 X, y, net.dtype)
+    H = 1.0 / (1.0 + np.exp(-(X / 255.0 @ net.encoders[0].W + net.encoders[0].b)))
+    predicted = np.argmax(H @ net.classifier.W + net.classifier.b, axis=1)
+    assert 0.2 < error < 0.95  # neither trivial nor perfect, so every row counts
+    assert error == np.count_nonzero(predicted != y) / 70
