@@ -27,7 +27,13 @@ float32) at batch 20, interleaved, and reports the median milliseconds per call:
    (``Pass.backward`` + ``SGD.update``, ``np.matmul`` on OpenBLAS's 2 threads; its norms
    by ``product_sq_norm`` too).
 
-    python benchmarks/cpu_choices.py [--json PATH] [--repeat 7]
+Every lane runs every product here: the lanes' governor (which moves a product to one lane
+while another process slows a lane, ``medalpy bench --contention``) is off. Interleaved with
+rounds on OpenBLAS's own threads, whose threads still spin when a round on lanes begins, it
+took the lanes' first calls for contention and kept the step on one lane for the rest of the
+run (the step row read 6.24 against 5.82 ms that way; ``--governor`` keeps it on).
+
+    python benchmarks/cpu_choices.py [--json PATH] [--repeat 7] [--governor]
 
 The machine is shared and noisy: compare the columns of one run.
 """
@@ -220,7 +226,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", default="benchmarks/results/cpu_choices.json")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--governor", action="store_true",
+                        help="keep the lanes' governor on (see the module docstring)")
     args = parser.parse_args(argv)
+    cpu_lanes.GOVERNOR.enabled = args.governor
     rng = np.random.default_rng(0)
     rows = {
         "products": timed({"lanes": (lanes_without_dots, products(rng)),
