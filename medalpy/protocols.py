@@ -39,7 +39,7 @@ class Protocol:
 
 
 PROTOCOLS = {
-    "mnist": Protocol("mnist", 0.15, (1000, 1000), 50, 80, 80, 10),
+    "mnist": Protocol("mnist", 0.15, (1000, 1000), 50, 80, 80, 10, preset="paper-mnist"),
     "cifar10": Protocol("cifar10", 0.10, (1500, 1500), 25, 70, 70, 5),
     "cifar100": Protocol("cifar100", 0.10, (2500, 2500), 35, 70, 70, 5),
 }

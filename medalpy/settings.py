@@ -116,7 +116,9 @@ TRAIN = (
     _s("scale", "str", "quick", "quick: seconds on the bundled sample; medium: the paper's "
        "network, a fifth of its epochs; paper: the dataset's protocol (network, epochs, full "
        "tuning).", choices="medalpy.run:SCALES"),
-    _s("preset", "str", "medal", "Optimiser settings: medal (MEDAL's defaults).",
+    _s("preset", "str", "medal", "Optimiser settings: medal (MEDAL's defaults) or "
+       "paper-mnist (lr 0.01, batch 10, momentum 0.9, decay 1e-5, no normGrad: searched on "
+       "full MNIST, docs/search.md; --scale paper's default for MNIST).",
        choices="medalpy.run:PRESETS"),
     _s("layers", "ints", None, "Units per hidden layer, e.g. 1000,1000 (default: the scale's).",
        (_at_least_1, "positive")),

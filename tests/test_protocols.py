@@ -78,3 +78,15 @@ def test_the_paper_scale_takes_the_protocols_searched_preset(monkeypatch):
     assert base_params("mnist", "paper")["lr"] == 0.01
     assert base_params("mnist", "paper")["preset"] == "searched"
     assert base_params("mnist", "medium")["preset"] == "medal"
+
+
+def test_mnist_at_the_paper_scale_takes_the_searched_preset():
+    """The search's winner (docs/search.md) is MNIST's paper preset; CIFAR has none yet."""
+    from medalpy import run
+
+    cfg = make_config({"dataset": "mnist", "scale": "paper"})
+    assert cfg.preset == "paper-mnist"
+    assert (cfg.lr, cfg.batch_size, cfg.momentum, cfg.weight_decay,
+            cfg.normalise_gradients) == (0.01, 10, 0.9, 1e-5, False)
+    assert run.PRESETS["paper-mnist"]["init"] == run.PRESETS["medal"]["init"]
+    assert make_config({"dataset": "cifar10", "scale": "paper"}).preset == "medal"
