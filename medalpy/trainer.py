@@ -197,8 +197,8 @@ class Trainer:
         self.position = state["position"]
         self.units_spent = state["units_spent"]
         self.history = list(state["history"])
-        self.phase_log = list(state.get("phase_log", []))
-        self.start_val = state.get("start_val")
+        self.phase_log = list(state["phase_log"])
+        self.start_val = state["start_val"]
         self.best = state["best"]
         self.optimiser = self._new_optimiser(
             self.hyper.for_phase(self.phases[self.position.phase]),

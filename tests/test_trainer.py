@@ -255,6 +255,8 @@ def test_noise_enters_where_the_phase_says_at_its_rate(method, p, level):
                                                                       batch_size=400),
                       X, X[:50], [20, 10], seed=4)
     run = trainer.prepare(p)
+    assert (trainer.position.phase, trainer.position.epoch) == (p, -1)  # as run() starts it
+    assert trainer.units_spent == sum(phase.units for phase in phases[:p])
     assert phases[p].input_level == level and run.source.shape[1] == (30 if level == 0 else 20)
     assert np.all(np.asarray(run.source) > 0)  # images without zeros; codes of a sigmoid
     run.step(np.arange(400), 0, trainer.optimiser)
