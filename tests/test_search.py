@@ -278,12 +278,13 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(tmp_path,
 
     args = ["search", "mnist-sample", "--units", "64", "--lr", "0.1,0.05,0.01",
             "--batch-size", "20", "--momentum", "0.9", "--weight-decay", "1e-3",
-            "--folds", "3", "--subset", "2000", "--epochs-layer1", "10", "--budget", "6",
+            "--folds", "3", "--subset", "2000", "--epochs-layer1", "4", "--budget", "3",
             "--out", str(tmp_path / "s")]
-    # Trials long enough (about a second each) that the interrupt lands before the last one
-    # finishes even on a loaded machine.
+    # Ctrl-C as in a terminal: a suite started in the background by a shell without job
+    # control inherits SIGINT ignored, and so would the search (which then never stops).
     proc = subprocess.Popen([sys.executable, "-m", "medalpy", *args, "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not _cells(tmp_path / "s") and time.monotonic() < deadline:
         time.sleep(0.05)
