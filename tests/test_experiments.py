@@ -348,6 +348,14 @@ def test_classifier_settings_may_change_only_before_any_classifier_ran(tmp_path)
     spec = json.loads((tmp_path / "f" / "experiment.json").read_text())
     assert spec["classifier"]["lr"] == 0.05 and spec["sizes"] == [100]
     assert record["cells"]["split0/classify-gradual-n100"]["params"]["classifier"]["lr"] == 0.05
+
+
+def test_resuming_with_the_same_settings_reports_no_change(tmp_path):
+    run_experiment("reproduce", "mnist-sample", tmp_path, scale="smoke", splits=1, sizes=[])
+    notes = []
+    run_experiment("reproduce", "mnist-sample", tmp_path, scale="smoke", splits=1, sizes=[],
+                   echo=notes.append)
+    assert not any("changed" in n for n in notes), notes
     run_experiment("trainsize", "mnist-sample", tmp_path / "t", scale="smoke", splits=1)
     with pytest.raises(Exception, match="holds a different experiment"):
         run_experiment("trainsize", "mnist-sample", tmp_path / "t", scale="smoke", splits=1,
