@@ -147,6 +147,31 @@ def test_cells_run_one_at_a_time_here_each_recorded_before_the_next_starts(tmp_p
     assert [results[f"c{i}"]["recorded_before"] for i in range(3)] == [0, 1, 2]
 
 
+def test_the_runner_lets_go_of_a_cell_once_it_is_recorded(tmp_path):
+    """A finished future still referenced makes a Dask cluster keep the cell's result, and
+    compute the cell again (for nothing: it is on disk) when the worker holding it is lost.
+    So no finished future may still be alive while the runner waits for the next."""
+    import weakref
+
+    from medalpy.cluster import Here
+
+    class Watched(Here):
+        def __init__(self):
+            self.finished, self.alive_while_waiting = [], []
+
+        def wait_any(self, futures):
+            self.alive_while_waiting += [ref for ref in self.finished if ref() is not None]
+            done = super().wait_any(futures)
+            self.finished += [weakref.ref(future) for future in done]
+            return done
+
+    executor = Watched()
+    cells = [Cell(f"c{i}", "tests.test_experiments.count_recorded", {}) for i in range(3)]
+    results = run_cells(cells, tmp_path, executor=executor)
+    assert all(r["status"] == "done" for r in results.values())
+    assert len(executor.finished) == 3 and executor.alive_while_waiting == []
+
+
 def count_recorded(params, work, out_dir):
     """A cell step: how many cells had been recorded when this one started."""
     return {"recorded_before": len(list((Path(out_dir) / "cells").glob("*.json")))}

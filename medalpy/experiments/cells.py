@@ -84,6 +84,27 @@ def execute(step, params, key, out_dir):
             "seconds": time.perf_counter() - t0}
 
 
+def _finished(executor, pending, by_key):
+    """Wait for at least one of the ``pending`` futures (future -> key) and return the results
+    of those that finished, removing them from ``pending``.
+
+    No reference to a finished future outlives this call: a Dask cluster keeps the result of
+    a future someone still holds, and computes it again when the worker that held it is lost
+    (a cell already on disk, run a second time for nothing).
+    """
+    results = []
+    for future in executor.wait_any(list(pending)):
+        key = pending.pop(future)
+        try:
+            results.append(future.result())
+        except Exception as exc:  # the worker died or the task was lost
+            cell = by_key[key]
+            results.append({"key": key, "step": cell.step, "params": cell.params,
+                            "status": "error", "error": f"{type(exc).__name__}: {exc}",
+                            "seconds": 0.0})
+    return results
+
+
 def run_cells(cells, out_dir, executor=None, echo=None):
     """Run every cell not finished yet, in dependency order; returns ``{key: result}``.
 
@@ -143,15 +164,7 @@ def run_cells(cells, out_dir, executor=None, echo=None):
 
     submit_ready()
     while pending:
-        for future in executor.wait_any(list(pending)):
-            key = pending.pop(future)
-            try:
-                result = future.result()
-            except Exception as exc:  # the worker died or the task was lost
-                cell = by_key[key]
-                result = {"key": key, "step": cell.step, "params": cell.params,
-                          "status": "error", "error": f"{type(exc).__name__}: {exc}",
-                          "seconds": 0.0}
+        for result in _finished(executor, pending, by_key):
             record(result)
         submit_ready()
     for cell in cells:  # needs that name no cell of the list: nothing could run them
