@@ -328,6 +328,10 @@ def test_the_classifier_settings_search_on_given_encoders(tmp_path, client):
     best = read_toml_table(tmp_path / "search" / "best.toml")
     assert best["lr"] == 0.1 and best["epochs"] == 20
     check_classifier_settings(best)
+    report = (tmp_path / "search" / "trials.md").read_text()
+    assert f"a classifier on the encoders of {model}" in report  # not a pretraining schedule
+    assert "| rung | pool | folds | classifier epochs |\n" in report  # only the epochs it trains
+    assert "| 0 | 900 | 2 | 20 |\n" in report
     with pytest.raises(ConfigError, match="encoders"):
         SearchSpec(**{**TINY, "encoders": str(model)})  # encoders without the objective
 

@@ -39,6 +39,7 @@ from medalpy.search.spec import (
     SearchSpec,
     config_id,
     configurations,
+    epochs_used,
     read_grid,
     rung_epochs,
     rung_settings,
@@ -46,5 +47,5 @@ from medalpy.search.spec import (
 
 __all__ = ["OBJECTIVES", "PAPER_GRID", "PLAN_KEYS", "SPACE", "STEP", "SearchSpec",
            "best_config", "config_id", "configurations", "markdown", "rank_agreement",
-           "read_grid", "rung_epochs", "rung_settings", "run_search", "summarise",
+           "epochs_used", "read_grid", "rung_epochs", "rung_settings", "run_search", "summarise",
            "survivors", "trial_cells", "write_outputs"]

@@ -5,7 +5,7 @@ import io
 import json
 import math
 
-from medalpy.search.spec import OBJECTIVES, SPACE, configurations, rung_settings
+from medalpy.search.spec import OBJECTIVES, SPACE, configurations, epochs_used, rung_settings
 
 # -- outputs -------------------------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ def write_outputs(out, spec, record):
         _atomic_text(best_path, toml_text(record["best_config"], (
             f"medalpy search: best of {len(configurations(spec))} configuration(s), "
             f"{spec.folds}-fold nested cross-validation on {spec.dataset} "
-            f"({'encoders of ' + spec.encoders if classifier else ', '.join(spec.methods)})",
+            f"({trained(spec)})",
             f"objective: {OBJECTIVES[spec.objective]}, mean +- sd over folds: "
             f"{best['mean']:.4f} +- {best['std']:.4f}",
             "the classifier's settings: medalpy classify --lr ... or experiment "
@@ -101,21 +101,30 @@ def _fmt(value, digits=4):
     return str(value)
 
 
+def trained(spec):
+    """What a trial trains, in words."""
+    if spec.objective == "classifier":
+        return f"a classifier on the encoders of {spec.encoders}"
+    mean = "; the mean over the schedules" if len(spec.methods) > 1 else ""
+    return ", ".join(spec.methods) + mean
+
+
 def markdown(spec, record):
     lines = [f"# medalpy search: {spec.dataset}, {spec.folds}-fold nested cross-validation",
              "",
-             f"Objective: {record['objective']} of the scoring fold ({', '.join(spec.methods)}"
-             f"{'; the mean over the schedules' if len(spec.methods) > 1 else ''}); lower is "
+             f"Objective: {record['objective']} of the scoring fold ({trained(spec)}); lower is "
              f"better; each trial kept its best parameters on another fold. Mean and sample "
              f"standard deviation over folds. Trials: {record['trials']} ({record['done']} "
              f"done, {record['error']} failed).", ""]
     if spec.eta is not None:
         lines += [f"Successive halving: {spec.rungs} rungs, the best 1/{spec.eta} go on.", ""]
-        lines += ["| rung | pool | folds | epochs layer 1 | budget |", "|---|---|---|---|---|"]
+        names = [name.replace("_", " ") for name in epochs_used(spec, 0)]
+        lines += ["| rung | pool | folds | " + " | ".join(names) + " |",
+                  "|---|---|---|" + "---|" * len(names)]
         for r in range(spec.rungs):
             rs = rung_settings(spec, r)
             lines.append(f"| {r} | {rs['subset'] or 'all'} | {rs['eval_folds']} | "
-                         f"{rs['epochs_layer1']} | {rs['budget']} |")
+                         + " | ".join(str(n) for n in epochs_used(spec, r).values()) + " |")
         lines.append("")
         for a in record.get("rank_agreement", ()):
             rho = "-" if a["spearman"] is None else f"{a['spearman']:.2f}"

@@ -14,6 +14,7 @@ from medalpy.search.spec import (
     SearchSpec,
     config_id,
     configurations,
+    epochs_used,
     rung_epochs,
     rung_settings,
 )
@@ -169,8 +170,9 @@ def _run_search(spec, out, executor, retry_errors, echo):
                 echo(f"retrying {n} trial(s) recorded with an error")
         r = rung_settings(spec, rung)
         echo(f"rung {rung + 1}/{n_rungs}: {len(configs)} configuration(s) x {r['eval_folds']} "
-             f"folds = {len(cells)} trials (pool {r['subset'] or 'all'}, epochs layer 1: "
-             f"{r['epochs_layer1']}, budget: {r['budget']})")
+             f"folds = {len(cells)} trials (pool {r['subset'] or 'all'}, " + ", ".join(
+                 f"{name.replace('_', ' ')}: {n}" for name, n in epochs_used(spec, rung).items())
+             + ")")
         results = run_cells(cells, out, executor=executor, echo=echo)
         trials += len(cells)
         for cell in cells:

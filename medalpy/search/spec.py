@@ -232,6 +232,18 @@ def rung_settings(spec, rung):
             "classifier_epochs": scaled(spec.classifier_epochs, 1)}
 
 
+#: The epochs each objective trains (a rung's other epochs are unused by its trials).
+EPOCHS_USED = {"pretrain": ("epochs_layer1", "budget"),
+               "classify": ("epochs_layer1", "budget", "classifier_epochs"),
+               "classifier": ("classifier_epochs",)}
+
+
+def epochs_used(spec, rung):
+    """``{name: epochs}`` of a rung, only those the search's objective trains."""
+    r = rung_settings(spec, rung)
+    return {name: r[name] for name in EPOCHS_USED[spec.objective]}
+
+
 def rung_epochs(spec, rung):
     """(epochs_layer1, budget, classifier_epochs) of a rung."""
     r = rung_settings(spec, rung)
