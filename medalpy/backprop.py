@@ -181,11 +181,12 @@ class Pass:
         Layer ``l``'s gradient and the delta passed below it are computed from the weights
         the forward pass used; only then does the optimiser change ``W_l`` and ``b_l``. The
         result equals :meth:`backward` followed by an update of every layer (the tests check
-        this). For batches of up to ``config.GRAM_MAX_BATCH`` rows ``dW`` is not formed here
-        at all (with normGrad its norm comes from Gram matrices): the optimiser's
-        ``apply_product`` hands ``A_{l-1}`` and ``delta_l`` to the backend, which forms and
-        applies it block by block. Larger batches store ``dW`` in one buffer shared by every
-        layer, which was faster there with or without normGrad.
+        this). ``dW`` is not formed here at all: the optimiser's ``apply_product`` hands
+        ``A_{l-1}`` and ``delta_l`` to the backend, which forms and applies it block by
+        block, with normGrad's norm from the batch's Gram matrices. Only with normGrad and
+        more than ``config.GRAM_MAX_BATCH`` rows, where the Gram matrices cost more than
+        reading ``dW``, is ``dW`` stored (one buffer shared by every layer) for its norm
+        (docs/performance.md).
 
         Parameters
         ----------
@@ -203,7 +204,7 @@ class Pass:
         _, _, delta_out, backward = self._plan(n)
         loss = self.objective.loss_and_delta(k, Z, target, delta_out)
         normalise = optimiser.normalise_gradients
-        by_product = n <= config.GRAM_MAX_BATCH
+        by_product = n <= config.GRAM_MAX_BATCH or not normalise
         weight_grads = None if by_product else self._shared_weight_grads_views()
         for i, delta, below, down in backward:
             trainable = i in self.bias_grads

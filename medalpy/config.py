@@ -50,13 +50,13 @@ CUDA_STEP = os.environ.get("MEDALPY_CUDA_STEP", "graph")
 #: Rows per batch of the validation and test passes (memory, not results: the losses are
 #: sums over rows).
 EVAL_BATCH = 1000
-#: Largest batch for which a training step forms each weight gradient inside its update
-#: (sgd_update_product: dW never written to memory, which saves a full write and read of dW
-#: per layer), with normGrad's norm from the batch's Gram matrices (backprop's _sq_norm),
-#: whose cost grows as n (n + 1) / 2 (D_in + D_out) multiply-adds. Larger batches store dW
-#: and update from it: at batch 128 that was faster with normGrad (docs/performance.md,
-#: "Tried and dropped") and, in three of the four phases, without (bench_steps.json: the
-#: normGrad steps, which stored dW, beat the plain ones, which formed it in blocks).
+#: A training step forms each weight gradient inside its update (sgd_update_product: dW
+#: never written to memory, which saves a full write and read of dW per layer). With
+#: normGrad its norm then comes from the batch's Gram matrices (backprop's _sq_norm), whose
+#: cost grows as n (n + 1) / 2 (D_in + D_out) multiply-adds: above this many rows a step
+#: with normGrad stores dW and takes the norm from it, which was faster at batch 128
+#: (docs/performance.md, "Tried and dropped"). Without normGrad nothing needs dW, and
+#: forming it inside the update was the faster at batch 128 too (docs/performance.md).
 GRAM_MAX_BATCH = 32
 #: Narrowest output the cpu backend splits over lanes: a 10-class classifier's products are
 #: not worth a second thread.

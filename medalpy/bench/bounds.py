@@ -7,11 +7,10 @@ Bytes are those medalpy's cpu step must move, per trainable layer ``n_in -> n_ou
     weights   s n_in n_out x (1 forward read
                               + 1 read for the back-propagated error, above the lowest
                                 trainable layer
-                              + 4: the update reads and writes P and V once; up to
-                                config.GRAM_MAX_BATCH rows the weight gradient is formed
-                                in cache, never stored
-                              + 2 above that batch: the gradient written, then read by
-                                the update)
+                              + 4: the update reads and writes P and V once; the
+                                weight gradient is formed in cache, never stored
+                              + 2 with normGrad above config.GRAM_MAX_BATCH rows: the
+                                gradient written, then read by the update and its norm)
     biases    s n_out x the same count
     levels    s B n_out x 3 (written by the forward pass, read for the weight gradient
                              and for the error below)
@@ -30,12 +29,13 @@ import numpy as np
 from medalpy.bench.steps import PHASES, step_flops
 
 
-def step_bytes(phase, batch_size, itemsize=4):
+def step_bytes(phase, batch_size, itemsize=4, normalise_gradients=False):
     """Bytes one training step of ``phase`` moves to and from memory (the model above)."""
     from medalpy import config
 
     widths, lowest, kind, _ = PHASES[phase]
-    update = 4 if batch_size <= config.GRAM_MAX_BATCH else 6
+    stored = normalise_gradients and batch_size > config.GRAM_MAX_BATCH
+    update = 6 if stored else 4
     total = batch_size * widths[0] * ((1 if kind == "uint8" else itemsize) + itemsize)
     for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
         passes = 1 + (i > lowest) + (update if i >= lowest else 0)
