@@ -457,3 +457,15 @@ def test_a_tuning_cell_on_a_fresh_clone_recomputes_the_pretrained_network(tmp_pa
     assert cell["tuned_relative_ce"] == tuned["tuned_relative_ce"]
     assert {"cell": "split0/f1-tuned", "from": "split0/f1", "same_weights": True} in \
         again["summary"]["recomputed_weights"]
+
+
+def test_report_p_values_below_a_thousandth_and_a_reproduction_without_classifiers():
+    from medalpy.experiments.report import _fmt_p, markdown
+
+    assert [_fmt_p(None), _fmt_p(0.00027), _fmt_p(0.012)] == ["n/a", "< 0.001", "0.012"]
+    ms = {"mean": 1.0, "sd": 0.1, "n": 3}
+    row = {"f": 0.0, "relative_ce": ms, "relative_ce_clean": ms, "tuned_relative_ce": ms,
+           "vs_gradual": {"mean_diff": 0.0, "p_value": None, "n": 3},
+           "tuned_vs_gradual": {"mean_diff": 0.0, "p_value": None, "n": 3}}
+    text = markdown("reproduce", {"fsweep": {"rows": [row]}, "trainsize": {"rows": []}}, [])
+    assert "No classifiers yet" in text and "| training images |" not in text

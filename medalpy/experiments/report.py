@@ -50,7 +50,9 @@ def _fmt(ms, digits=3):
 
 
 def _fmt_p(p):
-    return "n/a" if p is None else f"{p:.3f}"
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def budget_rule(results):
@@ -209,7 +211,10 @@ def markdown(name, summary, header):
     if name == "reproduce":
         lines += ["## Reconstruction (fsweep)", ""] + _body("fsweep", summary["fsweep"])
         lines += ["", "## Classification (trainsize, from the f = 0 and f = 1 encoders)", ""]
-        lines += _body("trainsize", summary["trainsize"])
+        if summary["trainsize"]["rows"]:
+            lines += _body("trainsize", summary["trainsize"])
+        else:
+            lines.append("No classifiers yet (`--sizes none`).")
     else:
         lines += _body(name, summary)
     lines += _budget_rule_lines(summary.get("budget_rule", []))
