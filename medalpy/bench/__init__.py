@@ -55,17 +55,28 @@ def _run_block(step, n):
     return n / (time.perf_counter() - t0)
 
 
-def bench_cell(steps, repeats, seconds):
+#: How long each implementation runs before it is timed, in repetitions' lengths (12 x the
+#: default 0.25 s: 3 s): JIT compilation, caches, thread pools, and the cpu lanes' governor,
+#: which times each product shape on one lane and on all before it settles (after the
+#: bench's 2-thread GEMM peak, a 1 s warm-up left the gradual step at 180 steps/s where 3 s
+#: gave 255: docs/performance.md).
+WARMUP_REPETITIONS = 12
+
+
+def bench_cell(steps, repeats, seconds, warmup=None):
     """Interleaved repetitions over ``steps`` ({impl: closure}); returns {impl: [steps/s]}.
 
-    Each closure is warmed up (JIT compiled, caches and BLAS threads started), then the
-    number of steps per repetition is chosen so that one repetition lasts about ``seconds``.
+    Each closure is warmed up for about ``warmup`` seconds (default
+    ``WARMUP_REPETITIONS * seconds``), then the number of steps per repetition is chosen so
+    that one repetition lasts about ``seconds``.
     """
+    warmup = WARMUP_REPETITIONS * seconds if warmup is None else warmup
     counts = {}
     for name, step in steps.items():
         for _ in range(3):
             step()
         rate = _run_block(step, 3)
+        rate = _run_block(step, max(3, int(round(rate * warmup))))
         counts[name] = max(2, int(round(rate * seconds)))
     rates = {name: [] for name in steps}
     for _ in range(repeats):
