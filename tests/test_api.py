@@ -19,12 +19,16 @@ def test_every_public_name_resolves_to_what_it_says():
 
 
 def test_readme_examples_run_as_doctests(tmp_path, monkeypatch):
-    """README's ``pycon`` blocks, run in order in one namespace, output checked."""
+    """README's ``pycon`` blocks, then docs/python.md's (the scikit-learn example, which
+    continues README's), run in order in one namespace, output checked."""
     import doctest
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    root = Path(__file__).resolve().parent.parent
+    readme, sklearn = ((root / name).read_text() for name in ("README.md", "docs/python.md"))
     blocks = re.findall(r"```pycon\n(.*?)```", readme, flags=re.S)
-    assert len(blocks) >= 2, "README's Python examples are gone"
+    more = re.findall(r"```pycon\n(.*?)```", sklearn, flags=re.S)
+    assert len(blocks) >= 1 and len(more) >= 1, "the Python examples are gone"
+    blocks += more
     monkeypatch.chdir(tmp_path)
     test = doctest.DocTestParser().get_doctest("\n".join(blocks), {}, "README.md",
                                                 "README.md", 0)
