@@ -1,5 +1,4 @@
-"""benchmarks/step_profile.py: every backend call of the bench's step is timed, and the
-kernels' times and what is left ("python") add up to the step."""
+"""benchmarks/step_profile.py: every backend call of the bench's step is timed."""
 
 import sys
 from pathlib import Path
@@ -16,6 +15,5 @@ def test_the_profile_splits_the_step_among_its_kernels():
     # The step's products and its fused gradient + update (no normGrad) are all there.
     assert {"matmul", "sgd_update_product", "add_bias_sigmoid"} <= set(kernels)
     assert "matmul_tn" not in kernels  # the weight gradient is never stored
-    assert sum(kernels.values()) == pytest.approx(row["step_ms"], rel=1e-9)
     assert all(ms > 0 for name, ms in kernels.items() if name != "python")
     assert "| layer1 | 10 |" in step_profile.table([row])

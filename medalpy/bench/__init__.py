@@ -57,9 +57,8 @@ def _run_block(step, n):
 
 #: How long each implementation runs before it is timed, in repetitions' lengths (12 x the
 #: default 0.25 s: 3 s): JIT compilation, caches, thread pools, and the cpu lanes' governor,
-#: which times each product shape on one lane and on all before it settles (after the
-#: bench's 2-thread GEMM peak, a 1 s warm-up left the gradual step at 180 steps/s where 3 s
-#: gave 255: docs/performance.md).
+#: which times each product shape on one lane and on all before it settles (a 1 s warm-up
+#: was too short after the bench's 2-thread GEMM peak: docs/performance.md).
 WARMUP_REPETITIONS = 12
 
 

@@ -91,9 +91,7 @@ def _run(name, out, ds, params, sizes, spec, splits, fractions, executor, echo):
         # The classifiers' settings and sizes may still change while no classifier has
         # finished (the settings are chosen on the experiment's own pretrained encoders:
         # docs/reproduction.md).
-        if not differ:
-            pass  # the same experiment, resumed
-        elif differ <= {"classifier", "sizes"} and not _classified(out):
+        if differ and differ <= {"classifier", "sizes"} and not _classified(out):
             (echo or print)(f"classifier settings changed before any classifier ran: "
                             f"{previous['classifier']}, sizes {previous['sizes']} -> "
                             f"{spec['classifier']}, sizes {spec['sizes']}")
