@@ -138,14 +138,17 @@ def check_shapes(name, A, B, out, trans_a, trans_b):
 
 class _Shape:
     """A governor's record of one kind and shape of product: calls so far, the last few
-    durations on one lane and on all lanes, and their lower medians."""
+    durations on one lane and on all lanes with their lower medians, the lanes chosen, the
+    current probe period, the call of the next probe and the confirming probes still due."""
 
-    __slots__ = ("calls", "one", "all", "t_one", "t_all")
+    __slots__ = ("calls", "one", "all", "t_one", "t_all", "choice", "period", "next_probe",
+                 "confirm")
 
     def __init__(self, keep):
         self.calls = 0
         self.one, self.all = collections.deque(maxlen=keep), collections.deque(maxlen=keep)
-        self.t_one = self.t_all = None
+        self.t_one = self.t_all = self.choice = None
+        self.period = self.next_probe = self.confirm = 0
 
 
 class Governor:
@@ -157,14 +160,20 @@ class Governor:
     The governor keeps, for each kind and shape of product, the last :attr:`keep`
     durations on one lane and on all lanes, and uses one lane only while its lower median
     is below :attr:`prefer` times that of all lanes (so timing noise does not move a quiet
-    machine off its lanes). Now and then it tries the other: every :attr:`probe` calls of
-    that shape while the two are within :attr:`near` of each other, every
-    :attr:`probe_far` calls otherwise. Results never depend on the choice (every kernel
-    splits its work into the same parts however many lanes run them), so it may change at
-    any call.
+    machine off its lanes).
+
+    It tries the other choice now and then (a *probe*). After a change of choice the first
+    probe comes :attr:`probe_min` calls later, and each probe that confirms the choice
+    doubles the wait, up to :attr:`probe` calls while the two are within :attr:`near` of
+    each other and :attr:`probe_far` otherwise: a brief burst of load (another program's
+    threads still spinning) is undone within tens of calls, while steady load costs a
+    probe only every few hundred. A probe that beats the choice is followed at once by
+    enough further probes to refresh the other's median, so stale timings from a busy
+    spell do not hold it back. Results never depend on the choice (every kernel splits its
+    work into the same parts however many lanes run them), so it may change at any call.
     """
 
-    probe, probe_far, near, prefer, keep = 32, 256, 1.25, 0.9, 5
+    probe_min, probe, probe_far, near, prefer, keep = 8, 32, 256, 1.25, 0.9, 5
 
     def __init__(self):
         self.enabled = True
@@ -172,6 +181,9 @@ class Governor:
 
     def reset(self):
         self.shapes.clear()
+
+    def _choose(self, t_one, t_all):
+        return 1 if t_one < self.prefer * t_all else LANES
 
     def lanes(self, key):
         """The lanes the next call of ``key`` (a hashable kind and shape) runs on."""
@@ -181,25 +193,42 @@ class Governor:
         if shape is None:
             shape = self.shapes[key] = _Shape(self.keep)
         shape.calls += 1
-        if len(shape.one) < 3 or len(shape.all) < 3:  # first calls alternate (one compiles)
+        if shape.choice is None:  # first calls alternate (one compiles)
             return 1 if len(shape.one) < len(shape.all) else LANES
-        t_one, t_all = shape.t_one, shape.t_all
-        best, other = (1, LANES) if t_one < self.prefer * t_all else (LANES, 1)
-        period = self.probe if max(t_one, t_all) <= self.near * min(t_one, t_all) \
-            else self.probe_far
-        return other if shape.calls % period == 0 else best
+        other = LANES if shape.choice == 1 else 1
+        if shape.confirm:
+            shape.confirm -= 1
+            return other
+        if shape.calls >= shape.next_probe:
+            near = max(shape.t_one, shape.t_all) <= self.near * min(shape.t_one, shape.t_all)
+            shape.period = min(2 * shape.period, self.probe if near else self.probe_far)
+            shape.next_probe = shape.calls + shape.period
+            return other
+        return shape.choice
 
     def record(self, key, lanes, seconds):
         """Note that a call of ``key`` on ``lanes`` lanes took ``seconds``."""
         shape = self.shapes.get(key)
         if shape is None:
             return
+        before = shape.choice
+        if before is not None and (lanes == 1) != (before == 1):  # a probe
+            t_one, t_all = (seconds, shape.t_all) if lanes == 1 else (shape.t_one, seconds)
+            if self._choose(t_one, t_all) == before:
+                shape.confirm = 0
+            elif not shape.confirm:
+                shape.confirm = self.keep // 2
         if lanes == 1:
             shape.one.append(seconds)
             shape.t_one = _low_median(shape.one)
         else:
             shape.all.append(seconds)
             shape.t_all = _low_median(shape.all)
+        if len(shape.one) >= 3 and len(shape.all) >= 3:
+            shape.choice = self._choose(shape.t_one, shape.t_all)
+            if shape.choice != before:
+                shape.period, shape.confirm = self.probe_min, 0
+                shape.next_probe = shape.calls + self.probe_min
 
     def run(self, key, one_lane, on_lanes):
         """Call ``one_lane()`` or ``on_lanes(n)``, as :meth:`lanes` says, and time it."""

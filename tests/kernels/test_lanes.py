@@ -136,6 +136,24 @@ def test_the_governor_follows_the_faster_lanes_and_comes_back():
         assert set(_simulate(governor, {1: 0.1, 2: 9.0}, 50)) == {2}
 
 
+def test_the_governor_undoes_a_brief_burst_of_load_within_tens_of_calls():
+    """A few slow two-lane calls (another program's threads still spinning after it ran)
+    move it to one lane; the first probe after the burst finds two lanes fast again, and
+    confirming probes bring it back without waiting out the stale timings. Steady load is
+    still probed only rarely."""
+    with lanes.threads(2):
+        governor = lanes.Governor()
+        _simulate(governor, {1: 1.0, 2: 0.55}, 500)
+        burst = _simulate(governor, {1: 1.0, 2: 4.0}, 5)
+        assert burst[-1] == 1  # it reacted
+        after = _simulate(governor, {1: 1.0, 2: 0.55}, 200)
+        back = np.argmax(after == 2)
+        assert 0 < back <= 2 * governor.probe_min
+        assert np.sum(after[back:] == 1) <= 5  # backed-off probes at 2**k calls
+        busy = _simulate(governor, {1: 1.1, 2: 4.0}, 3000)
+        assert np.sum(busy[10:] == 2) <= 15  # a backed-off probe every 2**k calls
+
+
 def test_the_governor_keeps_all_lanes_when_one_lane_is_barely_faster():
     """Timing noise of a few percent must not move a quiet machine off its lanes: one lane
     is used only when clearly faster (below ``prefer`` times all lanes)."""
