@@ -15,6 +15,23 @@ from medalpy.errors import ConfigError
 #: declared in :data:`medalpy.settings.CLASSIFIER`.
 CLASSIFIER_DEFAULTS = {s.name: s.default for s in settings.CLASSIFIER}
 
+#: Classifier settings chosen by a search, by the pretraining preset (:data:`medalpy.run.PRESETS`)
+#: whose encoders they were searched on: ``classify`` takes them for a model trained with that
+#: preset, and an experiment with that preset for its classifiers; options given explicitly
+#: still win, and the epochs and patience stay the command's or the scale's.
+CLASSIFIER_PRESETS = {
+    # The winner of benchmarks/searches/mnist-classifier.toml (docs/reproduction.md): 96
+    # configurations on the paper-scale gradual encoders of the reproduction's split 0, a
+    # labelled pool of 10,000 images, 5 nested folds, successive halving over three rungs.
+    "paper-mnist": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-5, "batch_size": 10,
+                    "normalise_gradients": False},
+}
+
+
+def classifier_defaults(preset=None):
+    """:data:`CLASSIFIER_DEFAULTS` with ``preset``'s searched settings over them (if any)."""
+    return {**CLASSIFIER_DEFAULTS, **CLASSIFIER_PRESETS.get(preset, {})}
+
 
 def check_classifier_settings(values, option_prefix=None):
     """Refuse unknown classifier settings and values out of range, naming the setting (as

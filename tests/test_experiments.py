@@ -469,3 +469,23 @@ def test_report_p_values_below_a_thousandth_and_a_reproduction_without_classifie
            "tuned_vs_gradual": {"mean_diff": 0.0, "p_value": None, "n": 3}}
     text = markdown("reproduce", {"fsweep": {"rows": [row]}, "trainsize": {"rows": []}}, [])
     assert "No classifiers yet" in text and "| training images |" not in text
+
+
+def test_a_searched_preset_brings_its_classifier_settings():
+    """The classifier settings searched on a preset's encoders are that preset's
+    experiments' defaults; other presets keep the plain defaults, and explicit settings and
+    the scale's epochs and patience win."""
+    from medalpy.experiments.definitions import base_params
+    from medalpy.supervised import CLASSIFIER_DEFAULTS, CLASSIFIER_PRESETS
+
+    searched = CLASSIFIER_PRESETS["paper-mnist"]
+    assert searched != {k: CLASSIFIER_DEFAULTS[k] for k in searched}  # something to see
+    paper = base_params("mnist-sample", "smoke", None, "cpu", 0, 1000, preset="paper-mnist")
+    assert {k: paper["classifier"][k] for k in searched} == searched
+    assert paper["classifier"]["epochs"] == 3  # the smoke scale's
+    medal = base_params("mnist-sample", "smoke", None, "cpu", 0, 1000, preset="medal")
+    assert {k: medal["classifier"][k] for k in searched} == \
+        {k: CLASSIFIER_DEFAULTS[k] for k in searched}
+    given = base_params("mnist-sample", "smoke", None, "cpu", 0, 1000, preset="paper-mnist",
+                        classifier={"lr": 0.3})
+    assert given["classifier"]["lr"] == 0.3

@@ -68,6 +68,27 @@ def test_classify_command(tmp_path, pretrained, extra):
     assert (tmp_path / "classifier.h5").exists()
 
 
+def test_classify_takes_the_settings_searched_for_the_models_preset(tmp_path):
+    """A model trained with --preset paper-mnist is classified with the settings searched on
+    that preset's encoders, unless an option says otherwise; the record says which."""
+    from medalpy.supervised import CLASSIFIER_PRESETS
+
+    result = CliRunner().invoke(main, [
+        "train", "mnist-sample", "--preset", "paper-mnist", "--layers", "20", "--epochs-layer1",
+        "1", "--train-size", "200", "--val-size", "100", "--quiet", "--out",
+        str(tmp_path / "pre")])
+    assert result.exit_code == 0, result.output
+    model = str(tmp_path / "pre" / "model.h5")
+    for name, extra in (("plain", []), ("given", ["--lr", "0.3"])):
+        result = CliRunner().invoke(main, ["classify", model, "mnist-sample", "--train-size",
+                                           "100", "--epochs", "2", "--out",
+                                           str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        settings = json.loads((tmp_path / name / "metrics.json").read_text())["settings"]
+        expected = {**CLASSIFIER_PRESETS["paper-mnist"], **({"lr": 0.3} if extra else {})}
+        assert {k: settings[k] for k in expected} == expected
+
+
 def test_classify_bad_input(tmp_path, pretrained):
     result = CliRunner().invoke(main, ["classify", str(pretrained), "mnist-sample",
                                        "--train-size", "99999", "--out", str(tmp_path)])

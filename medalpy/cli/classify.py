@@ -30,7 +30,10 @@ from medalpy.config import BACKENDS
 def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentum,
              weight_decay, batch_size, normalise_gradients, seed, random_init, backend,
              data_dir, out_dir, overwrite):
-    """Fine-tune MODEL's encoders plus a new softmax layer on DATASET; report test error."""
+    """Fine-tune MODEL's encoders plus a new softmax layer on DATASET; report test error.
+
+    Settings not given take their defaults, or the settings searched for MODEL's preset
+    when it has them (a model trained with --preset paper-mnist)."""
     from medalpy import checkpoint, outputs
     from medalpy.data import load
     from medalpy.errors import ConfigError
@@ -39,6 +42,7 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
         CLASSIFIER_DEFAULTS,
         check_classifier_settings,
         classification_data,
+        classifier_defaults,
         random_encoders,
         train_classifier,
     )
@@ -46,13 +50,14 @@ def classify(model, dataset, train_size, val_size, epochs, patience, lr, momentu
     given = {"epochs": epochs, "patience": patience, "lr": lr, "momentum": momentum,
              "weight_decay": weight_decay, "batch_size": batch_size,
              "normalise_gradients": normalise_gradients}
-    clf = {**CLASSIFIER_DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
-    check_classifier_settings(clf, option_prefix="")
+    given = {k: v for k, v in given.items() if v is not None}
+    check_classifier_settings({**CLASSIFIER_DEFAULTS, **given}, option_prefix="")
     for name, value in (("--train-size", train_size), ("--val-size", val_size)):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, got {value}")
     outputs.check(out_dir, "classify", overwrite=overwrite)  # before any work
     saved = checkpoint.load(model)
+    clf = {**classifier_defaults(saved["config"].get("preset")), **given}
     dataset = dataset or saved["config"].get("dataset", "mnist")
     ds = load(dataset, data_dir, grayscale=saved["config"].get("grayscale", False))
     encoders = saved["network"]

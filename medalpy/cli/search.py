@@ -122,5 +122,6 @@ def search(dataset, out_dir, grid_file, workers, scheduler, retry_errors, overwr
         raise SystemExit(1)
     click.echo(f"best: {best['config']}: {record['objective']} {best['mean']:.4f} "
                f"+- {best['std']:.4f} over {best['eval_folds']} of {spec.folds} nested folds")
-    click.echo(f"best configuration: {out_dir}/best.toml "
-               f"(medalpy train --config {out_dir}/best.toml)")
+    use = ("the classifier's settings: classify --lr ..., experiment --classifier-lr ..."
+           if spec.objective == "classifier" else f"medalpy train --config {out_dir}/best.toml")
+    click.echo(f"best configuration: {out_dir}/best.toml ({use})")

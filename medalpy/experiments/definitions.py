@@ -62,13 +62,14 @@ def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_im
         :func:`medalpy.run.default_preset`, the protocol's searched one at the paper scale).
     noise : the noise level (default: the protocol's); ``noise_type`` its kind.
     classifier : dict of classifier settings overriding
-        :data:`medalpy.supervised.CLASSIFIER_DEFAULTS` and the scale's epochs and patience.
+        :func:`medalpy.supervised.classifier_defaults` (the preset's searched settings, if
+        it has any) and the scale's epochs and patience.
     n_train_images : the dataset's training-set size: caps the validation set at a sixth of
         it and the pretraining set at what is left, so small datasets work at any scale.
     """
     from medalpy.protocols import protocol_for
     from medalpy.run import default_preset, make_config
-    from medalpy.supervised import CLASSIFIER_DEFAULTS, check_classifier_settings
+    from medalpy.supervised import check_classifier_settings, classifier_defaults
 
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
@@ -78,7 +79,7 @@ def base_params(dataset, scale, data_dir=None, backend="cpu", seed=0, n_train_im
     optimiser = make_config({"dataset": dataset, "preset": preset,
                              "noise": proto.noise if noise is None else noise,
                              "noise_type": noise_type})
-    clf = {**CLASSIFIER_DEFAULTS, **s["classifier"], **(classifier or {})}
+    clf = {**classifier_defaults(preset), **s["classifier"], **(classifier or {})}
     check_classifier_settings(clf)
     params = {"dataset": dataset, "data_dir": data_dir, "backend": backend, "scale": scale,
               "base_seed": seed, "preset": preset, "protocol": proto.name,
