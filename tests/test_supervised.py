@@ -132,3 +132,13 @@ def test_classification_error_is_the_fraction_of_wrong_arg_maxes(backend):
     predicted = np.argmax(H @ net.classifier.W + net.classifier.b, axis=1)
     assert 0.2 < error < 0.95  # neither trivial nor perfect, so every row counts
     assert error == np.count_nonzero(predicted != y) / 70
+
+
+def test_every_searched_classifier_preset_names_a_preset_and_valid_settings():
+    from medalpy.run import PRESETS
+    from medalpy.supervised import CLASSIFIER_PRESETS, check_classifier_settings
+
+    for preset, values in CLASSIFIER_PRESETS.items():
+        assert preset in PRESETS
+        check_classifier_settings(values)
+        assert not {"epochs", "patience"} & set(values)  # the command's or the scale's

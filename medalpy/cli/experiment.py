@@ -52,8 +52,9 @@ def experiment(name, dataset, out_dir, overwrite, scale, splits, seed, preset, n
     """Run experiment NAME (fsweep, trainsize, ablation, reproduce, lrsched), or `list` them with their
     costs.
 
-    The classifiers' settings default to `medalpy classify`'s, except their epochs and
-    patience, which the scale sets."""
+    The classifiers' settings default to `medalpy classify`'s, or to those searched for the
+    preset when it has them (paper-mnist: minibatch 10), except their epochs and patience,
+    which the scale sets."""
     from medalpy.cli._common import UserError
     from medalpy.supervised import check_classifier_settings
 

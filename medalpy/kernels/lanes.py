@@ -163,8 +163,8 @@ class Governor:
     machine off its lanes).
 
     It tries the other choice now and then (a *probe*). After a change of choice the first
-    probe comes :attr:`probe_min` calls later, and each probe that confirms the choice
-    doubles the wait, up to :attr:`probe` calls while the two are within :attr:`near` of
+    probe comes :attr:`probe_min` calls later, and each scheduled probe doubles the wait for
+    the next, up to :attr:`probe` calls while the two are within :attr:`near` of
     each other and :attr:`probe_far` otherwise: a brief burst of load (another program's
     threads still spinning) is undone within tens of calls, while steady load costs a
     probe only every few hundred. A probe that beats the choice is followed at once by

@@ -151,7 +151,7 @@ def test_the_governor_undoes_a_brief_burst_of_load_within_tens_of_calls():
         assert 0 < back <= 2 * governor.probe_min
         assert np.sum(after[back:] == 1) <= 5  # backed-off probes at 2**k calls
         busy = _simulate(governor, {1: 1.1, 2: 4.0}, 3000)
-        assert np.sum(busy[10:] == 2) <= 15  # a backed-off probe every 2**k calls
+        assert np.sum(busy[10:] == 2) <= 20  # backed-off probes: 15 in 3,000 calls
 
 
 def test_the_governor_keeps_all_lanes_when_one_lane_is_barely_faster():
