@@ -73,6 +73,26 @@ def test_tail_phases_fit_decoder_and_finetune():
     assert phases[-1].decoder == "current" and phases[-2].then_mirror and ev == "mirror"
     phases, ev = build_schedule("gradual", 2, 5, 4, eval_decoder="mirror")
     assert phases[-1].decoder == "new_mirror" and budget_units(phases) == 5 + 8
+    phases, _ = build_schedule("gradual", 2, 5, 4, eval_decoder="mirror", fit_decoder_epochs=7)
+    assert phases[-1] == Phase("fit_decoder", "fit_decoder", 2, 7, (), 0, "new_mirror",
+                               counted=False)
+
+
+def test_a_hybrid_whose_gradual_part_rounds_to_nothing_is_stacked_and_f_0_is_gradual():
+    """f = 0.9 of a budget of 4 leaves round(0.4) = 0 gradual epochs: the schedule, its
+    decoders and its evaluation decoder are stacked's; a 1-layer hybrid is layer 1 alone."""
+    assert build_schedule("hybrid", 2, 5, 4, fraction=0.9) == build_schedule("stacked", 2, 5, 4)
+    assert build_schedule("hybrid", 1, 5, 4, fraction=1.0) == build_schedule("stacked", 1, 5, 4)
+    assert build_schedule("hybrid", 1, 5, 4, fraction=0.5) == build_schedule("gradual", 1, 5, 4)
+    assert build_schedule("hybrid", 2, 5, 4, fraction=0.0) == build_schedule("gradual", 2, 5, 4)
+
+
+@pytest.mark.parametrize("kwargs", [{"budget": -1}, {"finetune_epochs": -1}])
+def test_a_negative_budget_or_tuning_is_refused(kwargs):
+    args = {"budget": 4, **kwargs}
+    budget = args.pop("budget")
+    with pytest.raises(ConfigError, match=r"^budget and fine-tuning epochs must not be negative$"):
+        build_schedule("gradual", 2, 5, budget, **args)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -147,6 +147,7 @@ def test_the_budget_rule_is_the_best_scores_relative_gain_over_the_last_10_epoch
     assert layer1["last10_improvement"] == pytest.approx(expected, rel=1e-12)
     assert layer1["budget_rule"] == (expected <= 0.005)
     assert gradual["epochs_run"] == 4 and gradual["budget_rule"] is None
+    assert gradual["last10_improvement"] is None and set(gradual) == set(layer1)
 
 
 def test_patience_stops_a_phase_early_and_budget_runs_do_not():
@@ -426,3 +427,51 @@ def test_a_run_started_at_phase_2_from_phase_1s_result_is_the_whole_run(method):
     assert all(np.array_equal(final[k], again[k]) for k in final)
     assert rest.units_spent == whole.units_spent
     assert [r["phase"] for r in rest.history] == [phases[1].name] * phases[1].epochs
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_the_validation_loss_equals_plain_numpy_over_several_batches(monkeypatch, backend):
+    """The score every phase keeps its best parameters by: the mean over validation images of
+    the cross-entropy of the reconstruction of the image corrupted by the fixed validation
+    noise stream of the run's seed; batches of 16, 16 and 8 rows."""
+    from medalpy import config
+    from medalpy.kernels.reference import keep_mask
+    from medalpy.trainer import VAL_NOISE, noise_seed
+
+    monkeypatch.setattr(config, "EVAL_BATCH", 16)
+    X = _data()
+    X_val = X[200:]  # 40 rows
+    rng = np.random.default_rng(5)
+    net = Network(X.shape[1], dtype=np.float64)
+    net.add_encoder(12, rng)
+    net.attach_decoder(rng, 0)
+    for layer in net.layers().values():  # weights large enough for the output to react
+        layer.W[...] = rng.normal(0, 0.5, layer.W.shape)
+        layer.b[...] = rng.normal(0, 0.5, layer.b.shape)
+    k = get_backend(backend)
+    phases, _ = build_schedule("gradual", 1, 1, 0)
+    trainer = Trainer(k, net, phases, Hyper(), X[:200], X_val, [12], seed=3)
+    val_pass = Pass(k, net.path(0), config.EVAL_BATCH, net.head, net.dtype, train=False)
+    got = trainer._validation_loss(val_pass, k.to_device(X_val), 0.3)
+
+    T = X_val / 255.0
+    A = T * keep_mask(noise_seed(3, VAL_NOISE), 0, np.arange(len(X_val)), X.shape[1], 0.3)
+    path = [layer for _, layer in net.path(0)]
+    for layer in path[:-1]:
+        A = 1.0 / (1.0 + np.exp(-(A @ layer.W + layer.b)))
+    z = A @ path[-1].W + path[-1].b
+    expected = (np.logaddexp(0, z) - T * z).sum(axis=1).mean()
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_phase_of_no_epochs_is_summarised_without_scores():
+    """The frozen-lower ablation under its equal-epochs reading with no budget: phase 2 runs
+    no epoch, keeps nothing and has no budget-rule figure (and does not crash)."""
+    X = _data()
+    phases, _ = build_schedule("frozen_lower", 2, 1, 0)
+    trainer = Trainer(get_backend("numpy"), Network(X.shape[1]), phases, Hyper(lr=0.05),
+                      X[:200], X[200:], [16, 12], seed=0)
+    trainer.run()
+    assert trainer.phase_log[1] == {"phase": "2:frozen_lower", "epochs_run": 0,
+                                    "start_val": None, "best_val": None, "kept_epoch": None,
+                                    "last10_improvement": None, "budget_rule": None}

@@ -1,0 +1,102 @@
+"""Where the lanes' governor spends a gradual epoch when another process keeps a core busy.
+
+For each load (none, and the bench's ``compute`` and ``memory`` processes) it runs the
+bench's gradual phase-2 step at batch 20 (normGrad on, as the trainer runs it) for
+``--steps`` steps with the governor and with one lane throughout, ``--rounds`` times
+alternating, and counts the governor's products by the lanes they ran on and the seconds
+they took. ``--statistic mean`` decides on the mean of the recent timings instead of the
+shipped lower median, to compare the two:
+
+    python benchmarks/governor_load.py [--steps 1500] [--rounds 2] [--statistic median|mean]
+        [--json benchmarks/results/governor_load.json]
+
+Run it on an otherwise quiet machine.
+"""
+
+import argparse
+import collections
+import json
+import statistics
+import time
+
+from medalpy.bench.contention import start_load
+from medalpy.bench.machine import machine
+from medalpy.bench.steps import medalpy_step
+from medalpy.kernels import lanes
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def _epoch(step, steps, one_lane):
+    """Seconds of ``steps`` steps, and {lanes: [calls, seconds]} of the governor's products."""
+    spent = collections.defaultdict(lambda: [0, 0.0])
+    record = lanes.GOVERNOR.record
+
+    def counted(key, n, seconds):
+        spent[n][0] += 1
+        spent[n][1] += seconds
+        record(key, n, seconds)
+
+    lanes.use_threads(1 if one_lane else 2)
+    lanes.GOVERNOR.reset()
+    lanes.GOVERNOR.record = counted
+    try:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return time.perf_counter() - t0, {n: v for n, v in spent.items()}
+    finally:
+        del lanes.GOVERNOR.record  # the class's method again
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--statistic", choices=["median", "mean"], default="median")
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    if args.statistic == "mean":
+        lanes._low_median = _mean
+    rows = []
+    with lanes.threads(2):
+        step = medalpy_step("cpu", "gradual", 20)
+        for _ in range(20):  # compiled and warm
+            step()
+        for load in (None, "compute", "memory"):
+            child = start_load(load) if load else None
+            try:
+                runs = {"governor": [], "one lane": []}
+                shares = []
+                for _ in range(args.rounds):
+                    seconds, spent = _epoch(step, args.steps, one_lane=False)
+                    runs["governor"].append(seconds)
+                    shares.append(spent)
+                    runs["one lane"].append(_epoch(step, args.steps, one_lane=True)[0])
+            finally:
+                if child is not None:
+                    child.kill()
+                    child.wait()
+            calls = sum(sum(s.get(n, [0])[0] for n in (1, 2)) for s in shares)
+            two = sum(s.get(2, [0, 0.0])[0] for s in shares)
+            rows.append({"load": load or "none", "governor_s": runs["governor"],
+                         "one_lane_s": runs["one lane"],
+                         "two_lane_share": two / calls if calls else 0.0,
+                         "two_lane_s": sum(s.get(2, [0, 0.0])[1] for s in shares) / args.rounds,
+                         "one_lane_calls_s": sum(s.get(1, [0, 0.0])[1] for s in shares)
+                         / args.rounds})
+            r = rows[-1]
+            print(f"{r['load']:8s} governor {statistics.median(r['governor_s']):6.2f} s, one "
+                  f"lane {statistics.median(r['one_lane_s']):6.2f} s; governor's products on "
+                  f"two lanes {100 * r['two_lane_share']:.1f}%, taking {r['two_lane_s']:.2f} s "
+                  f"of the epoch (one-lane products {r['one_lane_calls_s']:.2f} s)", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"steps": args.steps, "rounds": args.rounds, "statistic": args.statistic,
+                       "machine": machine(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
