@@ -4,10 +4,9 @@ For each load (none, and the bench's ``compute`` and ``memory`` processes) it ru
 bench's gradual phase-2 step at batch 20 (normGrad on, as the trainer runs it) for
 ``--steps`` steps with the governor and with one lane throughout, ``--rounds`` times
 alternating, and counts the governor's products by the lanes they ran on and the seconds
-they took. ``--statistic mean`` decides on the mean of the recent timings instead of the
-shipped lower median, to compare the two:
+they took:
 
-    python benchmarks/governor_load.py [--steps 1500] [--rounds 2] [--statistic median|mean]
+    python benchmarks/governor_load.py [--steps 1500] [--rounds 2]
         [--json benchmarks/results/governor_load.json]
 
 Run it on an otherwise quiet machine.
@@ -23,10 +22,6 @@ from medalpy.bench.contention import start_load
 from medalpy.bench.machine import machine
 from medalpy.bench.steps import medalpy_step
 from medalpy.kernels import lanes
-
-
-def _mean(values):
-    return sum(values) / len(values)
 
 
 def _epoch(step, steps, one_lane):
@@ -55,11 +50,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--statistic", choices=["median", "mean"], default="median")
     parser.add_argument("--json")
     args = parser.parse_args()
-    if args.statistic == "mean":
-        lanes._low_median = _mean
     rows = []
     with lanes.threads(2):
         step = medalpy_step("cpu", "gradual", 20)
@@ -94,8 +86,8 @@ def main():
                   f"of the epoch (one-lane products {r['one_lane_calls_s']:.2f} s)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"steps": args.steps, "rounds": args.rounds, "statistic": args.statistic,
-                       "machine": machine(), "rows": rows}, f, indent=1)
+            json.dump({"steps": args.steps, "rounds": args.rounds, "machine": machine(),
+                       "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

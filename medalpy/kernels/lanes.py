@@ -138,7 +138,7 @@ def check_shapes(name, A, B, out, trans_a, trans_b):
 
 class _Shape:
     """A governor's record of one kind and shape of product: calls so far, the last few
-    durations on one lane and on all lanes with their lower medians, the lanes chosen, the
+    durations on one lane and on all lanes with their means, the lanes chosen, the
     current probe period, the call of the next probe and the confirming probes still due."""
 
     __slots__ = ("calls", "one", "all", "t_one", "t_all", "choice", "period", "next_probe",
@@ -158,9 +158,10 @@ class Governor:
     Two lanes wait for the slower at the end of every product, so when another process
     keeps a core busy a two-lane step can take several times as long as a one-lane step.
     The governor keeps, for each kind and shape of product, the last :attr:`keep`
-    durations on one lane and on all lanes, and uses one lane only while its lower median
-    is below :attr:`prefer` times that of all lanes (so timing noise does not move a quiet
-    machine off its lanes).
+    durations on one lane and on all lanes, and uses one lane only while their mean is below
+    :attr:`prefer` times that of all lanes (so timing noise does not move a quiet machine off
+    its lanes). The mean, not the median: under load a two-lane call is now fast, now several
+    times slower, and the slow tail is what costs the time.
 
     It tries the other choice now and then (a *probe*). After a change of choice the first
     probe comes :attr:`probe_min` calls later, and each scheduled probe doubles the wait for
@@ -168,8 +169,8 @@ class Governor:
     each other and :attr:`probe_far` otherwise: a brief burst of load (another program's
     threads still spinning) is undone within tens of calls, while steady load costs a
     probe only every few hundred. A probe that beats the choice is followed at once by
-    enough further probes to refresh the other's median, so stale timings from a busy
-    spell do not hold it back. Results never depend on the choice (every kernel splits its
+    further probes, until the other's timings are all fresh or one loses, so stale timings
+    from a busy spell do not hold it back. Results never depend on the choice (every kernel splits its
     work into the same parts however many lanes run them), so it may change at any call.
     """
 
@@ -217,13 +218,13 @@ class Governor:
             if self._choose(t_one, t_all) == before:
                 shape.confirm = 0
             elif not shape.confirm:
-                shape.confirm = self.keep // 2
+                shape.confirm = self.keep - 1
         if lanes == 1:
             shape.one.append(seconds)
-            shape.t_one = _low_median(shape.one)
+            shape.t_one = sum(shape.one) / len(shape.one)
         else:
             shape.all.append(seconds)
-            shape.t_all = _low_median(shape.all)
+            shape.t_all = sum(shape.all) / len(shape.all)
         if len(shape.one) >= 3 and len(shape.all) >= 3:
             shape.choice = self._choose(shape.t_one, shape.t_all)
             if shape.choice != before:
@@ -239,11 +240,6 @@ class Governor:
         else:
             on_lanes(n)
         self.record(key, n, time.perf_counter() - start)
-
-
-def _low_median(values):
-    ordered = sorted(values)
-    return ordered[(len(ordered) - 1) // 2]
 
 
 #: The governor of every parallel kernel of the cpu backend.
