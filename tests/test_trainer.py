@@ -100,6 +100,8 @@ def test_hybrid_discards_the_stacked_decoder_and_spends_the_budget():
     assert [r["phase"] for r in trainer.history].count("2:gradual") == 1
     assert trainer.units_spent == 3 + 2 * 2
     assert "mirror.1.W" not in snaps.phase_end["2:stacked"]
+    assert "decoder.W" not in snaps.phase_end["2:stacked"]  # its decoder to codes discarded
+    assert trainer.best is None and trainer.start_val is None  # nothing left of the last phase
 
 
 def test_each_phase_ends_with_its_best_validation_parameters():
@@ -475,3 +477,23 @@ def test_a_phase_of_no_epochs_is_summarised_without_scores():
     assert trainer.phase_log[1] == {"phase": "2:frozen_lower", "epochs_run": 0,
                                     "start_val": None, "best_val": None, "kept_epoch": None,
                                     "last10_improvement": None, "budget_rule": None}
+
+
+@pytest.mark.parametrize("start, last, rule", [
+    (0.0, 0.0, True),  # a classifier at no validation error ten epochs before the end
+    (200 / 256, 199 / 256, True),  # a gain of exactly 0.5% still meets the rule
+    (1.0, 0.99, False),  # 1%: it does not
+])
+def test_the_budget_rule_at_its_edges(start, last, rule):
+    """The rule compares the best score ten epochs before the phase's end (here the start)
+    with the last: a relative gain of at most 0.5% holds, a zero score gains nothing."""
+    X = _data()
+    phases, _ = build_schedule("gradual", 1, 10, 0)
+    trainer = Trainer(get_backend("numpy"), Network(X.shape[1]), phases, Hyper(), X[:200],
+                      X[200:], [16], seed=0)
+    trainer.history = [{"phase_index": 0, "best_val_loss": last} for _ in range(10)]
+    trainer.best, trainer.start_val = {"val": last, "epoch": 9}, start
+    summary = trainer._summary(0, phases[0])
+    assert summary["budget_rule"] is rule
+    assert summary["last10_improvement"] == pytest.approx(
+        (start - last) / start if start else 0.0, abs=1e-15)
