@@ -497,3 +497,18 @@ def test_the_budget_rule_at_its_edges(start, last, rule):
     assert summary["budget_rule"] is rule
     assert summary["last10_improvement"] == pytest.approx(
         (start - last) / start if start else 0.0, abs=1e-15)
+
+
+def test_a_phase_is_scored_under_the_runs_own_noise():
+    """The validation score corrupts with the run's noise type and rate (Gaussian here),
+    not masking's."""
+    X = _data()
+    phases, _ = build_schedule("gradual", 1, 1, 0)
+    hyper = Hyper(noise=0.3, noise_type="gaussian")
+    trainer = Trainer(get_backend("numpy"), Network(X.shape[1]), phases, hyper, X[:200],
+                      X[200:], [16], seed=0)
+    run = trainer.prepare(0)
+    settings = hyper.for_phase(phases[0])
+    score = trainer._score(phases[0], settings, run)
+    assert score == trainer._validation_loss(run.val_pass, run.val_source, 0.3, "gaussian")
+    assert score != trainer._validation_loss(run.val_pass, run.val_source, 0.3, "masking")
