@@ -60,25 +60,24 @@ def main():
         for load in (None, "compute", "memory"):
             child = start_load(load) if load else None
             try:
-                runs = {"governor": [], "one lane": []}
-                shares = []
+                governor_s, one_lane_s = [], []
+                calls, seconds = collections.Counter(), collections.Counter()  # by lanes
                 for _ in range(args.rounds):
-                    seconds, spent = _epoch(step, args.steps, one_lane=False)
-                    runs["governor"].append(seconds)
-                    shares.append(spent)
-                    runs["one lane"].append(_epoch(step, args.steps, one_lane=True)[0])
+                    t, spent = _epoch(step, args.steps, one_lane=False)
+                    governor_s.append(t)
+                    for n, (c, s) in spent.items():
+                        calls[n] += c
+                        seconds[n] += s
+                    one_lane_s.append(_epoch(step, args.steps, one_lane=True)[0])
             finally:
                 if child is not None:
                     child.kill()
                     child.wait()
-            calls = sum(sum(s.get(n, [0])[0] for n in (1, 2)) for s in shares)
-            two = sum(s.get(2, [0, 0.0])[0] for s in shares)
-            rows.append({"load": load or "none", "governor_s": runs["governor"],
-                         "one_lane_s": runs["one lane"],
-                         "two_lane_share": two / calls if calls else 0.0,
-                         "two_lane_s": sum(s.get(2, [0, 0.0])[1] for s in shares) / args.rounds,
-                         "one_lane_calls_s": sum(s.get(1, [0, 0.0])[1] for s in shares)
-                         / args.rounds})
+            rows.append({"load": load or "none", "governor_s": governor_s,
+                         "one_lane_s": one_lane_s,
+                         "two_lane_share": calls[2] / max(1, calls[1] + calls[2]),
+                         "two_lane_s": seconds[2] / args.rounds,
+                         "one_lane_calls_s": seconds[1] / args.rounds})
             r = rows[-1]
             print(f"{r['load']:8s} governor {statistics.median(r['governor_s']):6.2f} s, one "
                   f"lane {statistics.median(r['one_lane_s']):6.2f} s; governor's products on "

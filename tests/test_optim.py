@@ -88,7 +88,7 @@ def _both_forms(k, nets, dtype, normalise, batches, rel):
 
 @pytest.mark.parametrize("backend", ["numpy", "cpu"])
 @pytest.mark.parametrize("normalise", [True, False])
-@pytest.mark.parametrize("n", [5, 32, 40])  # the Gram-matrix norm (to 32 rows) and the direct one
+@pytest.mark.parametrize("n", [5, 32, 40])  # the Gram-matrix norm (up to 32 rows), the direct one
 @pytest.mark.parametrize("frozen", [False, True])
 def test_train_step_equals_backward_then_update(backend, normalise, n, frozen):
     """Pass.train_step updates each layer as soon as its gradient is final, through one

@@ -165,13 +165,14 @@ class Governor:
 
     It tries the other choice now and then (a *probe*). After a change of choice the first
     probe comes :attr:`probe_min` calls later, and each scheduled probe doubles the wait for
-    the next, up to :attr:`probe` calls while the two are within :attr:`near` of
-    each other and :attr:`probe_far` otherwise: a brief burst of load (another program's
+    the next, up to :attr:`probe` calls while the two are within :attr:`near` of each other
+    and :attr:`probe_far` otherwise: a brief burst of load (another program's
     threads still spinning) is undone within tens of calls, while steady load costs a
     probe only every few hundred. A probe that beats the choice is followed at once by
     further probes, until the other's timings are all fresh or one loses, so stale timings
-    from a busy spell do not hold it back. Results never depend on the choice (every kernel splits its
-    work into the same parts however many lanes run them), so it may change at any call.
+    from a busy spell do not hold it back. Results never depend on the choice (every kernel
+    splits its work into the same parts however many lanes run them), so it may change at
+    any call.
     """
 
     probe_min, probe, probe_far, near, prefer, keep = 8, 32, 256, 1.25, 0.9, 5
