@@ -46,11 +46,11 @@ def _recording_backend(groups):
     return backend
 
 
-def _cell(backend, method, seed, patience=None, fail=False):
+def _cell(backend, method, seed, patience=None, fail=False, lower_lr=None):
     """A cell: a short two-layer schedule on its own data; returns history and weights."""
     def run():
         X = _data(seed)
-        phases, _ = build_schedule(method, 2, 2, 2)
+        phases, _ = build_schedule(method, 2, 2, 2, lower_lr=lower_lr)
         net = Network(X.shape[1], dtype="float64")
         trainer = Trainer(backend, net, phases, Hyper(lr=0.05, batch_size=16, patience=patience,
                                                       normalise_gradients=False),
@@ -103,6 +103,17 @@ def test_a_cohort_equals_its_cells_trained_one_by_one_and_groups_matching_epochs
                                                                     (3, "decoder", [1])]
     assert sum(1 for g in groups if g[0] == 2) == 2  # the gradual pair, two epochs
     assert all(g[0] >= 2 for g in groups)  # a member alone is never handed to CohortStep
+
+
+def test_cohort_members_keep_their_own_lower_layer_multipliers():
+    """Gradual members with different m(t) (``--lower-lr``) trained together each end as
+    when trained alone."""
+    backend = _recording_backend([])
+    specs = [(1, None), (2, "linear"), (3, "const:0.25")]
+    alone = [_cell(get_backend("numpy"), "gradual", s, lower_lr=m)() for s, m in specs]
+    together = _run_all(Cohorts(), [_cell(backend, "gradual", s, lower_lr=m) for s, m in specs])
+    for a, future in zip(alone, together):
+        _same(a, future.result())
 
 
 def test_members_that_stop_early_leave_the_others_batched():

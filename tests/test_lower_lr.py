@@ -158,6 +158,16 @@ def test_the_trainer_applies_m_to_the_lower_layers_only():
     assert summary["mean_multiplier"] == pytest.approx((1 + 1 / 30) / 2)
 
 
+def test_the_trainer_anneals_freezeouts_lower_layers_one_after_another():
+    """freezeout:0.5 in phase 3 (600 examples, last batch of epoch e at t = 200 e + 180):
+    encoder 0 (depth 2 of 2 lower layers) anneals to 0 at t = 300, encoder 1 at t = 450."""
+    seen, _ = _phase3_multipliers("freezeout:0.5", budget=3)
+    cos = lambda t, stop: 0.5 * (1 + math.cos(math.pi * t / stop)) if t < stop else 0.0  # noqa
+    assert seen == [pytest.approx({"encoder.0": cos(t, 300), "encoder.1": cos(t, 450)},
+                                  rel=1e-12) for t in (180, 380, 580)]
+    assert seen[1]["encoder.0"] == 0.0 < seen[1]["encoder.1"]
+
+
 def test_a_scaled_layer_takes_exactly_the_scaled_step():
     k = get_backend("numpy")
     rng = np.random.default_rng(0)

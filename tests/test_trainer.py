@@ -232,6 +232,72 @@ def test_per_phase_overrides_reach_the_optimiser_and_the_batches():
     assert seen == {"1:layer": (0.05, 0.5), "2:gradual": (0.01, 0.9)}
 
 
+def test_callbacks_hear_each_phase_start_and_end_with_its_index_then_the_run_end():
+    events = []
+
+    class Events:
+        def on_phase_start(self, trainer, index, phase):
+            events.append(("start", index, phase.name))
+
+        def on_phase_end(self, trainer, index, phase):
+            events.append(("end", index, phase.name))
+
+        def on_run_end(self, trainer):
+            events.append(("run end",))
+
+    _run("gradual", 3, callbacks=[Events()])
+    assert events == [("start", 0, "1:layer"), ("end", 0, "1:layer"),
+                      ("start", 1, "2:gradual"), ("end", 1, "2:gradual"),
+                      ("start", 2, "3:gradual"), ("end", 2, "3:gradual"), ("run end",)]
+
+
+def test_each_epoch_record_says_where_the_run_is_and_what_it_spent():
+    """Phase 1 (one layer, 3 epochs) then gradual phase 2 (two layers, 2 epochs): units
+    spent 1, 2, 3, 5, 7; ``improved`` when the validation loss beat the best so far (the
+    phase's start included); ``seconds`` the epoch's own wall time."""
+    import time
+
+    t0 = time.perf_counter()
+    trainer, _ = _run("gradual")
+    wall = time.perf_counter() - t0
+    records = trainer.history
+    assert [set(r) for r in records] == [{"phase", "phase_index", "epoch", "epochs", "train_loss",
+                                          "val_loss", "best_val_loss", "improved",
+                                          "units_spent", "seconds"}] * 5
+    assert [(r["phase_index"], r["epoch"], r["epochs"]) for r in records] == \
+        [(0, 1, 3), (0, 2, 3), (0, 3, 3), (1, 1, 2), (1, 2, 2)]
+    assert [r["units_spent"] for r in records] == [1, 2, 3, 5, 7]
+    for summary in trainer.phase_log:
+        best = summary["start_val"]
+        for r in (r for r in records if r["phase"] == summary["phase"]):
+            assert r["improved"] == (r["val_loss"] < best)
+            best = min(best, r["val_loss"])
+            assert r["best_val_loss"] == best
+    assert all(0 <= r["seconds"] <= wall for r in records)
+    assert sum(r["seconds"] for r in records) <= wall
+
+
+def test_the_train_loss_is_the_mean_over_the_epochs_rows_in_plain_numpy():
+    """With a learning rate of 0 nothing moves, so each epoch's ``train_loss`` is the
+    cross-entropy of the initial network's reconstructions averaged over all 200 training
+    images (noise 0), however the rows were batched (batches of 20, 20, ..., the last of
+    8 with 188 rows)."""
+    X = _data()
+    phases, _ = build_schedule("gradual", 1, 2, 0)
+    hyper = Hyper(lr=0.0, weight_decay=0.0, noise=0.0, normalise_gradients=False, batch_size=20)
+    for n in (200, 188):
+        net = Network(X.shape[1], dtype=np.float64)
+        trainer = Trainer(get_backend("numpy"), net, phases, hyper, X[:n], X[200:], [12],
+                          seed=3)
+        trainer.run()
+        T = X[:n] / 255.0
+        enc, dec = net.encoders[0], net.decoder
+        z = (1.0 / (1.0 + np.exp(-(T @ enc.W + enc.b)))) @ dec.W + dec.b
+        expected = (np.logaddexp(0, z) - T * z).sum(axis=1).mean()
+        assert [r["train_loss"] for r in trainer.history] == \
+            pytest.approx([expected] * 2, rel=1e-12)
+
+
 def test_random_streams_never_share_a_seed_sequence():
     """Orders, initialisations and noise of phases 0-3 and epochs 0-3, validation noise and
     the data splits' default_rng(seed) are all different generators (NumPy pads keys with
@@ -244,6 +310,20 @@ def test_random_streams_never_share_a_seed_sequence():
     keys += [[seed, INIT, p] for p in range(4)] + [[seed, NOISE, p] for p in range(4)]
     states = {tuple(np.random.SeedSequence(k).generate_state(4)) for k in keys}
     assert len(states) == len(keys)
+
+
+def test_shuffled_minibatches_cut_a_fresh_permutation_of_the_rows():
+    """Epoch e of phase p: ``default_rng([seed, ORDER, p, e]).permutation(N)`` cut into
+    batches of B, the last one shorter, every row exactly once."""
+    from medalpy.trainer import ORDER, minibatches
+
+    N, B, seed, p, epoch = 47, 10, 3, 1, 2
+    batches = minibatches("shuffle", N, B, seed, p, epoch)
+    order = np.random.default_rng([seed, ORDER, p, epoch]).permutation(N)
+    assert [len(b) for b in batches] == [10, 10, 10, 10, 7]
+    np.testing.assert_array_equal(np.concatenate(batches), order)
+    assert not np.array_equal(np.concatenate(minibatches("shuffle", N, B, seed, p, epoch + 1)),
+                              order)
 
 
 @pytest.mark.parametrize("method, p, level", [("gradual", 1, 0), ("stacked", 1, 1),
@@ -300,6 +380,7 @@ def test_no_validation_images_need_keep_last_and_then_score_nothing():
                       X, X[:0], [16, 12], 0)
     trainer.run()
     assert [r["val_loss"] for r in trainer.history] == [None] * 3
+    assert [r["improved"] for r in trainer.history] == [False] * 3
     assert all(np.isfinite(r["train_loss"]) for r in trainer.history)
     with pytest.raises(ConfigError, match="val_size 0"):
         make_config({"val_size": 0})
@@ -367,18 +448,22 @@ class StopAfter:
             self.saved = copy.deepcopy((trainer.state(), trainer.network))
 
 
-@pytest.mark.parametrize("method", ["gradual", "stacked"])
-def test_a_run_restored_mid_phase_ends_bit_identical_to_one_never_stopped(method):
+@pytest.mark.parametrize("method, p, epoch, patience", [
+    ("gradual", 1, 1, None), ("stacked", 1, 1, None),
+    ("gradual", 0, 2, None),  # not a phase's first epoch: the position says which
+    ("gradual", 0, 1, 0)])  # a phase stopped by patience stays stopped
+def test_a_run_restored_mid_phase_ends_bit_identical_to_one_never_stopped(method, p, epoch,
+                                                                          patience):
     """What a checkpoint holds is enough: the position, the best parameters and the
     momentum velocities (a restored run without them would take other steps)."""
-    X, hyper = _data(), Hyper(lr=0.05, momentum=0.9)
+    X, hyper = _data(), Hyper(lr=0.05, momentum=0.9, patience=patience)
     phases, _ = build_schedule(method, 2, 3, 2)
 
     def trainer(net, callbacks=()):
         return Trainer(get_backend("cpu"), net, phases, hyper, X[:200], X[200:], [16, 12],
                        seed=3, callbacks=list(callbacks))
 
-    stop = StopAfter(phases[1].name, 1)
+    stop = StopAfter(phases[p].name, epoch)
     whole = trainer(Network(X.shape[1]), [stop])
     whole.run()
     state, net = stop.saved
