@@ -259,11 +259,11 @@ class Trainer:
     def _build(self, p, phase):
         """Change the network's structure as the phase asks (fresh layers seeded by p)."""
         net = self.network
-        existing = {id(layer) for layer in net.layers().values()}
+        existing = list(net.layers().values())  # held, so that no new layer reuses an id
         self._build_layers(p, phase)
         if p == 0 and self.initial:
             for name, layer in net.layers().items():
-                if id(layer) not in existing and f"{name}.W" in self.initial:
+                if all(layer is not old for old in existing) and f"{name}.W" in self.initial:
                     self._set_initial(name, layer)
 
     def _set_initial(self, name, layer):

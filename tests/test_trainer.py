@@ -312,6 +312,25 @@ def test_random_streams_never_share_a_seed_sequence():
     assert len(states) == len(keys)
 
 
+def test_each_phase_corrupts_with_its_own_noise_stream_of_the_runs_seed():
+    """Phase p's training noise: ``noise_seed(seed, NOISE, p)``, the first 64-bit word of
+    that seed sequence halved to a non-negative int64; streams differ by seed and by phase."""
+    from medalpy.trainer import NOISE, noise_seed
+
+    X = _data()
+    phases, _ = build_schedule("gradual", 2, 1, 1)
+    seeds = {}
+    for seed in (0, 1):
+        for p in (0, 1):
+            trainer = Trainer(get_backend("numpy"), Network(24), phases, Hyper(), X[:200],
+                              X[200:], [16, 12], seed)
+            seeds[seed, p] = trainer.prepare(p).seed
+            word = np.random.SeedSequence([seed, NOISE, p]).generate_state(1, np.uint64)[0]
+            assert seeds[seed, p] == noise_seed(seed, NOISE, p) == int(word) // 2
+            assert 0 <= seeds[seed, p] < 2 ** 63
+    assert len(set(seeds.values())) == 4
+
+
 def test_shuffled_minibatches_cut_a_fresh_permutation_of_the_rows():
     """Epoch e of phase p: ``default_rng([seed, ORDER, p, e]).permutation(N)`` cut into
     batches of B, the last one shorter, every row exactly once."""
@@ -415,6 +434,43 @@ def test_initial_arrays_start_the_first_phase_only():
                                           r"encoder.0.b"):
         Trainer(get_backend("numpy"), Network(24, "float64"), phases, Hyper(), X[:200],
                 X[200:], [16, 12], 0, initial=half).run()
+
+
+def test_the_runs_initialiser_makes_every_fresh_layer():
+    """``Hyper.init`` reaches each layer a phase creates: encoders and direct decoders, a
+    mirror stack and a classifier (with ``zeros`` they are exactly the all-zero weights at
+    the phase's start; trained weights never are)."""
+    from medalpy.schedules import classifier_schedule
+    from medalpy.supervised import random_encoders
+
+    def fresh_at_each_phase_start(trainer):
+        zero = {}
+
+        class Zeros:
+            def on_phase_start(self, trainer, index, phase):
+                zero[phase.name] = {name for name, layer in trainer.network.layers().items()
+                                    if not np.any(layer.W)}
+
+        trainer.callbacks.append(Zeros())
+        trainer.run()
+        return zero
+
+    X = _data()
+    hyper = Hyper(lr=0.05, init="zeros")
+    phases, _ = build_schedule("gradual", 2, 1, 1, eval_decoder="mirror")
+    trainer = Trainer(get_backend("numpy"), Network(24, "float64"), phases, hyper, X[:200],
+                      X[200:], [16, 12], 0)
+    assert fresh_at_each_phase_start(trainer) == {
+        "1:layer": {"encoder.0", "decoder"}, "2:gradual": {"encoder.1", "decoder"},
+        "fit_decoder": {"mirror.0", "mirror.1"}}
+    y = np.arange(240) % 3
+    net = random_encoders(24, [16, 12], seed=0, dtype="float64")
+    trainer = Trainer(get_backend("numpy"), net, classifier_schedule(2, 1), hyper, X[:200],
+                      X[200:], [16, 12], 0, labels=(y[:200], y[200:]), n_classes=3)
+    assert fresh_at_each_phase_start(trainer) == {"classify": {"classifier"}}
+    with pytest.raises(ConfigError, match="a supervised phase needs labels and n_classes"):
+        Trainer(get_backend("numpy"), net, classifier_schedule(2, 1), hyper, X[:200], X[200:],
+                [16, 12], 0, labels=(y[:200], y[200:]))
 
 
 def test_init_from_a_model_file(tmp_path):
