@@ -41,6 +41,16 @@ def test_first_step_without_normalisation_starts_from_zero_velocity(backend):
     assert set(opt.velocity) == {"l.W", "l.b"}
 
 
+def test_normalisation_scales_a_small_gradient_up_to_unit_norm():
+    """normGrad divides by the norm whatever its size: ||(0.3, 0, 0.4)|| = 0.5 doubles it."""
+    layer = _layer()
+    opt = SGD(lr=0.1, momentum=0.0, normalise_gradients=True)
+    opt.step(get_backend("numpy"), [("l", layer, np.array([[0.3], [0.0]]), np.array([0.4]))])
+    # W = (1, -2) - 0.1 * 2 * (0.3, 0) = (0.94, -2); b = 0.5 - 0.1 * 2 * 0.4 = 0.42
+    np.testing.assert_allclose(layer.W, [[0.94], [-2.0]], rtol=1e-12)
+    np.testing.assert_allclose(layer.b, [0.42], rtol=1e-12)
+
+
 def test_zero_gradient_with_normalisation_does_not_divide_by_zero():
     layer = _layer()
     opt = SGD(lr=0.1, momentum=0.0, normalise_gradients=True)
