@@ -436,6 +436,29 @@ def test_initial_arrays_start_the_first_phase_only():
                 X[200:], [16, 12], 0, initial=half).run()
 
 
+def test_initial_arrays_replace_fresh_layers_not_given_ones():
+    """A trainer handed pretrained encoders (the Python API allows it) applies initial
+    arrays to the layers its first phase creates, here the classifier, and leaves the
+    encoders it was given as they are, even when the arrays name them too."""
+    from medalpy.schedules import classifier_schedule
+    from medalpy.supervised import random_encoders
+
+    X = _data()
+    y = np.arange(240) % 3
+    rng = np.random.default_rng(3)
+    net = random_encoders(24, [16], seed=0, dtype="float64")
+    pretrained = net.encoders[0].W.copy()
+    initial = {"classifier.W": rng.normal(size=(16, 3)), "classifier.b": rng.normal(size=3),
+               "encoder.0.W": rng.normal(size=(24, 16)), "encoder.0.b": rng.normal(size=16)}
+    snaps = Snapshots()
+    Trainer(get_backend("numpy"), net, classifier_schedule(1, 1), Hyper(), X[:200], X[200:],
+            [16], 0, [snaps], labels=(y[:200], y[200:]), n_classes=3, initial=initial).run()
+    start = snaps.phase_start["classify"]
+    assert np.array_equal(start["classifier.W"], initial["classifier.W"])
+    assert np.array_equal(start["classifier.b"], initial["classifier.b"])
+    assert np.array_equal(start["encoder.0.W"], pretrained)
+
+
 def test_the_runs_initialiser_makes_every_fresh_layer():
     """``Hyper.init`` reaches each layer a phase creates: encoders and direct decoders, a
     mirror stack and a classifier (with ``zeros`` they are exactly the all-zero weights at

@@ -70,6 +70,9 @@ def test_medal_blocks_are_matlabs():
     0-based blocks: N = 45, B = 20 gives edges 1, 16, 31, 46 (blocks of 15)."""
     blocks = minibatches("medal", 45, 20, seed=0, p=0, epoch=0)
     assert [(b[0], b[-1]) for b in blocks] == [(0, 14), (15, 29), (30, 44)]
+    # index arrays that NumPy can gather with (the numpy backend's X[rows]): every row once
+    X = np.arange(45)[:, None]
+    assert np.concatenate([X[b] for b in blocks]).ravel().tolist() == list(range(45))
     # N = 50, B = 20: linspace(1, 51, 4) = 1, 17.67, 34.33, 51 -> 1, 18, 34, 51.
     assert [len(b) for b in minibatches("medal", 50, 20, 0, 0, 0)] == [17, 16, 17]
     # ties: N = 6, B = 4: linspace(1, 7, 3) = 1, 4, 7 (none); N = 3, B = 2: 1, 2.5, 4 -> 3
