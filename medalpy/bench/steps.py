@@ -1,6 +1,8 @@
 """What one benchmark step is: the paper's MNIST phases, their work counts, and medalpy's
 own training step on synthetic images (the peers it is timed against: :mod:`.peers`)."""
 
+import contextlib
+
 import numpy as np
 
 PHASES = {
@@ -61,7 +63,7 @@ def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_d
     numpy backend gives them to NumPy's BLAS; the cpu backend runs that many lanes of a
     single-threaded BLAS (:func:`medalpy.kernels.lanes.use_threads`).
     """
-    from medalpy.kernels import get_backend
+    from medalpy.kernels import denormals, get_backend
     from medalpy.network import Network
     from medalpy.schedules import build_schedule, classifier_schedule
     from medalpy.trainer import Hyper, Trainer
@@ -86,9 +88,13 @@ def medalpy_step(backend_name, phase, batch_size, lr=0.1, momentum=0.9, weight_d
     chain = trainer.network.path(phases[p].input_level)
     assert [chain[0][1].n_in] + [layer.n_out for _, layer in chain] == widths
     batches = _batches(rng, batch_size)
+    # The cpu backend's session flushes denormals; so does each step here, as in training,
+    # without leaving the peers timed beside it in that mode.
+    mode = denormals.flushed if backend_name == "cpu" else contextlib.nullcontext
 
     def step():
-        return run.step(next(batches), 0, trainer.optimiser)
+        with mode():
+            return run.step(next(batches), 0, trainer.optimiser)
 
     step.layers = [layer for _, layer in chain]  # for tests: the parameters it trains
     if threads is not None:

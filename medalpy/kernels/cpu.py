@@ -47,7 +47,7 @@ from medalpy.config import (
     noise_epoch_key,
     noise_threshold,
 )
-from medalpy.kernels import blas, lanes
+from medalpy.kernels import blas, denormals, lanes
 from medalpy.kernels.lanes import matmul, matmul_nt, matmul_tn, use_threads  # noqa: F401
 from medalpy.kernels.vecmath import exp_nonpos, log1p_unit
 
@@ -564,8 +564,10 @@ def _sgd_product_kernel(A, delta, P, V, lr, momentum, decay, scale, scratch, blo
     # The row blocks shared out over ``lanes`` threads, consecutive blocks each.
     blocks = (A.shape[1] + block - 1) // block
     for lane in numba.prange(lanes):
+        before = denormals.flush()  # each lane's thread, as the session's (denormals.py)
         _sgd_product_blocks(A, delta, P, V, lr, momentum, decay, scale, scratch[lane], block,
                             lane * blocks // lanes, (lane + 1) * blocks // lanes)
+        denormals.restore(before)
 
 
 def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):

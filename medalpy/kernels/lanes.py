@@ -23,7 +23,7 @@ import numba
 import numpy as np
 
 from medalpy import config
-from medalpy.kernels import blas, simd
+from medalpy.kernels import blas, denormals, simd
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -63,8 +63,10 @@ def _gemm_parts(A, B, C, trans_a, trans_b, first, stop, parts):
 def _gemm_lanes(A, B, C, trans_a, trans_b, lanes, parts):
     # The parts of C's columns shared out over ``lanes`` threads, consecutive parts each.
     for lane in numba.prange(lanes):
+        before = denormals.flush()  # each lane's thread, as the session's (denormals.py)
         _gemm_parts(A, B, C, trans_a, trans_b, lane * parts // lanes,
                     (lane + 1) * parts // lanes, parts)
+        denormals.restore(before)
 
 
 @numba.njit(error_model="numpy", inline="always")
@@ -117,7 +119,9 @@ def _matmul_nt_f32_lanes(D, W, C, lanes):
     N = W.shape[0]
     per_lane = ((N + lanes - 1) // lanes + 2) // 3 * 3
     for lane in numba.prange(lanes):
+        before = denormals.flush()
         _matmul_nt_f32_columns(D, W, C, lane * per_lane, min(N, (lane + 1) * per_lane))
+        denormals.restore(before)
 
 
 def rows_contiguous(a):
@@ -280,13 +284,18 @@ def threads(n=None):
     """Products on ``n`` lanes (default: Numba's thread count, the cores or
     ``NUMBA_NUM_THREADS``) inside the block; the lanes, Numba's thread count and every
     OpenBLAS's thread count are restored when it ends, so nothing outside medalpy's own
-    computations (the trainer, evaluation) changes. Blocks nest."""
+    computations (the trainer, evaluation) changes. Denormals are flushed to zero inside
+    (:mod:`medalpy.kernels.denormals`). Blocks nest."""
     global LANES, READY
+    # First, as its first call compiles: Numba's first compilation in a process loads the
+    # BLAS that SciPy bundles, whose threads are then set and restored with NumPy's.
+    mode = denormals.flush()
     before = LANES, READY, numba.get_num_threads(), blas.get_threads()
     use_threads(n or numba.config.NUMBA_NUM_THREADS)
     try:
         yield
     finally:
+        denormals.restore(mode)
         LANES, READY = before[0], before[1]
         GOVERNOR.reset()
         numba.set_num_threads(before[2])
