@@ -570,11 +570,20 @@ def _sgd_product_kernel(A, delta, P, V, lr, momentum, decay, scale, scratch, blo
         denormals.restore(before)
 
 
+def product_block_rows(batch):
+    """Rows of ``G`` per block for a batch of ``batch`` rows
+    (:data:`medalpy.config.PRODUCT_BLOCK_ROWS`, ``PRODUCT_BLOCK_ROWS_LARGE_BATCH``): a
+    function of the batch alone, never of the lanes."""
+    if batch <= config.PRODUCT_BLOCK_ROWS:
+        return config.PRODUCT_BLOCK_ROWS
+    return config.PRODUCT_BLOCK_ROWS_LARGE_BATCH
+
+
 def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
     """:func:`sgd_update` with the weight gradient ``G = A.T @ delta`` (see the reference).
 
     With NumPy's OpenBLAS callable (:mod:`medalpy.kernels.blas`), ``G`` is computed
-    :data:`medalpy.config.PRODUCT_BLOCK_ROWS` rows at a time on each lane and each block applied at once:
+    :func:`product_block_rows` rows at a time on each lane and each block applied at once:
     the weight-sized gradient is never written to memory, and the pass over ``P`` and ``V``
     (memory-bound) overlaps the products. Otherwise ``matmul_tn`` into a scratch matrix,
     then :func:`sgd_update`.
@@ -586,7 +595,8 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
             and P.dtype in lanes.GEMM_DTYPES and A.size and delta.size
             and lanes.rows_contiguous(A) and lanes.rows_contiguous(delta)
             and P.flags.c_contiguous and V.flags.c_contiguous):
-        block, blocks = config.PRODUCT_BLOCK_ROWS, -(-P.shape[0] // config.PRODUCT_BLOCK_ROWS)
+        block = product_block_rows(A.shape[0])
+        blocks = -(-P.shape[0] // block)
         size = block * P.shape[1]
         scratch = _scratch_array("blocks", lanes.LANES * size, P.dtype)[:lanes.LANES * size]
         scratch = scratch.reshape(lanes.LANES, size)
