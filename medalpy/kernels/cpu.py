@@ -27,7 +27,9 @@ the work is done:
 - Arithmetic is done in the dtype of the output array, with the same operations in the same
   order as the reference, so float64 results agree to a few ulps and float32 results to the
   difference between NumPy's and libm's ``exp``/``log1p`` (about 1 ulp each) and, in
-  products, to the order of the sums (within the usual ``k eps |A||B|`` bound).
+  products, to the order of the sums (within the usual ``k eps |A||B|`` bound). Inside
+  :func:`session` denormals are flushed to zero (:mod:`medalpy.kernels.denormals`): a value
+  the reference leaves denormal is 0 here.
 - Masking noise is the reference's counter-based splitmix64 hash, evaluated inline:
   a unit's mask bit depends only on (seed, epoch, sample index, feature index).
 
