@@ -10,9 +10,10 @@ backend now: inside :func:`medalpy.kernels.lanes.threads` (the backend's ``sessi
 in every lane of its parallel kernels, the MXCSR's FTZ bit (a denormal result becomes 0)
 and DAZ bit (a denormal operand reads as 0) are set, and put back as they were afterwards.
 
-What it changes: a value that would be denormal is 0 instead, an absolute difference below
-1.2e-38 (2.2e-308 in float64); every other result is the same bit for bit. The NumPy
-reference backend keeps denormals. On other processors :func:`flush` does nothing.
+What it changes: a result that would be denormal is 0, and a denormal operand counts as 0,
+so terms below 1.2e-38 in magnitude (2.2e-308 in float64) drop out of what is computed from
+them. Where no denormal arises, every result is the same bit for bit. The NumPy reference
+backend keeps denormals. On other processors :func:`flush` does nothing.
 """
 
 import contextlib
