@@ -72,8 +72,7 @@ PRODUCT_PARTS = 4
 NT_DOTS_MAX_ROWS = 32
 #: Rows of the weight gradient the cpu backend's ``sgd_update_product`` forms per BLAS call,
 #: for a batch of at most this many rows: a (32, 1000) float32 block is 128 KB, a quarter of
-#: a typical core's L2 cache; 16 and 64 were no faster (64 was slower: OpenBLAS leaves its
-#: small-matrix kernel, which packs nothing).
+#: a typical core's L2 cache; 16 was no faster and 64 slower (``benchmarks/update_blocks.py``).
 PRODUCT_BLOCK_ROWS = 32
 #: The same for larger batches: each call packs the whole (batch, m) delta again, so larger
 #: blocks pay for it less often. At batch 64-256, 128 rows took 25-35% less time than 32

@@ -3,12 +3,12 @@
 A float32 of magnitude below 2^-126 (about 1.2e-38) is *denormal*. Training makes them:
 the sigmoid of a pre-activation below about -87 is one, and a saturated layer's activations
 and deltas are full of them. Intel cores take a microcode assist for each operation that
-reads or writes one, around a hundred cycles: a gradual phase-2 step whose second layer had
-saturated ran 25 to 30 times slower on an Intel Xeon than the same step with denormals
-flushed (AMD cores pay far less). XLA flushes them by default, and so does medalpy's cpu
-backend now: inside :func:`medalpy.kernels.lanes.threads` (the backend's ``session()``) and
-in every lane of its parallel kernels, the MXCSR's FTZ bit (a denormal result becomes 0)
-and DAZ bit (a denormal operand reads as 0) are set, and put back as they were afterwards.
+reads or writes one: on an Intel Xeon, ``medalpy bench``'s gradual step whose second layer
+had saturated ran many times slower than with denormals flushed (docs/performance.md,
+"Denormals flushed to zero"). XLA flushes them by default, and so does medalpy's cpu
+backend: inside :func:`medalpy.kernels.lanes.threads` (the backend's ``session()``) and in
+every lane of its parallel kernels, the MXCSR's FTZ bit (a denormal result becomes 0) and
+DAZ bit (a denormal operand reads as 0) are set, and put back as they were afterwards.
 
 What it changes: a result that would be denormal is 0, and a denormal operand counts as 0,
 so terms below 1.2e-38 in magnitude (2.2e-308 in float64) drop out of what is computed from

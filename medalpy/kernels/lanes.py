@@ -287,8 +287,8 @@ def threads(n=None):
     computations (the trainer, evaluation) changes. Denormals are flushed to zero inside
     (:mod:`medalpy.kernels.denormals`). Blocks nest."""
     global LANES, READY
-    # First, as its first call compiles: Numba's first compilation in a process loads the
-    # BLAS that SciPy bundles, whose threads are then set and restored with NumPy's.
+    # First: its first call in a process starts Numba's compiler, which loads the BLAS that
+    # SciPy bundles; taken before the thread counts, that BLAS is set and restored as well.
     mode = denormals.flush()
     before = LANES, READY, numba.get_num_threads(), blas.get_threads()
     use_threads(n or numba.config.NUMBA_NUM_THREADS)
