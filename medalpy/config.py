@@ -78,6 +78,16 @@ PRODUCT_BLOCK_ROWS = 32
 #: blocks pay for it less often. At batch 64-256, 128 rows took 25-35% less time than 32
 #: (``benchmarks/update_blocks.py``, docs/performance.md).
 PRODUCT_BLOCK_ROWS_LARGE_BATCH = 128
+#: Batch rows (from MIN to MAX, both included) for which the cpu backend's float32 products
+#: (forward, error, fused gradient + update) use its own register-tiled kernels
+#: (:mod:`medalpy.kernels.tiles`) instead of OpenBLAS, on CPUs with AVX-512. In a whole
+#: step they were 4-35% faster at 32-128 rows, 1-3% slower at 20 and at 256
+#: (``benchmarks/tiled_products.py``).
+TILED_MIN_ROWS = 32
+TILED_MAX_ROWS = 255
+#: Fewest batch rows for which the cpu backend's hidden-layer bias + sigmoid (an ``exp`` per
+#: unit) splits its rows over lanes; below it, a serial pass (``benchmarks/tiled_products.py``).
+SIGMOID_LANES_MIN_ROWS = 64
 
 
 def resolve_dtype(dtype):

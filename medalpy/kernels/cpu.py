@@ -38,7 +38,6 @@ phase, and the few scratch buffers here are made once per thread and reused.
 """
 
 import math
-import threading
 
 import numba
 import numpy as np
@@ -49,7 +48,7 @@ from medalpy.config import (
     noise_epoch_key,
     noise_threshold,
 )
-from medalpy.kernels import blas, denormals, lanes
+from medalpy.kernels import blas, denormals, lanes, tiles
 from medalpy.kernels.lanes import matmul, matmul_nt, matmul_tn, use_threads  # noqa: F401
 from medalpy.kernels.vecmath import exp_nonpos, log1p_unit
 
@@ -238,6 +237,16 @@ def _bias_sigmoid_inplace_kernel(Z, b):
             Z[i, j] = _sigmoid(Z[i, j] + b[j], one)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _bias_sigmoid_inplace_lanes(Z, b, lanes):
+    # Rows shared out over ``lanes`` threads; element by element, so the split changes no bit.
+    n = Z.shape[0]
+    for lane in numba.prange(lanes):
+        before = denormals.flush()  # each lane's thread, as the session's (denormals.py)
+        _bias_sigmoid_inplace_kernel(Z[lane * n // lanes:(lane + 1) * n // lanes], b)
+        denormals.restore(before)
+
+
 def add_bias_sigmoid(Z, b, out):
     """Add the bias and squash: ``Z += b``; ``out = sigma(Z)``.
 
@@ -248,7 +257,12 @@ def add_bias_sigmoid(Z, b, out):
     out : (B, D) float, modified in place; may be ``Z`` itself.
     """
     if out is Z:
-        _bias_sigmoid_inplace_kernel(Z, b)
+        if lanes.READY and Z.shape[0] >= config.SIGMOID_LANES_MIN_ROWS:
+            lanes.GOVERNOR.run(("bias_sigmoid", Z.shape),
+                               lambda: _bias_sigmoid_inplace_kernel(Z, b),
+                               lambda n: _bias_sigmoid_inplace_lanes(Z, b, n))
+        else:
+            _bias_sigmoid_inplace_kernel(Z, b)
     else:
         _bias_sigmoid_kernel(Z, b, out)
 
@@ -287,20 +301,6 @@ def _sigmoid_ce_kernel(Z, T, delta, terms):
     return loss / n
 
 
-_scratch = threading.local()
-
-
-def _scratch_array(name, size, dtype):
-    """A per-thread scratch vector of at least ``size`` elements, by name, allocated once
-    (and again only to grow) and reused."""
-    name = f"{name}_{np.dtype(dtype).char}"
-    buf = getattr(_scratch, name, None)
-    if buf is None or buf.size < size:
-        buf = np.empty(max(size, 1024), dtype)
-        setattr(_scratch, name, buf)
-    return buf
-
-
 def sigmoid_cross_entropy(Z, T, delta):
     """Cross-entropy of sigmoid outputs and its gradient, from pre-activations, in one pass.
 
@@ -314,7 +314,7 @@ def sigmoid_cross_entropy(Z, T, delta):
     -------
     float, the batch mean of CE summed over output units.
     """
-    return float(_sigmoid_ce_kernel(Z, T, delta, _scratch_array("row", Z.shape[1], delta.dtype)))
+    return float(_sigmoid_ce_kernel(Z, T, delta, lanes.scratch("row", Z.shape[1], delta.dtype)))
 
 
 @_jit
@@ -587,12 +587,24 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
     With NumPy's OpenBLAS callable (:mod:`medalpy.kernels.blas`), ``G`` is computed
     :func:`product_block_rows` rows at a time on each lane and each block applied at once:
     the weight-sized gradient is never written to memory, and the pass over ``P`` and ``V``
-    (memory-bound) overlaps the products. Otherwise ``matmul_tn`` into a scratch matrix,
-    then :func:`sgd_update`.
+    (memory-bound) overlaps the products. Large float32 batches on AVX-512 CPUs go to
+    :func:`medalpy.kernels.tiles.sgd_update_product` instead (8 rows of ``G`` at a time, in
+    registers). Otherwise ``matmul_tn`` into a scratch matrix, then :func:`sgd_update`.
     """
     lanes.check_shapes("sgd_update_product", A, delta, P, True, False)
     if V.shape != P.shape:
         raise ValueError(f"sgd_update_product: velocity {V.shape} for weights {P.shape}")
+    if (P.shape[0] >= tiles.TILE_ROWS and lanes.tiled(A, delta, P, V)
+            and P.flags.c_contiguous and V.flags.c_contiguous):
+        packed = lanes.scratch_rows("tiled_update_panels", tiles.panels(P.shape[1]),
+                                    A.shape[0] * tiles.PANEL)
+        g = lanes.scratch_rows("tiled_update_rows", lanes.LANES,
+                               tiles.update_scratch_size(P.shape[1]))
+        args = (A, delta, P, V, lr, momentum, decay, scale, packed, g)
+        lanes.GOVERNOR.run(("tiled_update", A.shape, delta.shape),
+                           lambda: tiles.sgd_update_product(*args, 1),
+                           lambda n: tiles.sgd_update_product(*args, n))
+        return
     if (lanes.READY and A.dtype == delta.dtype == P.dtype == V.dtype
             and P.dtype in lanes.GEMM_DTYPES and A.size and delta.size
             and lanes.rows_contiguous(A) and lanes.rows_contiguous(delta)
@@ -600,13 +612,13 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
         block = product_block_rows(A.shape[0])
         blocks = -(-P.shape[0] // block)
         size = block * P.shape[1]
-        scratch = _scratch_array("blocks", lanes.LANES * size, P.dtype)[:lanes.LANES * size]
+        scratch = lanes.scratch("blocks", lanes.LANES * size, P.dtype)[:lanes.LANES * size]
         scratch = scratch.reshape(lanes.LANES, size)
         args = (A, delta, P, V, float(lr), float(momentum), float(decay), float(scale))
         lanes.GOVERNOR.run(("sgd_product", A.shape, delta.shape),
                            lambda: _sgd_product_blocks(*args, scratch[0], block, 0, blocks),
                            lambda n: _sgd_product_kernel(*args, scratch, block, n))
         return
-    G = _scratch_array("gradient", P.size, P.dtype)[:P.size].reshape(P.shape)
+    G = lanes.scratch("gradient", P.size, P.dtype)[:P.size].reshape(P.shape)
     matmul_tn(A, delta, G)
     sgd_update(P, G, V, lr, momentum, decay, scale)

@@ -17,13 +17,14 @@ nothing. Outside a session, or without a usable OpenBLAS, products go to ``np.ma
 
 import collections
 import contextlib
+import threading
 import time
 
 import numba
 import numpy as np
 
 from medalpy import config
-from medalpy.kernels import blas, denormals, simd
+from medalpy.kernels import blas, denormals, simd, tiles
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -122,6 +123,25 @@ def _matmul_nt_f32_lanes(D, W, C, lanes):
         before = denormals.flush()
         _matmul_nt_f32_columns(D, W, C, lane * per_lane, min(N, (lane + 1) * per_lane))
         denormals.restore(before)
+
+
+_scratch = threading.local()
+
+
+def scratch(name, size, dtype):
+    """A per-thread scratch vector of at least ``size`` elements, by name, allocated once
+    (and again only to grow) and reused."""
+    name = f"{name}_{np.dtype(dtype).char}"
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1024), dtype)
+        setattr(_scratch, name, buf)
+    return buf
+
+
+def scratch_rows(name, rows, cols):
+    """A per-thread float32 scratch of shape (rows, cols), C-contiguous (:func:`scratch`)."""
+    return scratch(name, rows * cols, np.float32)[:rows * cols].reshape(rows, cols)
 
 
 def rows_contiguous(a):
@@ -251,6 +271,31 @@ class Governor:
 GOVERNOR = Governor()
 
 
+def tiled(A, *arrays):
+    """True when a product of the batch ``A`` with ``arrays`` goes to :mod:`tiles`: inside a
+    session on an AVX-512 CPU, float32, :data:`medalpy.config.TILED_MIN_ROWS` to
+    ``TILED_MAX_ROWS`` batch rows, every array non-empty with contiguous rows."""
+    return (TILED and config.TILED_MIN_ROWS <= A.shape[0] <= config.TILED_MAX_ROWS
+            and A.dtype == np.float32
+            and all(a.dtype == np.float32 and a.size and rows_contiguous(a)
+                    for a in (A,) + arrays))
+
+
+def _tiled_matmul(A, B, out):
+    work = scratch_rows("tiled_matmul", LANES, tiles.matmul_scratch_size(A.shape[1]))
+    GOVERNOR.run(("tiled", A.shape, B.shape), lambda: tiles.matmul(A, B, out, work, 1),
+                 lambda n: tiles.matmul(A, B, out, work, n))
+
+
+def _tiled_matmul_nt(A, B, out):
+    packed = scratch_rows("tiled_nt_panels", tiles.panels(A.shape[0]),
+                          A.shape[1] * tiles.PANEL)
+    edges = scratch_rows("tiled_nt_edges", LANES, tiles.TILE_ROWS * tiles.PANEL)
+    GOVERNOR.run(("tiled_nt", A.shape, B.shape),
+                 lambda: tiles.matmul_nt(A, B, out, packed, edges, 1),
+                 lambda n: tiles.matmul_nt(A, B, out, packed, edges, n))
+
+
 def _gemm(A, B, out, trans_a, trans_b):
     # Narrow outputs (a 10-class classifier's) are not worth a second thread: one call, on
     # the caller's thread.
@@ -270,11 +315,12 @@ def use_threads(n):
     single-threaded OpenBLAS, until told otherwise: sets NumPy's OpenBLAS to one thread (a
     multi-threaded BLAS inside each lane would oversubscribe the cores). :func:`threads`
     does the same for a block of code and restores everything after it."""
-    global LANES, READY
+    global LANES, READY, TILED
     numba.set_num_threads(int(n))
     if int(n) != LANES:  # its timings were of the other lane count
         GOVERNOR.reset()
     LANES, READY = int(n), blas.available()
+    TILED = READY and tiles.available()
     if READY:
         blas.set_threads(1)
 
@@ -286,20 +332,20 @@ def threads(n=None):
     OpenBLAS's thread count are restored when it ends, so nothing outside medalpy's own
     computations (the trainer, evaluation) changes. Denormals are flushed to zero inside
     (:mod:`medalpy.kernels.denormals`). Blocks nest."""
-    global LANES, READY
+    global LANES, READY, TILED
     # First: its first call in a process starts Numba's compiler, which loads the BLAS that
     # SciPy bundles; taken before the thread counts, that BLAS is set and restored as well.
     mode = denormals.flush()
-    before = LANES, READY, numba.get_num_threads(), blas.get_threads()
+    before = LANES, READY, TILED, numba.get_num_threads(), blas.get_threads()
     use_threads(n or numba.config.NUMBA_NUM_THREADS)
     try:
         yield
     finally:
         denormals.restore(mode)
-        LANES, READY = before[0], before[1]
+        LANES, READY, TILED = before[0], before[1], before[2]
         GOVERNOR.reset()
-        numba.set_num_threads(before[2])
-        blas.restore_threads(before[3])
+        numba.set_num_threads(before[3])
+        blas.restore_threads(before[4])
 
 
 GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -308,12 +354,16 @@ GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 #: kernels may run; every parallel path checks it first (Numba threads beside a
 #: multi-threaded OpenBLAS's spinning ones were many times slower). Off until
 #: :func:`threads` (or :func:`use_threads`): outside them products go to ``np.matmul``.
-LANES, READY = 1, False
+#: TILED: READY on a CPU with AVX-512, where large float32 batches go to :mod:`tiles`.
+LANES, READY, TILED = 1, False, False
 
 
 def matmul(A, B, out):
     """``out = A @ B``: the forward product, (n, k) @ (k, m) -> (n, m)."""
     check_shapes("matmul", A, B, out, False, False)
+    if out.shape[1] >= config.LANES_MIN_COLUMNS and tiled(A, B, out):
+        _tiled_matmul(A, B, out)
+        return
     _gemm(A, B, out, False, False)
 
 
@@ -336,5 +386,9 @@ def matmul_nt(A, B, out):
                          lambda n: _matmul_nt_f32_lanes(A, B, out, n))
         else:  # no parallel region beside a BLAS that runs its own threads
             _matmul_nt_f32_columns(A, B, out, 0, B.shape[0])
+        return
+    if (out.shape[1] >= config.LANES_MIN_COLUMNS and B.shape[0] >= tiles.TILE_ROWS
+            and tiled(A, B, out)):
+        _tiled_matmul_nt(A, B, out)
         return
     _gemm(A, B, out, False, True)

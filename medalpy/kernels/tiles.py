@@ -1,0 +1,333 @@
+"""Register-tiled float32 products for AVX-512 cores: the larger-batch products of a step.
+
+With a batch of a few dozen rows and more, a step's products are (batch, 784-1000) by
+(784-1000, 784-1000), shapes at which OpenBLAS, one call per lane on a block of columns,
+stays well below its large-GEMM rate (docs/performance.md). These kernels do the same
+products with one tile of the output held in registers:
+
+    TILE_ROWS x PANEL = 8 x 48 outputs in 24 sixteen-lane accumulators (f32x16, one AVX-512
+    register each). Each step k of the inner loop loads one row of a *panel* (48 floats) as
+    three vectors, broadcasts 8 elements of the left operand, and does 24 fused
+    multiply-adds.
+
+A panel is 48 columns of the right operand copied row after row into a contiguous buffer
+(zeros beyond the operand's last column): the inner loop then reads it sequentially, where
+the operand's own rows are thousands of floats apart. The left operand is read in place,
+through a row stride and a step stride (``a[off + r a_rs + k a_ks]`` for tile row r), which
+lets one tile serve three products:
+
+- ``matmul``: ``C = A B`` (the forward product). Panels of B, one at a time per lane; tiles
+  down A's rows.
+- ``sgd_update_product``: ``G = A^T delta`` applied at once to the weights and velocities,
+  as :func:`medalpy.kernels.cpu.sgd_update_product` does. The whole of ``delta`` is packed
+  into panels first; tiles go down G's rows (8 rows of weights at a time, so P and V are
+  read and written as 8 streams of rows), and each tile's G goes through the SGD step in L1
+  and is never stored.
+- ``matmul_nt``: ``C = delta W^T`` (the back-propagated error), as ``C^T = W delta^T``:
+  panels of ``delta^T`` (48 batch rows each, transposed while packed), tiles down W's rows,
+  each tile's result written transposed.
+
+Round-off: every output element is one chain of fused multiply-adds over k in order, from
+zero, in whichever tile computes it. Row tiles start every 8 rows, the last one moved up to
+end at the last row (it recomputes a few rows of the tile before it, to the same bits, and
+the update applies only its new rows), so results depend on the shapes alone, never on the
+lanes or how the tiles are shared out. They differ from OpenBLAS's (another order of sums)
+within the usual ``k eps |A||B|`` bound.
+
+Used by :mod:`medalpy.kernels.lanes` for float32 products of at least
+:data:`medalpy.config.TILED_MIN_ROWS` batch rows when the CPU has AVX-512
+(:func:`available`); elsewhere the products stay with OpenBLAS (with AVX2 the tile's 24
+accumulators would take 48 of the 16 vector registers there are).
+"""
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+
+from medalpy.kernels import denormals
+from medalpy.kernels.simd import WIDE, broadcast16, load16, muladd, store, zeros16
+
+#: Rows of a tile.
+TILE_ROWS = 8
+#: Columns of a panel (and of a tile): three f32x16 vectors.
+PANEL = 3 * WIDE
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_parallel = numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+
+
+def available():
+    """True when Numba compiles for a CPU with AVX-512 (the host, unless ``NUMBA_CPU_NAME``
+    names another)."""
+    if numba.config.CPU_NAME not in (None, "host"):
+        return "+avx512f" in (numba.config.CPU_FEATURES or "")
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _tile(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc):
+    # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * panel[k PANEL + q]
+    # for r < 8, q < 48: 24 accumulators, written once at the end.
+    c00, c01, c02 = zeros16(), zeros16(), zeros16()
+    c10, c11, c12 = zeros16(), zeros16(), zeros16()
+    c20, c21, c22 = zeros16(), zeros16(), zeros16()
+    c30, c31, c32 = zeros16(), zeros16(), zeros16()
+    c40, c41, c42 = zeros16(), zeros16(), zeros16()
+    c50, c51, c52 = zeros16(), zeros16(), zeros16()
+    c60, c61, c62 = zeros16(), zeros16(), zeros16()
+    c70, c71, c72 = zeros16(), zeros16(), zeros16()
+    for k in range(K):
+        p = k * PANEL
+        b0, b1, b2 = load16(panel, p), load16(panel, p + WIDE), load16(panel, p + 2 * WIDE)
+        q = a_off + k * a_ks
+        x = broadcast16(a, q)
+        c00, c01, c02 = muladd(x, b0, c00), muladd(x, b1, c01), muladd(x, b2, c02)
+        x = broadcast16(a, q + a_rs)
+        c10, c11, c12 = muladd(x, b0, c10), muladd(x, b1, c11), muladd(x, b2, c12)
+        x = broadcast16(a, q + 2 * a_rs)
+        c20, c21, c22 = muladd(x, b0, c20), muladd(x, b1, c21), muladd(x, b2, c22)
+        x = broadcast16(a, q + 3 * a_rs)
+        c30, c31, c32 = muladd(x, b0, c30), muladd(x, b1, c31), muladd(x, b2, c32)
+        x = broadcast16(a, q + 4 * a_rs)
+        c40, c41, c42 = muladd(x, b0, c40), muladd(x, b1, c41), muladd(x, b2, c42)
+        x = broadcast16(a, q + 5 * a_rs)
+        c50, c51, c52 = muladd(x, b0, c50), muladd(x, b1, c51), muladd(x, b2, c52)
+        x = broadcast16(a, q + 6 * a_rs)
+        c60, c61, c62 = muladd(x, b0, c60), muladd(x, b1, c61), muladd(x, b2, c62)
+        x = broadcast16(a, q + 7 * a_rs)
+        c70, c71, c72 = muladd(x, b0, c70), muladd(x, b1, c71), muladd(x, b2, c72)
+    o = c_off
+    store(c, o, c00), store(c, o + WIDE, c01), store(c, o + 2 * WIDE, c02)
+    o += ldc
+    store(c, o, c10), store(c, o + WIDE, c11), store(c, o + 2 * WIDE, c12)
+    o += ldc
+    store(c, o, c20), store(c, o + WIDE, c21), store(c, o + 2 * WIDE, c22)
+    o += ldc
+    store(c, o, c30), store(c, o + WIDE, c31), store(c, o + 2 * WIDE, c32)
+    o += ldc
+    store(c, o, c40), store(c, o + WIDE, c41), store(c, o + 2 * WIDE, c42)
+    o += ldc
+    store(c, o, c50), store(c, o + WIDE, c51), store(c, o + 2 * WIDE, c52)
+    o += ldc
+    store(c, o, c60), store(c, o + WIDE, c61), store(c, o + 2 * WIDE, c62)
+    o += ldc
+    store(c, o, c70), store(c, o + WIDE, c71), store(c, o + 2 * WIDE, c72)
+
+
+@_jit
+def _pack(B, j, panel):
+    # panel[k PANEL + q] = B[k, j + q] for every row k of B, q < PANEL (0 past B's columns).
+    K, N = B.shape
+    ld = B.strides[0] // B.itemsize
+    width = min(PANEL, N - j)
+    if width == PANEL:
+        for k in range(K):
+            s, d = k * ld + j, k * PANEL
+            store(panel, d, load16(B, s))
+            store(panel, d + WIDE, load16(B, s + WIDE))
+            store(panel, d + 2 * WIDE, load16(B, s + 2 * WIDE))
+    else:
+        for k in range(K):
+            for q in range(PANEL):
+                panel[k * PANEL + q] = B[k, j + q] if q < width else np.float32(0.0)
+
+
+@_jit
+def _pack_transposed(D, i, panel):
+    # panel[k PANEL + q] = D[i + q, k] for every column k of D, q < PANEL (0 past D's rows).
+    # In blocks of 64 columns of D, so that the block's rows of the panel stay in L1.
+    M, K = D.shape
+    rows = min(PANEL, M - i)
+    for k0 in range(0, K, 64):
+        k1 = min(k0 + 64, K)
+        for q in range(PANEL):
+            if q < rows:
+                row = D[i + q]
+                for k in range(k0, k1):
+                    panel[k * PANEL + q] = row[k]
+            else:
+                for k in range(k0, k1):
+                    panel[k * PANEL + q] = np.float32(0.0)
+
+
+@numba.njit(inline="always")
+def panels(n):
+    """Panels that cover ``n`` columns."""
+    return (n + PANEL - 1) // PANEL
+
+
+@numba.njit(inline="always")
+def row_tiles(n):
+    """Row tiles that cover ``n`` rows (``n >= TILE_ROWS``)."""
+    return (n + TILE_ROWS - 1) // TILE_ROWS
+
+
+# -- C = A B -----------------------------------------------------------------------------
+
+
+@_jit
+def _matmul_panels(A, B, C, panel, edge, first, stop):
+    # Tiles ``first`` to ``stop - 1`` of C = A B, numbered panel by panel (tile t of panel p
+    # is p * row_tiles(M) + t), so that lanes share out tiles evenly, not panels.
+    M, K = A.shape
+    N = C.shape[1]
+    lda, ldc = A.strides[0] // A.itemsize, C.strides[0] // C.itemsize
+    T = row_tiles(M)
+    packed = -1
+    for w in range(first, stop):
+        p, t = w // T, w % T
+        j = p * PANEL
+        width = min(PANEL, N - j)
+        if p != packed:
+            _pack(B, j, panel)
+            packed = p
+        i = min(t * TILE_ROWS, M - TILE_ROWS)
+        if width == PANEL:
+            _tile(A, i * lda, lda, 1, panel, K, C, i * ldc + j, ldc)
+        else:
+            _tile(A, i * lda, lda, 1, panel, K, edge, 0, PANEL)
+            for r in range(TILE_ROWS):
+                for q in range(width):
+                    C[i + r, j + q] = edge[r * PANEL + q]
+
+
+@_parallel
+def _matmul_lanes(A, B, C, scratch, lanes):
+    n = panels(C.shape[1]) * row_tiles(A.shape[0])
+    K = A.shape[1]
+    for lane in numba.prange(lanes):
+        before = denormals.flush()  # each lane's thread, as the session's (denormals.py)
+        _matmul_panels(A, B, C, scratch[lane, :K * PANEL], scratch[lane, K * PANEL:],
+                       lane * n // lanes, (lane + 1) * n // lanes)
+        denormals.restore(before)
+
+
+def matmul_scratch_size(K):
+    """Floats of one lane's scratch for ``matmul`` with inner dimension ``K``."""
+    return K * PANEL + TILE_ROWS * PANEL
+
+
+def matmul(A, B, C, scratch, lanes):
+    """``C = A @ B`` (float32, A (M, K) with M >= 8, B (K, N), C (M, N), rows contiguous) on
+    ``lanes`` threads; ``scratch``: (lanes or more, :func:`matmul_scratch_size`) float32."""
+    if lanes == 1:
+        K = A.shape[1]
+        _matmul_panels(A, B, C, scratch[0, :K * PANEL], scratch[0, K * PANEL:], 0,
+                       panels(C.shape[1]) * row_tiles(A.shape[0]))
+    else:
+        _matmul_lanes(A, B, C, scratch, lanes)
+
+
+# -- C = D W^T ---------------------------------------------------------------------------
+
+
+@_jit
+def _matmul_nt_panels(D, W, C, packed, edge, first, stop):
+    # Rows first*TILE_ROWS.. of W (columns of C) against every panel of D^T in ``packed``.
+    M, K = D.shape
+    n = W.shape[0]
+    ldw = W.strides[0] // W.itemsize
+    for t in range(first, stop):
+        i = min(t * TILE_ROWS, n - TILE_ROWS)
+        for p in range(panels(M)):
+            b = p * PANEL
+            rows = min(PANEL, M - b)
+            _tile(W, i * ldw, ldw, 1, packed[p], K, edge, 0, PANEL)
+            for q in range(rows):
+                out = C[b + q]
+                for r in range(TILE_ROWS):
+                    out[i + r] = edge[r * PANEL + q]
+
+
+@_parallel
+def _pack_transposed_all(D, packed):
+    for p in numba.prange(packed.shape[0]):
+        _pack_transposed(D, p * PANEL, packed[p])
+
+
+@_parallel
+def _matmul_nt_lanes(D, W, C, packed, edges, lanes):
+    n = row_tiles(W.shape[0])
+    for lane in numba.prange(lanes):
+        before = denormals.flush()
+        _matmul_nt_panels(D, W, C, packed, edges[lane], lane * n // lanes,
+                          (lane + 1) * n // lanes)
+        denormals.restore(before)
+
+
+@_jit
+def _pack_transposed_serial(D, packed):
+    for p in range(packed.shape[0]):
+        _pack_transposed(D, p * PANEL, packed[p])
+
+
+def matmul_nt(D, W, C, packed, edges, lanes):
+    """``C = D @ W.T`` (float32, D (M, K), W (N, K) with N >= 8, C (M, N)) on ``lanes``
+    threads; ``packed``: (panels(M), K*PANEL) float32, ``edges``: (lanes or more,
+    TILE_ROWS*PANEL) float32."""
+    if lanes == 1:
+        _pack_transposed_serial(D, packed)
+        _matmul_nt_panels(D, W, C, packed, edges[0], 0, row_tiles(W.shape[0]))
+    else:
+        _pack_transposed_all(D, packed)
+        _matmul_nt_lanes(D, W, C, packed, edges, lanes)
+
+
+# -- G = A^T delta, applied to P and V -----------------------------------------------------
+
+
+@_jit
+def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, g, first, stop):
+    # Row tiles ``first`` to ``stop - 1`` of P: the tile's 8 rows of G against every panel of
+    # delta into ``g`` (8 rows of panels(m) * PANEL), then the SGD step of cpu._sgd_kernel
+    # along those rows of P and V, except rows an earlier tile updated.
+    K, n = A.shape
+    m = P.shape[1]
+    lda = A.strides[0] // A.itemsize
+    ldg = panels(m) * PANEL
+    t_ = P.dtype.type
+    lr, momentum, decay, scale = t_(lr), t_(momentum), t_(decay), t_(scale)
+    for t in range(first, stop):
+        i = min(t * TILE_ROWS, n - TILE_ROWS)
+        for p in range(panels(m)):
+            _tile(A, i, 1, lda, packed[p], K, g, p * PANEL, ldg)
+        for r in range(t * TILE_ROWS - i, TILE_ROWS):  # rows before are the previous tile's
+            prow, vrow, grow = P[i + r], V[i + r], g[r * ldg:r * ldg + m]
+            for q in range(m):
+                v = momentum * vrow[q] + lr * (scale * grow[q] + decay * prow[q])
+                vrow[q] = v
+                prow[q] = prow[q] - v
+
+
+@_jit
+def _pack_all(B, packed):
+    for p in range(packed.shape[0]):
+        _pack(B, p * PANEL, packed[p])
+
+
+@_parallel
+def _update_lanes(A, packed, P, V, lr, momentum, decay, scale, g, lanes):
+    n = row_tiles(P.shape[0])
+    for lane in numba.prange(lanes):
+        before = denormals.flush()
+        _update_tiles(A, packed, P, V, lr, momentum, decay, scale, g[lane],
+                      lane * n // lanes, (lane + 1) * n // lanes)
+        denormals.restore(before)
+
+
+def update_scratch_size(m):
+    """Floats of one lane's scratch for ``sgd_update_product`` with ``m`` output columns."""
+    return TILE_ROWS * panels(m) * PANEL
+
+
+def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale, packed, g, lanes):
+    """The SGD step of ``P``, ``V`` with ``G = A.T @ delta`` (float32; A (K, n) with n >= 8,
+    delta (K, m), P and V (n, m) C-contiguous) on ``lanes`` threads; ``packed``:
+    (panels(m), K*PANEL) float32, ``g``: (lanes or more, :func:`update_scratch_size`)
+    float32."""
+    args = (A, packed, P, V, float(lr), float(momentum), float(decay), float(scale))
+    _pack_all(delta, packed)  # serial: a copy of delta, a few microseconds
+    if lanes == 1:
+        _update_tiles(*args, g[0], 0, row_tiles(P.shape[0]))
+    else:
+        _update_lanes(*args, g, lanes)
