@@ -80,9 +80,9 @@ PRODUCT_BLOCK_ROWS = 32
 PRODUCT_BLOCK_ROWS_LARGE_BATCH = 128
 #: Batch rows (from MIN to MAX, both included) for which the cpu backend's float32 products
 #: (forward, error, fused gradient + update) use its own register-tiled kernels
-#: (:mod:`medalpy.kernels.tiles`) instead of OpenBLAS, on CPUs with AVX-512. In a whole
-#: step they were 4-35% faster at 32-128 rows, 1-3% slower at 20 and at 256
-#: (``benchmarks/tiled_products.py``).
+#: (:mod:`medalpy.kernels.tiles`) instead of OpenBLAS, on CPUs with AVX-512. Whole steps
+#: were 1.04-1.39x as fast with them at 32-128 rows, 0.96-1.01x at 20 and 0.97-1.01x at 256
+#: (``benchmarks/tiled_products.py``, docs/performance.md).
 TILED_MIN_ROWS = 32
 TILED_MAX_ROWS = 255
 #: Fewest batch rows for which the cpu backend's hidden-layer bias + sigmoid (an ``exp`` per

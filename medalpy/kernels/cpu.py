@@ -6,9 +6,10 @@ the work is done:
 
 - Matrix products (:mod:`medalpy.kernels.lanes`) call NumPy's own OpenBLAS from Numba on
   *lanes* (one single-threaded BLAS call per Numba thread, on a block of the output's
-  columns), and small float32 back-propagated errors are dot products along rows with
-  explicit 8-lane vectors; ``exp`` and ``log1p`` are polynomial forms that vectorise
-  (:mod:`medalpy.kernels.vecmath`).
+  columns), small float32 back-propagated errors are dot products along rows with
+  explicit 8-lane vectors, and on AVX-512 CPUs float32 products of 32-255 batch rows are
+  register-tiled kernels of medalpy's own (:mod:`medalpy.kernels.tiles`); ``exp`` and
+  ``log1p`` are polynomial forms that vectorise (:mod:`medalpy.kernels.vecmath`).
 - The weight gradient of a layer is never stored whole in a training step:
   :func:`sgd_update_product` forms it a block of rows at a time into a small scratch on
   each lane and applies the SGD step to that block at once, so the weights and velocities
@@ -21,6 +22,8 @@ the work is done:
   the gradient's squared norm from the batch's Gram matrices (:func:`product_sq_norm`);
   the gather of a uint8 batch with its 1/255 scaling and its masking noise. These are
   serial: they are short, and the one long one (the SGD pass) ran no faster on two threads.
+  The exception is the hidden layers' bias + sigmoid from ``SIGMOID_LANES_MIN_ROWS`` batch
+  rows on, an ``exp`` per unit, whose rows are split over the lanes.
 - Without a usable OpenBLAS (a NumPy built on another BLAS), products go to ``np.matmul``
   with NumPy's own threads and nothing runs in parallel in Numba: Numba threads beside a
   multi-threaded OpenBLAS's spinning ones slow both down many times (docs/performance.md).

@@ -6,8 +6,10 @@ one block per Numba thread (a lane), and each lane makes one single-threaded BLA
 block (:mod:`medalpy.kernels.blas` explains how the BLAS is reached). The back-propagated
 error ``delta W^T`` of a small float32 batch is instead computed as dot products between rows
 with explicit 8-lane vectors (:mod:`medalpy.kernels.simd`): each weight row is streamed once,
-where OpenBLAS first packs the weights transposed. Measurements: ``benchmarks/cpu_choices.py``
-and docs/performance.md.
+where OpenBLAS first packs the weights transposed. On AVX-512 CPUs float32 products of
+:data:`medalpy.config.TILED_MIN_ROWS` to ``TILED_MAX_ROWS`` batch rows go instead to
+medalpy's register-tiled kernels (:mod:`medalpy.kernels.tiles`). Measurements:
+``benchmarks/cpu_choices.py``, ``benchmarks/tiled_products.py`` and docs/performance.md.
 
 Lanes are on inside :func:`threads` (the cpu backend's ``session()``, which the trainer and
 the evaluation enter), and NumPy's OpenBLAS is single-threaded meanwhile (a multi-threaded
