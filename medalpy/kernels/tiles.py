@@ -12,7 +12,9 @@ products with one tile of the output held in registers:
 
 A panel is 48 columns of the right operand copied row after row into a contiguous buffer
 (zeros beyond the operand's last column): the inner loop then reads it sequentially, where
-the operand's own rows are thousands of floats apart. The left operand is read in place,
+the operand's own rows are thousands of floats apart. A last panel of 32 or 16 columns and
+fewer is computed with 16 or 8 accumulators (a batch of 128 rows is two panels and a
+32-column one). The left operand is read in place,
 through a row stride and a step stride (``a[off + r a_rs + k a_ks]`` for tile row r), which
 lets one tile serve three products:
 
@@ -65,9 +67,22 @@ def available():
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _tile(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc):
+def _row(x, b0, b1, b2, c0, c1, c2, vectors):
+    # One row of the tile: c_v += x * b_v for the first ``vectors`` of the three.
+    c0 = muladd(x, b0, c0)
+    if vectors > 1:
+        c1 = muladd(x, b1, c1)
+    if vectors > 2:
+        c2 = muladd(x, b2, c2)
+    return c0, c1, c2
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, vectors):
     # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * panel[k PANEL + q]
-    # for r < 8, q < 48: 24 accumulators, written once at the end.
+    # for r < 8, q < 16 vectors (the other columns of the tile are stored as 0): up to 24
+    # accumulators, written once at the end. ``vectors`` is a constant where this is
+    # inlined (_tile), so the unused accumulators and their multiply-adds compile away.
     c00, c01, c02 = zeros16(), zeros16(), zeros16()
     c10, c11, c12 = zeros16(), zeros16(), zeros16()
     c20, c21, c22 = zeros16(), zeros16(), zeros16()
@@ -80,22 +95,14 @@ def _tile(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc):
         p = k * PANEL
         b0, b1, b2 = load16(panel, p), load16(panel, p + WIDE), load16(panel, p + 2 * WIDE)
         q = a_off + k * a_ks
-        x = broadcast16(a, q)
-        c00, c01, c02 = muladd(x, b0, c00), muladd(x, b1, c01), muladd(x, b2, c02)
-        x = broadcast16(a, q + a_rs)
-        c10, c11, c12 = muladd(x, b0, c10), muladd(x, b1, c11), muladd(x, b2, c12)
-        x = broadcast16(a, q + 2 * a_rs)
-        c20, c21, c22 = muladd(x, b0, c20), muladd(x, b1, c21), muladd(x, b2, c22)
-        x = broadcast16(a, q + 3 * a_rs)
-        c30, c31, c32 = muladd(x, b0, c30), muladd(x, b1, c31), muladd(x, b2, c32)
-        x = broadcast16(a, q + 4 * a_rs)
-        c40, c41, c42 = muladd(x, b0, c40), muladd(x, b1, c41), muladd(x, b2, c42)
-        x = broadcast16(a, q + 5 * a_rs)
-        c50, c51, c52 = muladd(x, b0, c50), muladd(x, b1, c51), muladd(x, b2, c52)
-        x = broadcast16(a, q + 6 * a_rs)
-        c60, c61, c62 = muladd(x, b0, c60), muladd(x, b1, c61), muladd(x, b2, c62)
-        x = broadcast16(a, q + 7 * a_rs)
-        c70, c71, c72 = muladd(x, b0, c70), muladd(x, b1, c71), muladd(x, b2, c72)
+        c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
+        c10, c11, c12 = _row(broadcast16(a, q + a_rs), b0, b1, b2, c10, c11, c12, vectors)
+        c20, c21, c22 = _row(broadcast16(a, q + 2 * a_rs), b0, b1, b2, c20, c21, c22, vectors)
+        c30, c31, c32 = _row(broadcast16(a, q + 3 * a_rs), b0, b1, b2, c30, c31, c32, vectors)
+        c40, c41, c42 = _row(broadcast16(a, q + 4 * a_rs), b0, b1, b2, c40, c41, c42, vectors)
+        c50, c51, c52 = _row(broadcast16(a, q + 5 * a_rs), b0, b1, b2, c50, c51, c52, vectors)
+        c60, c61, c62 = _row(broadcast16(a, q + 6 * a_rs), b0, b1, b2, c60, c61, c62, vectors)
+        c70, c71, c72 = _row(broadcast16(a, q + 7 * a_rs), b0, b1, b2, c70, c71, c72, vectors)
     o = c_off
     store(c, o, c00), store(c, o + WIDE, c01), store(c, o + 2 * WIDE, c02)
     o += ldc
@@ -112,6 +119,18 @@ def _tile(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc):
     store(c, o, c60), store(c, o + WIDE, c61), store(c, o + 2 * WIDE, c62)
     o += ldc
     store(c, o, c70), store(c, o + WIDE, c71), store(c, o + 2 * WIDE, c72)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _tile(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, columns=PANEL):
+    # The tile for the first ``columns`` columns of the panel, in as few vectors as hold
+    # them: one copy of the loop per vector count, each with its count a constant.
+    if columns > 2 * WIDE:
+        _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, 3)
+    elif columns > WIDE:
+        _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, 2)
+    else:
+        _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, 1)
 
 
 @_jit
@@ -185,7 +204,7 @@ def _matmul_panels(A, B, C, panel, edge, first, stop):
         if width == PANEL:
             _tile(A, i * lda, lda, 1, panel, K, C, i * ldc + j, ldc)
         else:
-            _tile(A, i * lda, lda, 1, panel, K, edge, 0, PANEL)
+            _tile(A, i * lda, lda, 1, panel, K, edge, 0, PANEL, width)
             for r in range(TILE_ROWS):
                 for q in range(width):
                     C[i + r, j + q] = edge[r * PANEL + q]
@@ -232,7 +251,7 @@ def _matmul_nt_panels(D, W, C, packed, edge, first, stop):
         for p in range(panels(M)):
             b = p * PANEL
             rows = min(PANEL, M - b)
-            _tile(W, i * ldw, ldw, 1, packed[p], K, edge, 0, PANEL)
+            _tile(W, i * ldw, ldw, 1, packed[p], K, edge, 0, PANEL, rows)
             for q in range(rows):
                 out = C[b + q]
                 for r in range(TILE_ROWS):
@@ -290,7 +309,7 @@ def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, g, first, stop):
     for t in range(first, stop):
         i = min(t * TILE_ROWS, n - TILE_ROWS)
         for p in range(panels(m)):
-            _tile(A, i, 1, lda, packed[p], K, g, p * PANEL, ldg)
+            _tile(A, i, 1, lda, packed[p], K, g, p * PANEL, ldg, m - p * PANEL)
         for r in range(t * TILE_ROWS - i, TILE_ROWS):  # rows before are the previous tile's
             prow, vrow, grow = P[i + r], V[i + r], g[r * ldg:r * ldg + m]
             for q in range(m):
