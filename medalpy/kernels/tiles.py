@@ -42,6 +42,8 @@ Used by :mod:`medalpy.kernels.lanes` for float32 products of at least
 accumulators would take 48 of the 16 vector registers there are).
 """
 
+import functools
+
 import llvmlite.binding as llvm
 import numba
 import numpy as np
@@ -58,6 +60,7 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _parallel = numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
 
 
+@functools.cache  # asking LLVM for the host's features takes a fraction of a millisecond
 def available():
     """True when Numba compiles for a CPU with AVX-512 (the host, unless ``NUMBA_CPU_NAME``
     names another)."""
