@@ -262,7 +262,8 @@ def _matmul_nt_panels(D, W, C, packed, edge, first, stop):
 
 
 @_parallel
-def _pack_transposed_all(D, packed):
+def _pack_transposed_panels_lanes(D, packed):
+    # A panel per thread: the transposing copy is slower than the plain one.
     for p in numba.prange(packed.shape[0]):
         _pack_transposed(D, p * PANEL, packed[p])
 
@@ -278,7 +279,7 @@ def _matmul_nt_lanes(D, W, C, packed, edges, lanes):
 
 
 @_jit
-def _pack_transposed_serial(D, packed):
+def _pack_transposed_panels(D, packed):
     for p in range(packed.shape[0]):
         _pack_transposed(D, p * PANEL, packed[p])
 
@@ -288,10 +289,10 @@ def matmul_nt(D, W, C, packed, edges, lanes):
     threads; ``packed``: (panels(M), K*PANEL) float32, ``edges``: (lanes or more,
     TILE_ROWS*PANEL) float32."""
     if lanes == 1:
-        _pack_transposed_serial(D, packed)
+        _pack_transposed_panels(D, packed)
         _matmul_nt_panels(D, W, C, packed, edges[0], 0, row_tiles(W.shape[0]))
     else:
-        _pack_transposed_all(D, packed)
+        _pack_transposed_panels_lanes(D, packed)
         _matmul_nt_lanes(D, W, C, packed, edges, lanes)
 
 
@@ -322,7 +323,7 @@ def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, g, first, stop):
 
 
 @_jit
-def _pack_all(B, packed):
+def _pack_panels(B, packed):
     for p in range(packed.shape[0]):
         _pack(B, p * PANEL, packed[p])
 
@@ -348,7 +349,7 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale, packed, g, la
     (panels(m), K*PANEL) float32, ``g``: (lanes or more, :func:`update_scratch_size`)
     float32."""
     args = (A, packed, P, V, float(lr), float(momentum), float(decay), float(scale))
-    _pack_all(delta, packed)  # serial: a copy of delta, a few microseconds
+    _pack_panels(delta, packed)  # serial: a copy of delta, a few microseconds
     if lanes == 1:
         _update_tiles(*args, g[0], 0, row_tiles(P.shape[0]))
     else:
