@@ -93,7 +93,8 @@ def test_training_is_bit_identical_whatever_lanes_the_governor_picks(batch_size)
     """Training on one lane throughout, on two throughout, and with every call's lanes
     picked at random (as a governor reacting to a busy core might) ends with the same bits:
     a run's result depends on its settings, not on what ran beside it. At batch 64 the fused
-    update forms larger blocks (the last, short batch smaller ones)."""
+    update forms larger blocks (the last, short batch smaller ones); on an AVX-512 CPU the
+    products are the tiled kernels' and the sigmoid is split over the lanes."""
     rng = np.random.default_rng(1)
     picks = []
 
