@@ -22,9 +22,9 @@ lets one tile serve three products:
   down A's rows.
 - ``sgd_update_product``: ``G = A^T delta`` applied at once to the weights and velocities,
   as :func:`medalpy.kernels.cpu.sgd_update_product` does. The whole of ``delta`` is packed
-  into panels first; tiles go down G's rows (8 rows of weights at a time, so P and V are
-  read and written as 8 streams of rows), and each tile's G goes through the SGD step in L1
-  and is never stored.
+  into panels first; tiles go down G's rows, 32 rows of weights at a time (so P and V are
+  read and written as streams of whole rows), and their G goes through the SGD step from
+  cache and is never stored.
 - ``matmul_nt``: ``C = delta W^T`` (the back-propagated error), as ``C^T = W delta^T``:
   panels of ``delta^T`` (48 batch rows each, transposed while packed), tiles down W's rows,
   each tile's result written transposed.
@@ -55,6 +55,10 @@ from medalpy.kernels.simd import WIDE, broadcast16, load16, muladd, store, zeros
 TILE_ROWS = 8
 #: Columns of a panel (and of a tile): three f32x16 vectors.
 PANEL = 3 * WIDE
+#: Row tiles of the weights whose gradient the update forms together, panel by panel of
+#: delta: 4 made batch-128 steps 2% faster than 1, and 8 or 16 no faster than 4 (an A/B of
+#: whole steps, docs/performance.md).
+UPDATE_TILES = 4
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _parallel = numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -301,25 +305,32 @@ def matmul_nt(D, W, C, packed, edges, lanes):
 
 @_jit
 def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, g, first, stop):
-    # Row tiles ``first`` to ``stop - 1`` of P: the tile's 8 rows of G against every panel of
-    # delta into ``g`` (8 rows of panels(m) * PANEL), then the SGD step of cpu._sgd_kernel
-    # along those rows of P and V, except rows an earlier tile updated.
+    # Row tiles ``first`` to ``stop - 1`` of P, UPDATE_TILES at a time: their rows of G
+    # against each panel of delta in turn (a panel, read from L2, serves them all from L1)
+    # into ``g`` (UPDATE_TILES * 8 rows of panels(m) * PANEL), then the SGD step of
+    # cpu._sgd_kernel along those rows of P and V, except rows an earlier tile updated.
     K, n = A.shape
     m = P.shape[1]
     lda = A.strides[0] // A.itemsize
     ldg = panels(m) * PANEL
     t_ = P.dtype.type
     lr, momentum, decay, scale = t_(lr), t_(momentum), t_(decay), t_(scale)
-    for t in range(first, stop):
-        i = min(t * TILE_ROWS, n - TILE_ROWS)
+    for group in range(first, stop, UPDATE_TILES):
+        members = range(group, min(group + UPDATE_TILES, stop))
         for p in range(panels(m)):
-            _tile(A, i, 1, lda, packed[p], K, g, p * PANEL, ldg, m - p * PANEL)
-        for r in range(t * TILE_ROWS - i, TILE_ROWS):  # rows before are the previous tile's
-            prow, vrow, grow = P[i + r], V[i + r], g[r * ldg:r * ldg + m]
-            for q in range(m):
-                v = momentum * vrow[q] + lr * (scale * grow[q] + decay * prow[q])
-                vrow[q] = v
-                prow[q] = prow[q] - v
+            for t in members:
+                i = min(t * TILE_ROWS, n - TILE_ROWS)
+                _tile(A, i, 1, lda, packed[p], K, g, (t - group) * TILE_ROWS * ldg + p * PANEL,
+                      ldg, m - p * PANEL)
+        for t in members:
+            i = min(t * TILE_ROWS, n - TILE_ROWS)
+            for r in range(t * TILE_ROWS - i, TILE_ROWS):  # rows before: the previous tile's
+                o = ((t - group) * TILE_ROWS + r) * ldg
+                prow, vrow, grow = P[i + r], V[i + r], g[o:o + m]
+                for q in range(m):
+                    v = momentum * vrow[q] + lr * (scale * grow[q] + decay * prow[q])
+                    vrow[q] = v
+                    prow[q] = prow[q] - v
 
 
 @_jit
@@ -340,7 +351,7 @@ def _update_lanes(A, packed, P, V, lr, momentum, decay, scale, g, lanes):
 
 def update_scratch_size(m):
     """Floats of one lane's scratch for ``sgd_update_product`` with ``m`` output columns."""
-    return TILE_ROWS * panels(m) * PANEL
+    return UPDATE_TILES * TILE_ROWS * panels(m) * PANEL
 
 
 def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale, packed, g, lanes):
