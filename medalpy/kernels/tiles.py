@@ -56,8 +56,8 @@ TILE_ROWS = 8
 #: Columns of a panel (and of a tile): three f32x16 vectors.
 PANEL = 3 * WIDE
 #: Row tiles of the weights whose gradient the update forms together, panel by panel of
-#: delta: 4 made batch-128 steps 2% faster than 1, and 8 or 16 no faster than 4 (an A/B of
-#: whole steps, docs/performance.md).
+#: delta, so that each panel read from L2 serves 32 rows (docs/performance.md says how 4
+#: was chosen).
 UPDATE_TILES = 4
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -82,6 +82,12 @@ def _row(x, b0, b1, b2, c0, c1, c2, vectors):
     if vectors > 2:
         c2 = muladd(x, b2, c2)
     return c0, c1, c2
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _store_row(c, o, c0, c1, c2):
+    # One row of the tile: c[o:o + 48] = the three vectors.
+    store(c, o, c0), store(c, o + WIDE, c1), store(c, o + 2 * WIDE, c2)
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -110,22 +116,14 @@ def _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, vectors):
         c50, c51, c52 = _row(broadcast16(a, q + 5 * a_rs), b0, b1, b2, c50, c51, c52, vectors)
         c60, c61, c62 = _row(broadcast16(a, q + 6 * a_rs), b0, b1, b2, c60, c61, c62, vectors)
         c70, c71, c72 = _row(broadcast16(a, q + 7 * a_rs), b0, b1, b2, c70, c71, c72, vectors)
-    o = c_off
-    store(c, o, c00), store(c, o + WIDE, c01), store(c, o + 2 * WIDE, c02)
-    o += ldc
-    store(c, o, c10), store(c, o + WIDE, c11), store(c, o + 2 * WIDE, c12)
-    o += ldc
-    store(c, o, c20), store(c, o + WIDE, c21), store(c, o + 2 * WIDE, c22)
-    o += ldc
-    store(c, o, c30), store(c, o + WIDE, c31), store(c, o + 2 * WIDE, c32)
-    o += ldc
-    store(c, o, c40), store(c, o + WIDE, c41), store(c, o + 2 * WIDE, c42)
-    o += ldc
-    store(c, o, c50), store(c, o + WIDE, c51), store(c, o + 2 * WIDE, c52)
-    o += ldc
-    store(c, o, c60), store(c, o + WIDE, c61), store(c, o + 2 * WIDE, c62)
-    o += ldc
-    store(c, o, c70), store(c, o + WIDE, c71), store(c, o + 2 * WIDE, c72)
+    _store_row(c, c_off, c00, c01, c02)
+    _store_row(c, c_off + ldc, c10, c11, c12)
+    _store_row(c, c_off + 2 * ldc, c20, c21, c22)
+    _store_row(c, c_off + 3 * ldc, c30, c31, c32)
+    _store_row(c, c_off + 4 * ldc, c40, c41, c42)
+    _store_row(c, c_off + 5 * ldc, c50, c51, c52)
+    _store_row(c, c_off + 6 * ldc, c60, c61, c62)
+    _store_row(c, c_off + 7 * ldc, c70, c71, c72)
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -267,7 +265,8 @@ def _matmul_nt_panels(D, W, C, packed, edge, first, stop):
 
 @_parallel
 def _pack_transposed_panels_lanes(D, packed):
-    # A panel per thread: the transposing copy is slower than the plain one.
+    # A panel per thread: unlike the plain copy, the transposing one took long enough to
+    # gain from it (one-off timing, 128 x 1000 delta: 0.06 against 0.08 ms).
     for p in numba.prange(packed.shape[0]):
         _pack_transposed(D, p * PANEL, packed[p])
 
