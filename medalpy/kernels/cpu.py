@@ -602,7 +602,7 @@ def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale):
         packed = lanes.scratch_rows("tiled_update_panels", tiles.panels(P.shape[1]),
                                     A.shape[0] * tiles.PANEL)
         g = lanes.scratch_rows("tiled_update_rows", lanes.LANES,
-                               tiles.update_scratch_size(P.shape[1]))
+                               tiles.update_scratch_size(A.shape[0], P.shape[1]))
         args = (A, delta, P, V, lr, momentum, decay, scale, packed, g)
         lanes.GOVERNOR.run(("tiled_update", A.shape, delta.shape),
                            lambda: tiles.sgd_update_product(*args, 1),

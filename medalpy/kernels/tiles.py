@@ -49,7 +49,7 @@ import numba
 import numpy as np
 
 from medalpy.kernels import denormals
-from medalpy.kernels.simd import WIDE, broadcast16, load16, muladd, store, zeros16
+from medalpy.kernels.simd import WIDE, broadcast16, load, load16, muladd, store, zeros16
 
 #: Rows of a tile.
 TILE_ROWS = 8
@@ -303,24 +303,31 @@ def matmul_nt(D, W, C, packed, edges, lanes):
 
 
 @_jit
-def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, g, first, stop):
+def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, scratch, first, stop):
     # Row tiles ``first`` to ``stop - 1`` of P, UPDATE_TILES at a time: their rows of G
     # against each panel of delta in turn (a panel, read from L2, serves them all from L1)
     # into ``g`` (UPDATE_TILES * 8 rows of panels(m) * PANEL), then the SGD step of
     # cpu._sgd_kernel along those rows of P and V, except rows an earlier tile updated.
+    # Each tile's 8 columns of A are first copied k by k into ``at`` (8 K floats per tile):
+    # read in place, every k of the tile's loop would load a new row of A, thousands of
+    # floats on, which cost the loop about a tenth of its speed (docs/performance.md).
     K, n = A.shape
     m = P.shape[1]
     lda = A.strides[0] // A.itemsize
     ldg = panels(m) * PANEL
+    g, at = scratch[:UPDATE_TILES * TILE_ROWS * ldg], scratch[UPDATE_TILES * TILE_ROWS * ldg:]
     t_ = P.dtype.type
     lr, momentum, decay, scale = t_(lr), t_(momentum), t_(decay), t_(scale)
     for group in range(first, stop, UPDATE_TILES):
         members = range(group, min(group + UPDATE_TILES, stop))
+        for t in members:
+            i, o = min(t * TILE_ROWS, n - TILE_ROWS), (t - group) * TILE_ROWS * K
+            for k in range(K):
+                store(at, o + k * TILE_ROWS, load(A, k * lda + i))
         for p in range(panels(m)):
             for t in members:
-                i = min(t * TILE_ROWS, n - TILE_ROWS)
-                _tile(A, i, 1, lda, packed[p], K, g, (t - group) * TILE_ROWS * ldg + p * PANEL,
-                      ldg, m - p * PANEL)
+                _tile(at, (t - group) * TILE_ROWS * K, 1, TILE_ROWS, packed[p], K, g,
+                      (t - group) * TILE_ROWS * ldg + p * PANEL, ldg, m - p * PANEL)
         for t in members:
             i = min(t * TILE_ROWS, n - TILE_ROWS)
             for r in range(t * TILE_ROWS - i, TILE_ROWS):  # rows before: the previous tile's
@@ -348,15 +355,16 @@ def _update_lanes(A, packed, P, V, lr, momentum, decay, scale, g, lanes):
         denormals.restore(before)
 
 
-def update_scratch_size(m):
-    """Floats of one lane's scratch for ``sgd_update_product`` with ``m`` output columns."""
-    return UPDATE_TILES * TILE_ROWS * panels(m) * PANEL
+def update_scratch_size(K, m):
+    """Floats of one lane's scratch for ``sgd_update_product`` with ``K`` batch rows and
+    ``m`` output columns."""
+    return UPDATE_TILES * TILE_ROWS * (panels(m) * PANEL + K)
 
 
 def sgd_update_product(A, delta, P, V, lr, momentum, decay, scale, packed, g, lanes):
     """The SGD step of ``P``, ``V`` with ``G = A.T @ delta`` (float32; A (K, n) with n >= 8,
     delta (K, m), P and V (n, m) C-contiguous) on ``lanes`` threads; ``packed``:
-    (panels(m), K*PANEL) float32, ``g``: (lanes or more, :func:`update_scratch_size`)
+    (panels(m), K*PANEL) float32, ``g``: (lanes or more, :func:`update_scratch_size` (K, m))
     float32."""
     args = (A, packed, P, V, float(lr), float(momentum), float(decay), float(scale))
     _pack_panels(delta, packed)  # serial: a copy of delta, a few microseconds

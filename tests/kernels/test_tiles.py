@@ -54,7 +54,7 @@ def _matmul_nt(D, W, n_lanes):
 def _update(A, delta, P0, V0, args, n_lanes):
     P, V = P0.copy(), V0.copy()
     packed = np.zeros((tiles.panels(P.shape[1]), A.shape[0] * tiles.PANEL), np.float32)
-    g = np.zeros((n_lanes, tiles.update_scratch_size(P.shape[1])), np.float32)
+    g = np.zeros((n_lanes, tiles.update_scratch_size(A.shape[0], P.shape[1])), np.float32)
     tiles.sgd_update_product(A, delta, P, V, *args, packed, g, n_lanes)
     return P, V
 
