@@ -20,6 +20,8 @@ The operations, just those the kernels use:
                         rounding where the CPU has FMA
     hsum(v)             f32x8 -> float32, the sum of the eight lanes: (v0 + v4) + (v2 + v6)
                         and (v1 + v5) + (v3 + v7), then the two added
+    prefetch(a, i)      a hint to bring the cache line holding a[i] into L1 ahead of a
+                        read; no effect on results, and never a fault, even past the end
 
 Loads, stores and broadcasts do no bounds check and ignore strides: they address the array's
 data as one flat run from its first element, so the element (r, c) of a row-major 2-D array
@@ -165,3 +167,21 @@ def hsum(typingctx, v):
         return builder.extract_element(x, ir.Constant(_I32, 0))
 
     return types.float32(v), codegen
+
+
+@intrinsic
+def prefetch(typingctx, a, i):
+    if not (_float32_array(a) and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        pointer = _element(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [pointer.type, _I32, _I32, _I32]),
+            "llvm.prefetch.p0")
+        # read (0), keep in all levels (locality 3: prefetcht0 on x86), data cache (1)
+        builder.call(fn, [pointer, ir.Constant(_I32, 0), ir.Constant(_I32, 3),
+                          ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(a, i), codegen

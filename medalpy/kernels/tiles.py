@@ -49,12 +49,16 @@ import numba
 import numpy as np
 
 from medalpy.kernels import denormals
-from medalpy.kernels.simd import WIDE, broadcast16, load, load16, muladd, store, zeros16
+from medalpy.kernels.simd import WIDE, broadcast16, load, load16, muladd, prefetch, store, zeros16
 
 #: Rows of a tile.
 TILE_ROWS = 8
 #: Columns of a panel (and of a tile): three f32x16 vectors.
 PANEL = 3 * WIDE
+#: How many panel rows ahead of the one it reads the tile's loop prefetches into L1: a
+#: panel of a thousand rows comes from L2, and the hardware's own prefetch left the loop
+#: waiting on it (docs/performance.md says how 4 was chosen).
+PREFETCH_ROWS = 4
 #: Row tiles of the weights whose gradient the update forms together, panel by panel of
 #: delta, so that each panel read from L2 serves 32 rows (docs/performance.md says how 4
 #: was chosen).
@@ -106,6 +110,8 @@ def _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, vectors):
     c70, c71, c72 = zeros16(), zeros16(), zeros16()
     for k in range(K):
         p = k * PANEL
+        ahead = p + PREFETCH_ROWS * PANEL  # past the panel's end near the last k: harmless
+        prefetch(panel, ahead), prefetch(panel, ahead + WIDE), prefetch(panel, ahead + 2 * WIDE)
         b0, b1, b2 = load16(panel, p), load16(panel, p + WIDE), load16(panel, p + 2 * WIDE)
         q = a_off + k * a_ks
         c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
