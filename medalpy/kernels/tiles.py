@@ -14,9 +14,9 @@ A panel is 48 columns of the right operand copied row after row into a contiguou
 (zeros beyond the operand's last column): the inner loop then reads it sequentially, where
 the operand's own rows are thousands of floats apart. A last panel of 32 or 16 columns and
 fewer is computed with 16 or 8 accumulators (a batch of 128 rows is two panels and a
-32-column one). The left operand is read in place,
-through a row stride and a step stride (``a[off + r a_rs + k a_ks]`` for tile row r), which
-lets one tile serve three products:
+32-column one). The loop prefetches its panel :data:`PREFETCH_ROWS` rows ahead into L1. The
+left operand is read through a row stride and a step stride (``a[off + r a_rs + k a_ks]``
+for tile row r), which lets one tile serve three products:
 
 - ``matmul``: ``C = A B`` (the forward product). Panels of B, one at a time per lane; tiles
   down A's rows.
@@ -24,7 +24,8 @@ lets one tile serve three products:
   as :func:`medalpy.kernels.cpu.sgd_update_product` does. The whole of ``delta`` is packed
   into panels first; tiles go down G's rows, 32 rows of weights at a time (so P and V are
   read and written as streams of whole rows), and their G goes through the SGD step from
-  cache and is never stored.
+  cache and is never stored. Each tile's 8 columns of A are copied first, k by k, into a
+  contiguous strip (read in place, every step k would load a new row of A).
 - ``matmul_nt``: ``C = delta W^T`` (the back-propagated error), as ``C^T = W delta^T``:
   panels of ``delta^T`` (48 batch rows each, transposed while packed), tiles down W's rows,
   each tile's result written transposed.
@@ -36,8 +37,8 @@ the update applies only its new rows), so results depend on the shapes alone, ne
 lanes or how the tiles are shared out. They differ from OpenBLAS's (another order of sums)
 within the usual ``k eps |A||B|`` bound.
 
-Used by :mod:`medalpy.kernels.lanes` for float32 products of at least
-:data:`medalpy.config.TILED_MIN_ROWS` batch rows when the CPU has AVX-512
+Used by :mod:`medalpy.kernels.lanes` for float32 products of
+:data:`medalpy.config.TILED_MIN_ROWS` to ``TILED_MAX_ROWS`` batch rows when the CPU has AVX-512
 (:func:`available`); elsewhere the products stay with OpenBLAS (with AVX2 the tile's 24
 accumulators would take 48 of the 16 vector registers there are).
 """
