@@ -19,7 +19,8 @@ left operand is read through a row stride and a step stride (``a[off + r a_rs + 
 for tile row r), which lets one tile serve three products:
 
 - ``matmul``: ``C = A B`` (the forward product). Panels of B, one at a time per lane; tiles
-  down A's rows.
+  down A's rows. With at most :data:`IN_PLACE_MAX_ROWS` rows of A, the tiles read B's
+  columns in place (a last, narrower panel is still packed).
 - ``sgd_update_product``: ``G = A^T delta`` applied at once to the weights and velocities,
   as :func:`medalpy.kernels.cpu.sgd_update_product` does. The whole of ``delta`` is packed
   into panels first; tiles go down G's rows, 32 rows of weights at a time (so P and V are
@@ -60,6 +61,12 @@ PANEL = 3 * WIDE
 #: panel of a thousand rows comes from L2, and the hardware's own prefetch left the loop
 #: waiting on it (docs/performance.md says how 4 was chosen).
 PREFETCH_ROWS = 4
+#: Most rows of A for which ``matmul`` reads B's columns in place instead of packing them
+#: into panels: with a few row tiles per panel, packing (B's rows are thousands of floats
+#: apart, fetched from L3 or memory) cost more than it saved; read in place, the loop
+#: prefetches B's rows :data:`IN_PLACE_PREFETCH_ROWS` ahead instead (docs/performance.md).
+IN_PLACE_MAX_ROWS = 32
+IN_PLACE_PREFETCH_ROWS = 8
 #: Row tiles of the weights whose gradient the update forms together, panel by panel of
 #: delta, so that each panel read from L2 serves 32 rows (docs/performance.md says how 4
 #: was chosen).
@@ -96,11 +103,13 @@ def _store_row(c, o, c0, c1, c2):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, vectors):
-    # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * panel[k PANEL + q]
+def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vectors):
+    # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * b[b_off + k ldb + q]
     # for r < 8, q < 16 vectors (the other columns of the tile are stored as 0): up to 24
     # accumulators, written once at the end. ``vectors`` is a constant where this is
     # inlined (_tile), so the unused accumulators and their multiply-adds compile away.
+    # Each step prefetches the four cache lines that may hold b's row ``ahead`` elements on
+    # (past b's end near the last k: harmless).
     c00, c01, c02 = zeros16(), zeros16(), zeros16()
     c10, c11, c12 = zeros16(), zeros16(), zeros16()
     c20, c21, c22 = zeros16(), zeros16(), zeros16()
@@ -110,10 +119,11 @@ def _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, vectors):
     c60, c61, c62 = zeros16(), zeros16(), zeros16()
     c70, c71, c72 = zeros16(), zeros16(), zeros16()
     for k in range(K):
-        p = k * PANEL
-        ahead = p + PREFETCH_ROWS * PANEL  # past the panel's end near the last k: harmless
-        prefetch(panel, ahead), prefetch(panel, ahead + WIDE), prefetch(panel, ahead + 2 * WIDE)
-        b0, b1, b2 = load16(panel, p), load16(panel, p + WIDE), load16(panel, p + 2 * WIDE)
+        p = b_off + k * ldb
+        f = p + ahead
+        prefetch(b, f), prefetch(b, f + WIDE), prefetch(b, f + 2 * WIDE)
+        prefetch(b, f + PANEL - 1)
+        b0, b1, b2 = load16(b, p), load16(b, p + WIDE), load16(b, p + 2 * WIDE)
         q = a_off + k * a_ks
         c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
         c10, c11, c12 = _row(broadcast16(a, q + a_rs), b0, b1, b2, c10, c11, c12, vectors)
@@ -134,15 +144,17 @@ def _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, vectors):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _tile(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, columns=PANEL):
+def _tile(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, columns=PANEL, b_off=0, ldb=PANEL,
+          ahead=PREFETCH_ROWS * PANEL):
     # The tile for the first ``columns`` columns of the panel, in as few vectors as hold
-    # them: one copy of the loop per vector count, each with its count a constant.
+    # them: one copy of the loop per vector count, each with its count a constant. A packed
+    # panel by default; B's own columns with ``b_off``, ``ldb``, ``ahead`` given.
     if columns > 2 * WIDE:
-        _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, 3)
+        _tile_of(a, a_off, a_rs, a_ks, panel, b_off, ldb, ahead, K, c, c_off, ldc, 3)
     elif columns > WIDE:
-        _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, 2)
+        _tile_of(a, a_off, a_rs, a_ks, panel, b_off, ldb, ahead, K, c, c_off, ldc, 2)
     else:
-        _tile_of(a, a_off, a_rs, a_ks, panel, K, c, c_off, ldc, 1)
+        _tile_of(a, a_off, a_rs, a_ks, panel, b_off, ldb, ahead, K, c, c_off, ldc, 1)
 
 
 @_jit
@@ -202,17 +214,22 @@ def _matmul_panels(A, B, C, panel, edge, first, stop):
     # is p * row_tiles(M) + t), so that lanes share out tiles evenly, not panels.
     M, K = A.shape
     N = C.shape[1]
-    lda, ldc = A.strides[0] // A.itemsize, C.strides[0] // C.itemsize
+    size = A.itemsize
+    lda, ldb, ldc = A.strides[0] // size, B.strides[0] // size, C.strides[0] // size
     T = row_tiles(M)
     packed = -1
     for w in range(first, stop):
         p, t = w // T, w % T
         j = p * PANEL
         width = min(PANEL, N - j)
+        i = min(t * TILE_ROWS, M - TILE_ROWS)
+        if width == PANEL and M <= IN_PLACE_MAX_ROWS:  # same sums, read from B itself
+            _tile(A, i * lda, lda, 1, B, K, C, i * ldc + j, ldc, PANEL, j, ldb,
+                  IN_PLACE_PREFETCH_ROWS * ldb)
+            continue
         if p != packed:
             _pack(B, j, panel)
             packed = p
-        i = min(t * TILE_ROWS, M - TILE_ROWS)
         if width == PANEL:
             _tile(A, i * lda, lda, 1, panel, K, C, i * ldc + j, ldc)
         else:

@@ -19,7 +19,7 @@ from medalpy.kernels import blas, cpu, lanes, tiles
 # (rows, inner, columns): last panels of 1, 2 and 3 vectors for rows (matmul_nt's panels
 # are over the batch) and for columns.
 SHAPES = [(8, 1, 1), (13, 20, 50), (64, 100, 48), (100, 37, 97), (130, 33, 161),
-          (9, 16, 47), (75, 20, 60)]
+          (9, 16, 47), (75, 20, 60), (24, 40, 100)]
 LANES = [1, 2, 3]  # 3 shares tiles out unevenly over the two cores
 
 
