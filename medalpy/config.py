@@ -81,10 +81,10 @@ PRODUCT_BLOCK_ROWS_LARGE_BATCH = 128
 #: Batch rows (from MIN to MAX, both included) for which the cpu backend's float32 products
 #: (forward, error, fused gradient + update) use its own register-tiled kernels
 #: (:mod:`medalpy.kernels.tiles`) instead of OpenBLAS, on CPUs with AVX-512. Whole steps
-#: were 1.11-1.35x as fast with them at 32-256 rows, 1.00-1.05x at 16 and 20 (0.97x once, in
-#: layer 1) and 0.96-0.98x at 10 (``benchmarks/tiled_products.py``, docs/performance.md);
-#: above 256 rows the tiled error product falls behind OpenBLAS (0.83x at 512 rows).
-TILED_MIN_ROWS = 16
+#: were 1.10-1.47x as fast with them at 32-256 rows and 1.03-1.12x at 10-20
+#: (``benchmarks/tiled_products.py``, docs/performance.md); above 256 rows the tiled error
+#: product falls behind OpenBLAS (0.83x at 512 rows).
+TILED_MIN_ROWS = 10
 TILED_MAX_ROWS = 256
 #: Fewest batch rows for which the cpu backend's hidden-layer bias + sigmoid (an ``exp`` per
 #: unit) splits its rows over lanes; below it, a serial pass (``benchmarks/tiled_products.py``).

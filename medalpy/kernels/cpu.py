@@ -7,7 +7,7 @@ the work is done:
 - Matrix products (:mod:`medalpy.kernels.lanes`) call NumPy's own OpenBLAS from Numba on
   *lanes* (one single-threaded BLAS call per Numba thread, on a block of the output's
   columns), small float32 back-propagated errors are dot products along rows with
-  explicit 8-lane vectors, and on AVX-512 CPUs float32 products of 16-256 batch rows are
+  explicit 8-lane vectors, and on AVX-512 CPUs float32 products of 10-256 batch rows are
   register-tiled kernels of medalpy's own (:mod:`medalpy.kernels.tiles`); ``exp`` and
   ``log1p`` are polynomial forms that vectorise (:mod:`medalpy.kernels.vecmath`).
 - The weight gradient of a layer is never stored whole in a training step:
