@@ -12,8 +12,9 @@ batch size:
 
 and prints steps/s (median of rounds) with each variant's ratio to ``openblas``. The
 thresholds :data:`medalpy.config.TILED_MIN_ROWS`, ``TILED_MAX_ROWS`` and
-``SIGMOID_LANES_MIN_ROWS`` are where these ratios say the two changes pay. (At 32 rows and fewer, ``matmul_nt`` uses its
-dot-product kernel whatever the variant.)
+``SIGMOID_LANES_MIN_ROWS`` are where these ratios say the two changes pay. (Below
+:data:`medalpy.config.TILED_NT_MIN_ROWS` rows, ``matmul_nt`` uses its dot-product kernel
+whatever the variant.)
 
     python benchmarks/tiled_products.py [--phase gradual] [--batch-size 128] \
         [--rounds 5] [--steps 100] [--json benchmarks/results/tiled_products.json]

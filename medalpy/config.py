@@ -86,6 +86,12 @@ PRODUCT_BLOCK_ROWS_LARGE_BATCH = 128
 #: product falls behind OpenBLAS (0.83x at 512 rows).
 TILED_MIN_ROWS = 10
 TILED_MAX_ROWS = 256
+#: Fewest batch rows for which ``matmul_nt`` (the back-propagated error) goes to the tiled
+#: kernels rather than the dot-product kernel of ``NT_DOTS_MAX_ROWS``, where both apply
+#: (AVX-512): gradual steps at 32 rows were 1.05x as fast with the tiled error, stacked and
+#: fine-tuning 1.08x and 1.05x; at 28 rows level, at 10-24 the dot products faster
+#: (docs/performance.md).
+TILED_NT_MIN_ROWS = 32
 #: Fewest batch rows for which the cpu backend's hidden-layer bias + sigmoid (an ``exp`` per
 #: unit) splits its rows over lanes; below it, a serial pass (``benchmarks/tiled_products.py``).
 SIGMOID_LANES_MIN_ROWS = 64

@@ -379,7 +379,10 @@ def matmul_tn(A, B, out):
 def matmul_nt(A, B, out):
     """``out = A @ B.T``: the back-propagated error ``delta_l W_l^T``, (n, m) (k, m)^T -> (n, k)."""
     check_shapes("matmul_nt", A, B, out, False, True)
-    if (A.dtype == B.dtype == out.dtype == np.float32 and 0 < A.shape[0] <= config.NT_DOTS_MAX_ROWS
+    tiled_nt = (A.shape[0] >= config.TILED_NT_MIN_ROWS and out.shape[1] >= config.LANES_MIN_COLUMNS
+                and B.shape[0] >= tiles.TILE_ROWS and tiled(A, B, out))
+    if (not tiled_nt and A.dtype == B.dtype == out.dtype == np.float32
+            and 0 < A.shape[0] <= config.NT_DOTS_MAX_ROWS
             and A.shape[1] % simd.WIDTH == 0 and rows_contiguous(A) and rows_contiguous(B)
             and rows_contiguous(out)):
         if READY:
@@ -389,8 +392,7 @@ def matmul_nt(A, B, out):
         else:  # no parallel region beside a BLAS that runs its own threads
             _matmul_nt_f32_columns(A, B, out, 0, B.shape[0])
         return
-    if (out.shape[1] >= config.LANES_MIN_COLUMNS and B.shape[0] >= tiles.TILE_ROWS
-            and tiled(A, B, out)):
+    if tiled_nt:
         _tiled_matmul_nt(A, B, out)
         return
     _gemm(A, B, out, False, True)

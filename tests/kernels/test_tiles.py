@@ -120,7 +120,7 @@ def test_large_float32_batches_go_to_the_tiles_inside_a_session():
     """On an AVX-512 CPU the cpu backend's products of TILED_MIN_ROWS to TILED_MAX_ROWS rows
     are the tiled kernels' (same bits); outside that range, and in float64, they are not."""
     assert lanes.TILED
-    m = max(config.TILED_MIN_ROWS, config.NT_DOTS_MAX_ROWS + 1)  # below: matmul_nt's dots
+    m = max(config.TILED_MIN_ROWS, config.TILED_NT_MIN_ROWS)  # below: matmul_nt's dots
     A, B = _data(m, 300, 200)
     got = np.empty((m, 200), np.float32)
     lanes.matmul(A, B, got)
