@@ -18,6 +18,7 @@ The operations, just those the kernels use:
     zeros(), zeros16()  eight, sixteen 0.0
     muladd(a, b, c)     a * b + c lane by lane (vectors of one width), fused into one
                         rounding where the CPU has FMA
+    add, sub, mul(a, b) a + b, a - b, a * b lane by lane, each rounded (never fused)
     hsum(v)             f32x8 -> float32, the sum of the eight lanes: (v0 + v4) + (v2 + v6)
                         and (v1 + v5) + (v3 + v7), then the two added
     prefetch(a, i)      a hint to bring the cache line holding a[i] into L1 ahead of a
@@ -185,3 +186,21 @@ def prefetch(typingctx, a, i):
         return context.get_dummy_value()
 
     return types.none(a, i), codegen
+
+
+def _lanewise(name, instruction):
+    def typer(typingctx, a, b):
+        if not (isinstance(a, F32Vector) and a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, instruction)(args[0], args[1])
+
+        return a(a, b), codegen
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+add, sub, mul = _lanewise("add", "fadd"), _lanewise("sub", "fsub"), _lanewise("mul", "fmul")
+

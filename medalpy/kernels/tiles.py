@@ -20,12 +20,15 @@ for tile row r), which lets one tile serve three products:
 
 - ``matmul``: ``C = A B`` (the forward product). Panels of B, one at a time per lane; tiles
   down A's rows. With at most :data:`IN_PLACE_MAX_ROWS` rows of A, the tiles read B's
-  columns in place (a last, narrower panel is still packed).
+  columns in place; with more, the first tile of a panel reads them in place and packs
+  them as it goes (a last, narrower panel is packed first).
 - ``sgd_update_product``: ``G = A^T delta`` applied at once to the weights and velocities,
-  as :func:`medalpy.kernels.cpu.sgd_update_product` does. The whole of ``delta`` is packed
-  into panels first; tiles go down G's rows, 32 rows of weights at a time (so P and V are
-  read and written as streams of whole rows), and their G goes through the SGD step from
-  cache and is never stored. Each tile's 8 columns of A are copied first, k by k, into a
+  as :func:`medalpy.kernels.cpu.sgd_update_product` does, G never stored in memory. The
+  whole of ``delta`` is packed into panels first; tiles go down G's rows, 32 rows of
+  weights at a time. From :data:`STEP_IN_TILE_MIN_ROWS` batch rows each tile's G goes
+  through the SGD step from its registers, onto P and V lines it prefetched during its
+  loop; with fewer, the 32 rows of G go through a scratch in cache and then the SGD step
+  along whole rows of P and V. Each tile's 8 columns of A are copied first, k by k, into a
   contiguous strip (read in place, every step k would load a new row of A).
 - ``matmul_nt``: ``C = delta W^T`` (the back-propagated error), as ``C^T = W delta^T``:
   panels of ``delta^T`` (48 batch rows each, transposed while packed), tiles down W's rows,
@@ -51,7 +54,8 @@ import numba
 import numpy as np
 
 from medalpy.kernels import denormals
-from medalpy.kernels.simd import WIDE, broadcast16, load, load16, muladd, prefetch, store, zeros16
+from medalpy.kernels.simd import (WIDE, add, broadcast16, load, load16, mul, muladd, prefetch,
+                                  store, sub, zeros16)
 
 #: Rows of a tile.
 TILE_ROWS = 8
@@ -67,10 +71,20 @@ PREFETCH_ROWS = 4
 #: prefetches B's rows :data:`IN_PLACE_PREFETCH_ROWS` ahead instead (docs/performance.md).
 IN_PLACE_MAX_ROWS = 32
 IN_PLACE_PREFETCH_ROWS = 8
+#: With more rows, the first tile of each panel reads B's columns in place and stores them
+#: into the panel as it goes, for the panel's other tiles (a separate packing pass read B
+#: once more), prefetching :data:`PACKING_PREFETCH_ROWS` rows ahead: B comes from L3 or
+#: memory there.
+PACKING_PREFETCH_ROWS = 16
 #: Row tiles of the weights whose gradient the update forms together, panel by panel of
 #: delta, so that each panel read from L2 serves 32 rows (docs/performance.md says how 4
 #: was chosen).
 UPDATE_TILES = 4
+#: From this many batch rows the update applies the SGD step to each tile of G as soon as
+#: the tile's loop ends, from its registers, having prefetched the tile's rows of P and V
+#: during the loop; with fewer, the loop is too short to hide those fetches and G goes
+#: through a scratch to a pass along whole rows (docs/performance.md).
+STEP_IN_TILE_MIN_ROWS = 32
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _parallel = numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
@@ -103,13 +117,15 @@ def _store_row(c, o, c0, c1, c2):
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vectors):
+def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vectors,
+             pack=None):
     # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * b[b_off + k ldb + q]
     # for r < 8, q < 16 vectors (the other columns of the tile are stored as 0): up to 24
     # accumulators, written once at the end. ``vectors`` is a constant where this is
     # inlined (_tile), so the unused accumulators and their multiply-adds compile away.
     # Each step prefetches the four cache lines that may hold b's row ``ahead`` elements on
-    # (past b's end near the last k: harmless).
+    # (past b's end near the last k: harmless). With ``pack``, each row of b read is also
+    # stored into that panel.
     c00, c01, c02 = zeros16(), zeros16(), zeros16()
     c10, c11, c12 = zeros16(), zeros16(), zeros16()
     c20, c21, c22 = zeros16(), zeros16(), zeros16()
@@ -124,6 +140,9 @@ def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vecto
         prefetch(b, f), prefetch(b, f + WIDE), prefetch(b, f + 2 * WIDE)
         prefetch(b, f + PANEL - 1)
         b0, b1, b2 = load16(b, p), load16(b, p + WIDE), load16(b, p + 2 * WIDE)
+        if pack is not None:
+            d = k * PANEL
+            store(pack, d, b0), store(pack, d + WIDE, b1), store(pack, d + 2 * WIDE, b2)
         q = a_off + k * a_ks
         c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
         c10, c11, c12 = _row(broadcast16(a, q + a_rs), b0, b1, b2, c10, c11, c12, vectors)
@@ -133,14 +152,111 @@ def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vecto
         c50, c51, c52 = _row(broadcast16(a, q + 5 * a_rs), b0, b1, b2, c50, c51, c52, vectors)
         c60, c61, c62 = _row(broadcast16(a, q + 6 * a_rs), b0, b1, b2, c60, c61, c62, vectors)
         c70, c71, c72 = _row(broadcast16(a, q + 7 * a_rs), b0, b1, b2, c70, c71, c72, vectors)
-    _store_row(c, c_off, c00, c01, c02)
-    _store_row(c, c_off + ldc, c10, c11, c12)
-    _store_row(c, c_off + 2 * ldc, c20, c21, c22)
-    _store_row(c, c_off + 3 * ldc, c30, c31, c32)
-    _store_row(c, c_off + 4 * ldc, c40, c41, c42)
-    _store_row(c, c_off + 5 * ldc, c50, c51, c52)
-    _store_row(c, c_off + 6 * ldc, c60, c61, c62)
-    _store_row(c, c_off + 7 * ldc, c70, c71, c72)
+    _store_tile(c, c_off, ldc, c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
+                c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _store_tile(c, o, ldc, c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40,
+                c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72):
+    # The tile's eight rows to c[o + r ldc:][:48].
+    _store_row(c, o, c00, c01, c02)
+    _store_row(c, o + ldc, c10, c11, c12)
+    _store_row(c, o + 2 * ldc, c20, c21, c22)
+    _store_row(c, o + 3 * ldc, c30, c31, c32)
+    _store_row(c, o + 4 * ldc, c40, c41, c42)
+    _store_row(c, o + 5 * ldc, c50, c51, c52)
+    _store_row(c, o + 6 * ldc, c60, c61, c62)
+    _store_row(c, o + 7 * ldc, c70, c71, c72)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _step16(P, V, o, g, coef):
+    # V = momentum V + lr (scale G + decay P), P = P - V on P[o:o+16] and V[o:o+16] (flat),
+    # G in g's lanes, (lr, momentum, decay, scale) = coef[0:4]: cpu._sgd_kernel's operations
+    # in its order, so the same bits. The coefficients are broadcast from memory at each
+    # use: held in registers, LLVM kept them live across the tile's loop, which spilled
+    # its accumulators.
+    p = load16(P, o)
+    v = add(mul(broadcast16(coef, 1), load16(V, o)),
+            mul(broadcast16(coef, 0), add(mul(broadcast16(coef, 3), g),
+                                          mul(broadcast16(coef, 2), p))))
+    store(V, o, v), store(P, o, sub(p, v))
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _step_row(P, V, o, g0, g1, g2, coef, vectors):
+    # _step16 on the first ``vectors`` vectors of a tile's row.
+    _step16(P, V, o, g0, coef)
+    if vectors > 1:
+        _step16(P, V, o + WIDE, g1, coef)
+    if vectors > 2:
+        _step16(P, V, o + 2 * WIDE, g2, coef)
+
+
+@_jit
+def _step_edge(P, V, o, ldp, skip, width, g, coef):
+    # The SGD step of _step16 for rows ``skip`` to 7 and ``width`` columns of a tile held in
+    # g (rows PANEL apart): a narrow last panel, or a last row tile moved up over rows the
+    # tile before it has updated.
+    lr, momentum, decay, scale = coef[0], coef[1], coef[2], coef[3]
+    for r in range(skip, TILE_ROWS):
+        for q in range(width):
+            x = o + r * ldp + q
+            v = momentum * V[x] + lr * (scale * g[r * PANEL + q] + decay * P[x])
+            V[x] = v
+            P[x] = P[x] - v
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _update_tile(a, a_off, panel, K, P, V, o, ldp, skip, width, edge, coef, vectors):
+    # The tile of G = a-strip x panel (_tile_of's loop on a strip of 8 columns of A and a
+    # packed panel of delta) put straight through the SGD step (_step16) on P and V (flat)
+    # from o, for rows ``skip`` to 7 and ``width`` columns (else through ``edge``). Each step
+    # of the loop also prefetches one line of P and one of V of the tile's 8 rows x 4 lines,
+    # spread evenly over the loop, so that they are in L1 when it ends. Its own loop, not
+    # _tile_of's with a flag: written that way, LLVM spilled the accumulators to the stack
+    # between the loop and the SGD step (4% slower updates).
+    c00, c01, c02 = zeros16(), zeros16(), zeros16()
+    c10, c11, c12 = zeros16(), zeros16(), zeros16()
+    c20, c21, c22 = zeros16(), zeros16(), zeros16()
+    c30, c31, c32 = zeros16(), zeros16(), zeros16()
+    c40, c41, c42 = zeros16(), zeros16(), zeros16()
+    c50, c51, c52 = zeros16(), zeros16(), zeros16()
+    c60, c61, c62 = zeros16(), zeros16(), zeros16()
+    c70, c71, c72 = zeros16(), zeros16(), zeros16()
+    ahead = PREFETCH_ROWS * PANEL
+    spread = ((4 * TILE_ROWS) << 16) // K  # lines of P (and of V) per step, in 1/65536ths
+    for k in range(K):
+        p = k * PANEL
+        f = p + ahead
+        prefetch(panel, f), prefetch(panel, f + WIDE), prefetch(panel, f + 2 * WIDE)
+        line = min((k * spread) >> 16, 4 * TILE_ROWS - 1)
+        x = o + (line >> 2) * ldp + min((line & 3) * WIDE, PANEL - 1)
+        prefetch(P, x), prefetch(V, x)
+        b0, b1, b2 = load16(panel, p), load16(panel, p + WIDE), load16(panel, p + 2 * WIDE)
+        q = a_off + k * TILE_ROWS
+        c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
+        c10, c11, c12 = _row(broadcast16(a, q + 1), b0, b1, b2, c10, c11, c12, vectors)
+        c20, c21, c22 = _row(broadcast16(a, q + 2), b0, b1, b2, c20, c21, c22, vectors)
+        c30, c31, c32 = _row(broadcast16(a, q + 3), b0, b1, b2, c30, c31, c32, vectors)
+        c40, c41, c42 = _row(broadcast16(a, q + 4), b0, b1, b2, c40, c41, c42, vectors)
+        c50, c51, c52 = _row(broadcast16(a, q + 5), b0, b1, b2, c50, c51, c52, vectors)
+        c60, c61, c62 = _row(broadcast16(a, q + 6), b0, b1, b2, c60, c61, c62, vectors)
+        c70, c71, c72 = _row(broadcast16(a, q + 7), b0, b1, b2, c70, c71, c72, vectors)
+    if skip == 0 and width == vectors * WIDE:
+        _step_row(P, V, o, c00, c01, c02, coef, vectors)
+        _step_row(P, V, o + ldp, c10, c11, c12, coef, vectors)
+        _step_row(P, V, o + 2 * ldp, c20, c21, c22, coef, vectors)
+        _step_row(P, V, o + 3 * ldp, c30, c31, c32, coef, vectors)
+        _step_row(P, V, o + 4 * ldp, c40, c41, c42, coef, vectors)
+        _step_row(P, V, o + 5 * ldp, c50, c51, c52, coef, vectors)
+        _step_row(P, V, o + 6 * ldp, c60, c61, c62, coef, vectors)
+        _step_row(P, V, o + 7 * ldp, c70, c71, c72, coef, vectors)
+    else:
+        _store_tile(edge, 0, PANEL, c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31,
+                    c32, c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72)
+        _step_edge(P, V, o, ldp, skip, width, edge, coef)
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -226,6 +342,11 @@ def _matmul_panels(A, B, C, panel, edge, first, stop):
         if width == PANEL and M <= IN_PLACE_MAX_ROWS:  # same sums, read from B itself
             _tile(A, i * lda, lda, 1, B, K, C, i * ldc + j, ldc, PANEL, j, ldb,
                   IN_PLACE_PREFETCH_ROWS * ldb)
+            continue
+        if p != packed and width == PANEL:  # the first tile packs the panel as it goes
+            _tile_of(A, i * lda, lda, 1, B, j, ldb, PACKING_PREFETCH_ROWS * ldb, K, C,
+                     i * ldc + j, ldc, 3, panel)
+            packed = p
             continue
         if p != packed:
             _pack(B, j, panel)
@@ -329,12 +450,14 @@ def matmul_nt(D, W, C, packed, edges, lanes):
 @_jit
 def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, scratch, first, stop):
     # Row tiles ``first`` to ``stop - 1`` of P, UPDATE_TILES at a time: their rows of G
-    # against each panel of delta in turn (a panel, read from L2, serves them all from L1)
-    # into ``g`` (UPDATE_TILES * 8 rows of panels(m) * PANEL), then the SGD step of
-    # cpu._sgd_kernel along those rows of P and V, except rows an earlier tile updated.
-    # Each tile's 8 columns of A are first copied k by k into ``at`` (8 K floats per tile):
-    # read in place, every k of the tile's loop would load a new row of A, thousands of
-    # floats on, which cost the loop about a tenth of its speed (docs/performance.md).
+    # against each panel of delta in turn (a panel, read from L2, serves them all from L1),
+    # each tile's G put through the SGD step of cpu._sgd_kernel at once (with at least
+    # STEP_IN_TILE_MIN_ROWS batch rows), or else into ``g`` (UPDATE_TILES * 8 rows of
+    # panels(m) * PANEL) and then along those rows of P and V. Either way rows an earlier
+    # tile updated are left alone. Each tile's 8 columns of A are first copied k by k into
+    # ``at`` (8 K floats per tile): read in place, every k of the tile's loop would load a
+    # new row of A, thousands of floats on, which cost the loop about a tenth of its speed
+    # (docs/performance.md).
     K, n = A.shape
     m = P.shape[1]
     lda = A.strides[0] // A.itemsize
@@ -342,6 +465,10 @@ def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, scratch, first, s
     g, at = scratch[:UPDATE_TILES * TILE_ROWS * ldg], scratch[UPDATE_TILES * TILE_ROWS * ldg:]
     t_ = P.dtype.type
     lr, momentum, decay, scale = t_(lr), t_(momentum), t_(decay), t_(scale)
+    in_tile = K >= STEP_IN_TILE_MIN_ROWS
+    edge, coef = g[:TILE_ROWS * PANEL], g[TILE_ROWS * PANEL:TILE_ROWS * PANEL + 4]
+    coef[0], coef[1], coef[2], coef[3] = lr, momentum, decay, scale
+    p_flat, v_flat = P.reshape(-1), V.reshape(-1)
     for group in range(first, stop, UPDATE_TILES):
         members = range(group, min(group + UPDATE_TILES, stop))
         for t in members:
@@ -349,9 +476,27 @@ def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, scratch, first, s
             for k in range(K):
                 store(at, o + k * TILE_ROWS, load(A, k * lda + i))
         for p in range(panels(m)):
+            j = p * PANEL
             for t in members:
-                _tile(at, (t - group) * TILE_ROWS * K, 1, TILE_ROWS, packed[p], K, g,
-                      (t - group) * TILE_ROWS * ldg + p * PANEL, ldg, m - p * PANEL)
+                a_off = (t - group) * TILE_ROWS * K
+                if not in_tile:
+                    _tile(at, a_off, 1, TILE_ROWS, packed[p], K, g,
+                          (t - group) * TILE_ROWS * ldg + j, ldg, m - j)
+                    continue
+                i = min(t * TILE_ROWS, n - TILE_ROWS)
+                width = min(PANEL, m - j)
+                o, skip = i * m + j, t * TILE_ROWS - i
+                if width > 2 * WIDE:
+                    _update_tile(at, a_off, packed[p], K, p_flat, v_flat, o, m, skip, width,
+                                 edge, coef, 3)
+                elif width > WIDE:
+                    _update_tile(at, a_off, packed[p], K, p_flat, v_flat, o, m, skip, width,
+                                 edge, coef, 2)
+                else:
+                    _update_tile(at, a_off, packed[p], K, p_flat, v_flat, o, m, skip, width,
+                                 edge, coef, 1)
+        if in_tile:
+            continue
         for t in members:
             i = min(t * TILE_ROWS, n - TILE_ROWS)
             for r in range(t * TILE_ROWS - i, TILE_ROWS):  # rows before: the previous tile's

@@ -35,3 +35,25 @@ def test_vector_dot_product_matches_numpy():
     bound = 64 * np.finfo(np.float32).eps * float(np.abs(a) @ np.abs(b))
     assert abs(float(_dot(a, b)) - exact) <= bound
     assert _dot(np.ones(16, np.float32), np.full(16, 2, np.float32)) == np.float32(32)
+
+
+
+@numba.njit
+def _lanewise(a, b, c, d, out):
+    # out = a * b + c - d, each operation rounded on its own, sixteen lanes at a time.
+    for i in range(0, a.size, simd.WIDE):
+        s = simd.add(simd.mul(simd.load16(a, i), simd.load16(b, i)), simd.load16(c, i))
+        simd.store(out, i, simd.sub(s, simd.load16(d, i)))
+
+
+def test_lanewise_add_sub_mul_round_each_operation_as_numpy_does():
+    # With c = -(a * b rounded), a * b + c is 0 when the product is rounded first and the
+    # product's rounding error when fused: the tiles' SGD step must give NumPy's bits.
+    rng = np.random.default_rng(6)
+    a, b, d = rng.normal(size=(3, 64)).astype(np.float32)
+    c = -(a * b)
+    out = np.empty(64, np.float32)
+    _lanewise(a, b, c, d, out)
+    np.testing.assert_array_equal(out, a * b + c - d)
+    fused = (a.astype(np.float64) * b + c).astype(np.float32) - d
+    assert not np.array_equal(out, fused)  # the check can tell the two apart

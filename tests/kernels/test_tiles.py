@@ -76,12 +76,17 @@ def test_tiled_products_are_within_the_rounding_bound(m, k, n):
             np.testing.assert_array_equal(_matmul_nt(D, W, n_lanes), first_nt)
 
 
-@pytest.mark.parametrize("m, k, n", [(13, 20, 50), (130, 33, 161), (8, 9, 48)])
+# Batches below tiles.STEP_IN_TILE_MIN_ROWS (13, 8, 31) store G and step along rows; from it
+# (32, 33, 40, 130) each tile steps from its registers: last panels of 1, 2 and 3 full
+# vectors and of partial ones, weights' rows a multiple of 8 or not.
+@pytest.mark.parametrize("m, k, n", [(13, 20, 50), (130, 33, 161), (8, 9, 48), (31, 17, 80),
+                                     (32, 20, 112), (40, 24, 80), (33, 12, 55)])
 def test_the_tiled_update_is_the_sgd_step_of_the_tiled_gradient(m, k, n):
     """The fused update leaves exactly the weights and velocities of the SGD step
     (cpu.sgd_update) with G = A^T delta from the tiled forward product, on any lanes: each
-    G element is the same chain of multiply-adds, and each row is updated once even where
-    the last row tile overlaps the one before."""
+    G element is the same chain of multiply-adds, the step's operations are the same in the
+    same order, and each row is updated once even where the last row tile overlaps the one
+    before."""
     rng = np.random.default_rng(m + k + n)
     A = rng.uniform(size=(m, k)).astype(np.float32)  # (batch, inputs): P is (k, n)
     delta = rng.normal(size=(m, n)).astype(np.float32)
