@@ -216,7 +216,7 @@ def _update_tile(a, a_off, panel, K, P, V, o, ldp, skip, width, edge, coef, vect
     # of the loop also prefetches one line of P and one of V of the tile's 8 rows x 4 lines,
     # spread evenly over the loop, so that they are in L1 when it ends. Its own loop, not
     # _tile_of's with a flag: written that way, LLVM spilled the accumulators to the stack
-    # between the loop and the SGD step (4% slower updates).
+    # between the loop and the SGD step (5% slower updates; docs/performance.md).
     c00, c01, c02 = zeros16(), zeros16(), zeros16()
     c10, c11, c12 = zeros16(), zeros16(), zeros16()
     c20, c21, c22 = zeros16(), zeros16(), zeros16()
