@@ -1,18 +1,20 @@
-"""Large batches on the cpu backend: the register-tiled products and the split sigmoid, on and off.
+"""Large batches on the cpu backend: the register-tiled products and the split element-wise
+passes, on and off.
 
 Times the step `medalpy bench` times (:func:`medalpy.bench.steps.medalpy_step`, without
 normGrad) in four variants, interleaved round by round in one process, for each phase and
 batch size:
 
-- ``openblas``: every product through OpenBLAS on lanes, bias + sigmoid serial (the cpu
-  backend below both thresholds);
+- ``openblas``: every product through OpenBLAS on lanes, the element-wise passes serial (the
+  cpu backend below both thresholds);
 - ``tiled``: float32 products through :mod:`medalpy.kernels.tiles` (AVX-512 only);
-- ``sigmoid lanes``: the hidden layers' bias + sigmoid split over the lanes;
+- ``sigmoid lanes``: the row-by-row element-wise passes (bias + sigmoid, the sigmoid
+  cross-entropy, the gathers) split over the lanes;
 - ``both``.
 
 and prints steps/s (median of rounds) with each variant's ratio to ``openblas``. The
 thresholds :data:`medalpy.config.TILED_MIN_ROWS`, ``TILED_MAX_ROWS`` and
-``SIGMOID_LANES_MIN_ROWS`` are where these ratios say the two changes pay. (Below
+``ELEMENTWISE_LANES_MIN_ROWS`` are where these ratios say the two changes pay. (Below
 :data:`medalpy.config.TILED_NT_MIN_ROWS` rows, ``matmul_nt`` uses its dot-product kernel
 whatever the variant.)
 
@@ -41,7 +43,7 @@ VARIANTS = {"openblas": (False, False), "tiled": (True, False),
 def _use(tiled, sigmoid_lanes):
     # Each threshold at 1 (on at every batch size) or out of reach (off).
     config.TILED_MIN_ROWS, config.TILED_MAX_ROWS = (1, 1 << 30) if tiled else (1 << 30, 0)
-    config.SIGMOID_LANES_MIN_ROWS = 1 if sigmoid_lanes else 1 << 30
+    config.ELEMENTWISE_LANES_MIN_ROWS = 1 if sigmoid_lanes else 1 << 30
     lanes.GOVERNOR.reset()
 
 
@@ -73,7 +75,7 @@ def main():
     phases = args.phase or list(PHASES)
     batches = args.batch_size or [20, 32, 48, 64, 128, 256]
     cpu = kernels.get_backend("cpu")
-    saved = config.TILED_MIN_ROWS, config.TILED_MAX_ROWS, config.SIGMOID_LANES_MIN_ROWS
+    saved = config.TILED_MIN_ROWS, config.TILED_MAX_ROWS, config.ELEMENTWISE_LANES_MIN_ROWS
     rows = []
     with cpu.session():
         if not tiles.available():
@@ -85,7 +87,7 @@ def main():
                     rows.append({"phase": phase, "batch": batch, "steps_per_s": rates})
                     print(phase, batch, {k: round(v, 1) for k, v in rates.items()}, flush=True)
         finally:
-            config.TILED_MIN_ROWS, config.TILED_MAX_ROWS, config.SIGMOID_LANES_MIN_ROWS = saved
+            config.TILED_MIN_ROWS, config.TILED_MAX_ROWS, config.ELEMENTWISE_LANES_MIN_ROWS = saved
     names = list(VARIANTS)
     print("\n| phase | batch | " + " | ".join(f"{n} steps/s" for n in names)
           + " | " + " | ".join(f"{n} / openblas" for n in names[1:]) + " |")

@@ -92,9 +92,11 @@ TILED_MAX_ROWS = 256
 #: fine-tuning 1.08x and 1.05x; at 28 rows level, at 10-24 the dot products faster
 #: (docs/performance.md).
 TILED_NT_MIN_ROWS = 32
-#: Fewest batch rows for which the cpu backend's hidden-layer bias + sigmoid (an ``exp`` per
-#: unit) splits its rows over lanes; below it, a serial pass (``benchmarks/tiled_products.py``).
-SIGMOID_LANES_MIN_ROWS = 64
+#: Fewest batch rows for which the cpu backend's row-by-row element-wise passes (the hidden
+#: layers' bias + sigmoid, an ``exp`` per unit; the sigmoid cross-entropy; the gather of a
+#: batch with its noise) split their rows over lanes; below it, serial passes
+#: (``benchmarks/tiled_products.py``, docs/performance.md).
+ELEMENTWISE_LANES_MIN_ROWS = 64
 
 
 def resolve_dtype(dtype):

@@ -22,8 +22,8 @@ the work is done:
   the gradient's squared norm from the batch's Gram matrices (:func:`product_sq_norm`);
   the gather of a uint8 batch with its 1/255 scaling and its masking noise. These are
   serial: they are short, and the one long one (the SGD pass) ran no faster on two threads.
-  The exception is the hidden layers' bias + sigmoid from ``SIGMOID_LANES_MIN_ROWS`` batch
-  rows on, an ``exp`` per unit, whose rows are split over the lanes.
+  The exceptions are bias + sigmoid, the sigmoid cross-entropy and the gathers from
+  ``ELEMENTWISE_LANES_MIN_ROWS`` batch rows on, whose rows are split over the lanes.
 - Without a usable OpenBLAS (a NumPy built on another BLAS), products go to ``np.matmul``
   with NumPy's own threads and nothing runs in parallel in Numba: Numba threads beside a
   multi-threaded OpenBLAS's spinning ones slow both down many times (docs/performance.md).
@@ -167,7 +167,30 @@ def _gather(X, rows, out, kind, epoch_key, threshold, sigma=0.0):
     scale = 1.0 / 255.0 if X.dtype.char == "B" else 1.0
     if type(rows) is not np.ndarray or rows.dtype.char != "l" or rows.dtype.itemsize != 8:
         rows = np.asarray(rows).astype(np.int64)
-    _gather_kernel(X, rows, scale, kind, epoch_key, threshold, sigma, out)
+    if lanes.READY and rows.shape[0] >= config.ELEMENTWISE_LANES_MIN_ROWS:
+        lanes.GOVERNOR.run(
+            ("gather", kind, X.dtype.char, X.shape[1], rows.shape[0]),
+            lambda: _gather_kernel(X, rows, scale, kind, epoch_key, threshold, sigma, out),
+            lambda n: _gather_lanes(X, rows, scale, kind, epoch_key, threshold, sigma, out, n))
+    else:
+        _gather_kernel(X, rows, scale, kind, epoch_key, threshold, sigma, out)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _gather_lanes(X, rows, scale, kind, epoch_key, threshold, sigma, out, lanes):
+    # Rows shared out over ``lanes`` threads: each row's values and noise depend on the row
+    # alone, so the split changes no bit. The indices are checked here first, outside the
+    # threads, with _gather_kernel's message.
+    n = rows.shape[0]
+    for i in range(n):
+        if rows[i] < 0 or rows[i] >= X.shape[0]:
+            raise IndexError("gather: row index out of range [0, N)")
+    for lane in numba.prange(lanes):
+        before = denormals.flush()  # each lane's thread, as the session's (denormals.py)
+        first, stop = lane * n // lanes, (lane + 1) * n // lanes
+        _gather_kernel(X, rows[first:stop], scale, kind, epoch_key, threshold, sigma,
+                       out[first:stop])
+        denormals.restore(before)
 
 
 def gather(X, rows, out):
@@ -260,7 +283,7 @@ def add_bias_sigmoid(Z, b, out):
     out : (B, D) float, modified in place; may be ``Z`` itself.
     """
     if out is Z:
-        if lanes.READY and Z.shape[0] >= config.SIGMOID_LANES_MIN_ROWS:
+        if lanes.READY and Z.shape[0] >= config.ELEMENTWISE_LANES_MIN_ROWS:
             lanes.GOVERNOR.run(("bias_sigmoid", Z.shape),
                                lambda: _bias_sigmoid_inplace_kernel(Z, b),
                                lambda n: _bias_sigmoid_inplace_lanes(Z, b, n))
@@ -281,17 +304,17 @@ def _sum_f64(a):
 
 
 @_jit
-def _sigmoid_ce_kernel(Z, T, delta, terms):
-    # One pass per row computes the loss terms and the delta (vectorised: a running float64
-    # sum inside that loop would serialise it); the row's terms, parked in the scratch row
-    # ``terms``, are then summed in float64. ``delta`` may alias ``Z`` or ``T``.
+def _sigmoid_ce_rows(Z, T, delta, terms, sums, first, stop, n):
+    # Rows ``first`` to ``stop - 1`` of a batch of ``n``: one pass per row computes the loss
+    # terms and the delta (vectorised: a running float64 sum inside that loop would
+    # serialise it); the row's terms, parked in the scratch row ``terms``, are then summed
+    # in float64 into sums[i]. ``delta`` may alias ``Z`` or ``T``.
     one = delta.dtype.type(1)
     zero = delta.dtype.type(0)
-    n, d = Z.shape
+    d = Z.shape[1]
     Bf = delta.dtype.type(n)
     row = terms[:d]
-    loss = 0.0
-    for i in range(n):
+    for i in range(first, stop):
         for j in range(d):
             z = Z[i, j]
             t = T[i, j]
@@ -300,8 +323,36 @@ def _sigmoid_ce_kernel(Z, T, delta, terms):
             row[j] = ((z if z > zero else zero) + log1p_unit(e)) - t * z
             y = (one if z >= 0 else e) / (one + e)
             delta[i, j] = (y - t) / Bf
-        loss += _sum_f64(row)
-    return loss / n
+        sums[i] = _sum_f64(row)
+
+
+@_jit
+def _sigmoid_ce_kernel(Z, T, delta, terms, sums):
+    n = Z.shape[0]
+    _sigmoid_ce_rows(Z, T, delta, terms, sums, 0, n, n)
+    return _mean_in_order(sums[:n])
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", parallel=True)
+def _sigmoid_ce_lanes(Z, T, delta, terms, sums, lanes):
+    # Rows shared out over ``lanes`` threads, a scratch row each; the rows' sums are added
+    # in row order after, so the split changes no bit.
+    n = Z.shape[0]
+    for lane in numba.prange(lanes):
+        before = denormals.flush()  # each lane's thread, as the session's (denormals.py)
+        _sigmoid_ce_rows(Z, T, delta, terms[lane], sums, lane * n // lanes,
+                         (lane + 1) * n // lanes, n)
+        denormals.restore(before)
+    return _mean_in_order(sums[:n])
+
+
+@_jit
+def _mean_in_order(sums):
+    # The batch mean of the rows' float64 sums, added one after another in row order.
+    loss = 0.0
+    for i in range(sums.size):
+        loss += sums[i]
+    return loss / sums.size
 
 
 def sigmoid_cross_entropy(Z, T, delta):
@@ -317,7 +368,17 @@ def sigmoid_cross_entropy(Z, T, delta):
     -------
     float, the batch mean of CE summed over output units.
     """
-    return float(_sigmoid_ce_kernel(Z, T, delta, lanes.scratch("row", Z.shape[1], delta.dtype)))
+    n, d = Z.shape
+    sums = lanes.scratch("row_sums", n, np.float64)
+    if lanes.READY and n >= config.ELEMENTWISE_LANES_MIN_ROWS:
+        terms = lanes.scratch("rows", lanes.LANES * d, delta.dtype)[:lanes.LANES * d]
+        terms = terms.reshape(lanes.LANES, d)
+        loss = []
+        lanes.GOVERNOR.run(("sigmoid_ce", Z.shape),
+                           lambda: loss.append(_sigmoid_ce_kernel(Z, T, delta, terms[0], sums)),
+                           lambda k: loss.append(_sigmoid_ce_lanes(Z, T, delta, terms, sums, k)))
+        return float(loss[0])
+    return float(_sigmoid_ce_kernel(Z, T, delta, lanes.scratch("row", d, delta.dtype), sums))
 
 
 @_jit

@@ -69,6 +69,40 @@ def test_the_fused_weight_update_is_bit_identical_on_any_split(batch, k, m, dtyp
     np.testing.assert_allclose(P, P0 - V_want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_split_cross_entropy_is_the_serial_one(dtype):
+    """The sigmoid cross-entropy with its rows split over lanes gives the serial kernel's
+    loss and delta bit for bit: the rows' float64 sums are added in row order after."""
+    rng = np.random.default_rng(8)
+    Z = (rng.normal(size=(67, 90)) * 6).astype(dtype)
+    T = rng.uniform(size=(67, 90)).astype(dtype)
+    terms, sums = np.empty((max(SPLITS), 90), dtype), np.empty(67)
+    want_delta = np.empty_like(Z)
+    want = cpu._sigmoid_ce_kernel(Z, T, want_delta, terms[0], sums)
+    for n_lanes in SPLITS:
+        delta = np.empty_like(Z)
+        assert cpu._sigmoid_ce_lanes(Z, T, delta, terms, sums, n_lanes) == want, n_lanes
+        np.testing.assert_array_equal(delta, want_delta, err_msg=f"{n_lanes} lanes")
+
+
+@pytest.mark.parametrize("kind", [cpu.CLEAN, cpu.MASKING, cpu.SALT_PEPPER, cpu.GAUSSIAN])
+def test_the_split_gather_is_the_serial_one(kind):
+    """A batch gathered with its noise on lanes, rows split, is the serial gather's."""
+    rng = np.random.default_rng(9)
+    X = rng.integers(0, 256, size=(300, 50), dtype=np.uint8)
+    rows = rng.integers(0, 300, size=67)
+    key, threshold = cpu._noise_key(4, 2, 0.3)
+    want = np.empty((67, 50), np.float32)
+    cpu._gather_kernel(X, rows, 1 / 255, kind, key, threshold, 0.2, want)
+    for n_lanes in SPLITS:
+        got = np.full((67, 50), np.nan, np.float32)
+        cpu._gather_lanes(X, rows, 1 / 255, kind, key, threshold, 0.2, got, n_lanes)
+        np.testing.assert_array_equal(got, want, err_msg=f"{n_lanes} lanes")
+    rows[40] = 300
+    with pytest.raises(IndexError, match="gather: row index out of range"):
+        cpu._gather_lanes(X, rows, 1 / 255, kind, key, threshold, 0.2, got, 2)
+
+
 def _train(choose, batch_size=20, n_lanes=2):
     """The weights after a short gradual run on the cpu backend, float32, layers wide enough
     that every product runs on lanes, with ``choose(key)`` picking each call's lanes."""
