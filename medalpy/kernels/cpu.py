@@ -14,7 +14,8 @@ the work is done:
   :func:`sgd_update_product` forms it a block of rows at a time into a small scratch on
   each lane and applies the SGD step to that block at once, so the weights and velocities
   are read and written once and the gradient is used right after it is formed (about a
-  third less time than storing it first: ``benchmarks/cpu_choices.py``, docs/performance.md).
+  third less time than storing it first: ``benchmarks/cpu_choices.py``, docs/performance.md;
+  in the AVX-512 tiles from 32 batch rows each tile of it goes from registers into the step).
 - Each element-wise step is one pass over memory in a module-level ``@njit(cache=True)``
   function: bias + sigmoid; cross-entropy loss and output delta together, from the
   pre-activations; softmax + NLL + delta; the hidden delta through the sigmoid; the column

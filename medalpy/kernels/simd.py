@@ -203,4 +203,3 @@ def _lanewise(name, instruction):
 
 
 add, sub, mul = _lanewise("add", "fadd"), _lanewise("sub", "fsub"), _lanewise("mul", "fmul")
-

@@ -122,7 +122,8 @@ def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vecto
     # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * b[b_off + k ldb + q]
     # for r < 8, q < 16 vectors (the other columns of the tile are stored as 0): up to 24
     # accumulators, written once at the end. ``vectors`` is a constant where this is
-    # inlined (_tile), so the unused accumulators and their multiply-adds compile away.
+    # inlined (_tile, the packing tile of _matmul_panels), so the unused accumulators and
+    # their multiply-adds compile away.
     # Each step prefetches the four cache lines that may hold b's row ``ahead`` elements on
     # (past b's end near the last k: harmless). With ``pack``, each row of b read is also
     # stored into that panel.
@@ -454,7 +455,8 @@ def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, scratch, first, s
     # each tile's G put through the SGD step of cpu._sgd_kernel at once (with at least
     # STEP_IN_TILE_MIN_ROWS batch rows), or else into ``g`` (UPDATE_TILES * 8 rows of
     # panels(m) * PANEL) and then along those rows of P and V. Either way rows an earlier
-    # tile updated are left alone. Each tile's 8 columns of A are first copied k by k into
+    # tile updated are left alone. In-tile, ``g`` holds only the edge tile (8 x PANEL) and
+    # the step's four coefficients (lr, momentum, decay, scale). Each tile's 8 columns of A are first copied k by k into
     # ``at`` (8 K floats per tile): read in place, every k of the tile's loop would load a
     # new row of A, thousands of floats on, which cost the loop about a tenth of its speed
     # (docs/performance.md).
@@ -526,7 +528,9 @@ def _update_lanes(A, packed, P, V, lr, momentum, decay, scale, g, lanes):
 
 def update_scratch_size(K, m):
     """Floats of one lane's scratch for ``sgd_update_product`` with ``K`` batch rows and
-    ``m`` output columns."""
+    ``m`` output columns: UPDATE_TILES row tiles of G (the first 8 x PANEL + 4 of which serve
+    as the edge tile and coefficients when the step runs in the tiles), then their strips of
+    A."""
     return UPDATE_TILES * TILE_ROWS * (panels(m) * PANEL + K)
 
 

@@ -80,9 +80,32 @@ def test_the_split_cross_entropy_is_the_serial_one(dtype):
     want_delta = np.empty_like(Z)
     want = cpu._sigmoid_ce_kernel(Z, T, want_delta, terms[0], sums)
     for n_lanes in SPLITS:
-        delta = np.empty_like(Z)
+        delta, sums[:] = np.full_like(Z, np.nan), np.nan  # nothing left from the serial call
         assert cpu._sigmoid_ce_lanes(Z, T, delta, terms, sums, n_lanes) == want, n_lanes
         np.testing.assert_array_equal(delta, want_delta, err_msg=f"{n_lanes} lanes")
+
+
+def test_the_cross_entropy_and_gather_give_their_serial_bits_inside_a_session():
+    """From ELEMENTWISE_LANES_MIN_ROWS rows the backend's cross-entropy and gather, called as
+    the trainer calls them, on whichever lanes the governor picks call by call (its first
+    calls alternate one lane and all), return what they return outside a session."""
+    rng = np.random.default_rng(10)
+    n = config.ELEMENTWISE_LANES_MIN_ROWS + 3
+    Z = (rng.normal(size=(n, 40)) * 6).astype(np.float32)
+    T = rng.uniform(size=(n, 40)).astype(np.float32)
+    X = rng.integers(0, 256, size=(500, 40), dtype=np.uint8)
+    rows = rng.integers(0, 500, size=n)
+    want_delta = np.empty_like(Z)
+    want_loss = cpu.sigmoid_cross_entropy(Z, T, want_delta)
+    want_batch = np.empty((n, 40), np.float32)
+    cpu.gather_masked(X, rows, 0.3, 5, 2, want_batch)
+    with lanes.threads(2):
+        for call in range(6):
+            delta, batch = np.full_like(Z, np.nan), np.full((n, 40), np.nan, np.float32)
+            assert cpu.sigmoid_cross_entropy(Z, T, delta) == want_loss, call
+            np.testing.assert_array_equal(delta, want_delta, err_msg=f"call {call}")
+            cpu.gather_masked(X, rows, 0.3, 5, 2, batch)
+            np.testing.assert_array_equal(batch, want_batch, err_msg=f"call {call}")
 
 
 @pytest.mark.parametrize("kind", [cpu.CLEAN, cpu.MASKING, cpu.SALT_PEPPER, cpu.GAUSSIAN])
@@ -128,7 +151,8 @@ def test_training_is_bit_identical_whatever_lanes_the_governor_picks(batch_size)
     picked at random (as a governor reacting to a busy core might) ends with the same bits:
     a run's result depends on its settings, not on what ran beside it. At batch 64 the fused
     update forms larger blocks (the last, short batch smaller ones); on an AVX-512 CPU the
-    products are the tiled kernels' and the sigmoid is split over the lanes."""
+    products are the tiled kernels' and bias + sigmoid, the cross-entropy and the gather are
+    split over the lanes."""
     rng = np.random.default_rng(1)
     picks = []
 

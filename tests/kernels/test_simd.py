@@ -37,7 +37,6 @@ def test_vector_dot_product_matches_numpy():
     assert _dot(np.ones(16, np.float32), np.full(16, 2, np.float32)) == np.float32(32)
 
 
-
 @numba.njit
 def _lanewise(a, b, c, d, out):
     # out = a * b + c - d, each operation rounded on its own, sixteen lanes at a time.

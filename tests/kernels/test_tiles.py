@@ -78,9 +78,9 @@ def test_tiled_products_are_within_the_rounding_bound(m, k, n):
 
 # Batches below tiles.STEP_IN_TILE_MIN_ROWS (13, 8, 31) store G and step along rows; from it
 # (32, 33, 40, 130) each tile steps from its registers: last panels of 1, 2 and 3 full
-# vectors and of partial ones, weights' rows a multiple of 8 or not.
+# vectors and of 1, 2 and 3 partial ones, weights' rows a multiple of 8 or not.
 @pytest.mark.parametrize("m, k, n", [(13, 20, 50), (130, 33, 161), (8, 9, 48), (31, 17, 80),
-                                     (32, 20, 112), (40, 24, 80), (33, 12, 55)])
+                                     (32, 20, 112), (40, 24, 80), (33, 12, 55), (40, 24, 90)])
 def test_the_tiled_update_is_the_sgd_step_of_the_tiled_gradient(m, k, n):
     """The fused update leaves exactly the weights and velocities of the SGD step
     (cpu.sgd_update) with G = A^T delta from the tiled forward product, on any lanes: each
