@@ -371,15 +371,13 @@ def sigmoid_cross_entropy(Z, T, delta):
     """
     n, d = Z.shape
     sums = lanes.scratch("row_sums", n, np.float64)
+    terms = lanes.scratch("rows", lanes.LANES * d, delta.dtype)[:lanes.LANES * d]
+    terms = terms.reshape(lanes.LANES, d)  # a scratch row per lane
     if lanes.READY and n >= config.ELEMENTWISE_LANES_MIN_ROWS:
-        terms = lanes.scratch("rows", lanes.LANES * d, delta.dtype)[:lanes.LANES * d]
-        terms = terms.reshape(lanes.LANES, d)
-        loss = []
-        lanes.GOVERNOR.run(("sigmoid_ce", Z.shape),
-                           lambda: loss.append(_sigmoid_ce_kernel(Z, T, delta, terms[0], sums)),
-                           lambda k: loss.append(_sigmoid_ce_lanes(Z, T, delta, terms, sums, k)))
-        return float(loss[0])
-    return float(_sigmoid_ce_kernel(Z, T, delta, lanes.scratch("row", d, delta.dtype), sums))
+        return float(lanes.GOVERNOR.run(
+            ("sigmoid_ce", Z.shape), lambda: _sigmoid_ce_kernel(Z, T, delta, terms[0], sums),
+            lambda k: _sigmoid_ce_lanes(Z, T, delta, terms, sums, k)))
+    return float(_sigmoid_ce_kernel(Z, T, delta, terms[0], sums))
 
 
 @_jit

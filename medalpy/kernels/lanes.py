@@ -259,14 +259,13 @@ class Governor:
                 shape.next_probe = shape.calls + self.probe_min
 
     def run(self, key, one_lane, on_lanes):
-        """Call ``one_lane()`` or ``on_lanes(n)``, as :meth:`lanes` says, and time it."""
+        """Call ``one_lane()`` or ``on_lanes(n)``, as :meth:`lanes` says, time it and return
+        what it returns."""
         n = self.lanes(key)
         start = time.perf_counter()
-        if n == 1:
-            one_lane()
-        else:
-            on_lanes(n)
+        result = one_lane() if n == 1 else on_lanes(n)
         self.record(key, n, time.perf_counter() - start)
+        return result
 
 
 #: The governor of every parallel kernel of the cpu backend.

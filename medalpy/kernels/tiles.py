@@ -117,6 +117,30 @@ def _store_row(c, o, c0, c1, c2):
 
 
 @numba.njit(inline="always", error_model="numpy")
+def _zero_tile():
+    # The tile's 24 accumulators (rows 0-7 x vectors 0-2, row by row), all 0.
+    z = zeros16()
+    return (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _tile_step(a, q, a_rs, b0, b1, b2, t, vectors):
+    # One step k of a tile's loop: accumulator row r += a[q + r a_rs] * (b0, b1, b2).
+    (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42, c50, c51, c52,
+     c60, c61, c62, c70, c71, c72) = t
+    c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
+    c10, c11, c12 = _row(broadcast16(a, q + a_rs), b0, b1, b2, c10, c11, c12, vectors)
+    c20, c21, c22 = _row(broadcast16(a, q + 2 * a_rs), b0, b1, b2, c20, c21, c22, vectors)
+    c30, c31, c32 = _row(broadcast16(a, q + 3 * a_rs), b0, b1, b2, c30, c31, c32, vectors)
+    c40, c41, c42 = _row(broadcast16(a, q + 4 * a_rs), b0, b1, b2, c40, c41, c42, vectors)
+    c50, c51, c52 = _row(broadcast16(a, q + 5 * a_rs), b0, b1, b2, c50, c51, c52, vectors)
+    c60, c61, c62 = _row(broadcast16(a, q + 6 * a_rs), b0, b1, b2, c60, c61, c62, vectors)
+    c70, c71, c72 = _row(broadcast16(a, q + 7 * a_rs), b0, b1, b2, c70, c71, c72, vectors)
+    return (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42, c50, c51,
+            c52, c60, c61, c62, c70, c71, c72)
+
+
+@numba.njit(inline="always", error_model="numpy")
 def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vectors,
              pack=None):
     # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * b[b_off + k ldb + q]
@@ -127,14 +151,7 @@ def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vecto
     # Each step prefetches the four cache lines that may hold b's row ``ahead`` elements on
     # (past b's end near the last k: harmless). With ``pack``, each row of b read is also
     # stored into that panel.
-    c00, c01, c02 = zeros16(), zeros16(), zeros16()
-    c10, c11, c12 = zeros16(), zeros16(), zeros16()
-    c20, c21, c22 = zeros16(), zeros16(), zeros16()
-    c30, c31, c32 = zeros16(), zeros16(), zeros16()
-    c40, c41, c42 = zeros16(), zeros16(), zeros16()
-    c50, c51, c52 = zeros16(), zeros16(), zeros16()
-    c60, c61, c62 = zeros16(), zeros16(), zeros16()
-    c70, c71, c72 = zeros16(), zeros16(), zeros16()
+    t = _zero_tile()
     for k in range(K):
         p = b_off + k * ldb
         f = p + ahead
@@ -144,15 +161,9 @@ def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vecto
         if pack is not None:
             d = k * PANEL
             store(pack, d, b0), store(pack, d + WIDE, b1), store(pack, d + 2 * WIDE, b2)
-        q = a_off + k * a_ks
-        c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
-        c10, c11, c12 = _row(broadcast16(a, q + a_rs), b0, b1, b2, c10, c11, c12, vectors)
-        c20, c21, c22 = _row(broadcast16(a, q + 2 * a_rs), b0, b1, b2, c20, c21, c22, vectors)
-        c30, c31, c32 = _row(broadcast16(a, q + 3 * a_rs), b0, b1, b2, c30, c31, c32, vectors)
-        c40, c41, c42 = _row(broadcast16(a, q + 4 * a_rs), b0, b1, b2, c40, c41, c42, vectors)
-        c50, c51, c52 = _row(broadcast16(a, q + 5 * a_rs), b0, b1, b2, c50, c51, c52, vectors)
-        c60, c61, c62 = _row(broadcast16(a, q + 6 * a_rs), b0, b1, b2, c60, c61, c62, vectors)
-        c70, c71, c72 = _row(broadcast16(a, q + 7 * a_rs), b0, b1, b2, c70, c71, c72, vectors)
+        t = _tile_step(a, a_off + k * a_ks, a_rs, b0, b1, b2, t, vectors)
+    (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42, c50, c51, c52,
+     c60, c61, c62, c70, c71, c72) = t
     _store_tile(c, c_off, ldc, c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
                 c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72)
 
@@ -211,21 +222,14 @@ def _step_edge(P, V, o, ldp, skip, width, g, coef):
 
 @numba.njit(inline="always", error_model="numpy")
 def _update_tile(a, a_off, panel, K, P, V, o, ldp, skip, width, edge, coef, vectors):
-    # The tile of G = a-strip x panel (_tile_of's loop on a strip of 8 columns of A and a
-    # packed panel of delta) put straight through the SGD step (_step16) on P and V (flat)
-    # from o, for rows ``skip`` to 7 and ``width`` columns (else through ``edge``). Each step
-    # of the loop also prefetches one line of P and one of V of the tile's 8 rows x 4 lines,
-    # spread evenly over the loop, so that they are in L1 when it ends. Its own loop, not
+    # The tile of G = a-strip x panel (_tile_step on a strip of 8 columns of A and a packed
+    # panel of delta) put straight through the SGD step (_step16) on P and V (flat) from o,
+    # for rows ``skip`` to 7 and ``width`` columns (else through ``edge``). Each step of the
+    # loop also prefetches one line of P and one of V of the tile's 8 rows x 4 lines, spread
+    # evenly over the loop, so that they are in L1 when it ends. Its own loop, not
     # _tile_of's with a flag: written that way, LLVM spilled the accumulators to the stack
     # between the loop and the SGD step (5% slower updates; docs/performance.md).
-    c00, c01, c02 = zeros16(), zeros16(), zeros16()
-    c10, c11, c12 = zeros16(), zeros16(), zeros16()
-    c20, c21, c22 = zeros16(), zeros16(), zeros16()
-    c30, c31, c32 = zeros16(), zeros16(), zeros16()
-    c40, c41, c42 = zeros16(), zeros16(), zeros16()
-    c50, c51, c52 = zeros16(), zeros16(), zeros16()
-    c60, c61, c62 = zeros16(), zeros16(), zeros16()
-    c70, c71, c72 = zeros16(), zeros16(), zeros16()
+    t = _zero_tile()
     ahead = PREFETCH_ROWS * PANEL
     spread = ((4 * TILE_ROWS) << 16) // K  # lines of P (and of V) per step, in 1/65536ths
     for k in range(K):
@@ -236,15 +240,9 @@ def _update_tile(a, a_off, panel, K, P, V, o, ldp, skip, width, edge, coef, vect
         x = o + (line >> 2) * ldp + min((line & 3) * WIDE, PANEL - 1)
         prefetch(P, x), prefetch(V, x)
         b0, b1, b2 = load16(panel, p), load16(panel, p + WIDE), load16(panel, p + 2 * WIDE)
-        q = a_off + k * TILE_ROWS
-        c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
-        c10, c11, c12 = _row(broadcast16(a, q + 1), b0, b1, b2, c10, c11, c12, vectors)
-        c20, c21, c22 = _row(broadcast16(a, q + 2), b0, b1, b2, c20, c21, c22, vectors)
-        c30, c31, c32 = _row(broadcast16(a, q + 3), b0, b1, b2, c30, c31, c32, vectors)
-        c40, c41, c42 = _row(broadcast16(a, q + 4), b0, b1, b2, c40, c41, c42, vectors)
-        c50, c51, c52 = _row(broadcast16(a, q + 5), b0, b1, b2, c50, c51, c52, vectors)
-        c60, c61, c62 = _row(broadcast16(a, q + 6), b0, b1, b2, c60, c61, c62, vectors)
-        c70, c71, c72 = _row(broadcast16(a, q + 7), b0, b1, b2, c70, c71, c72, vectors)
+        t = _tile_step(a, a_off + k * TILE_ROWS, 1, b0, b1, b2, t, vectors)
+    (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42, c50, c51, c52,
+     c60, c61, c62, c70, c71, c72) = t
     if skip == 0 and width == vectors * WIDE:
         _step_row(P, V, o, c00, c01, c02, coef, vectors)
         _step_row(P, V, o + ldp, c10, c11, c12, coef, vectors)
@@ -456,10 +454,10 @@ def _update_tiles(A, packed, P, V, lr, momentum, decay, scale, scratch, first, s
     # STEP_IN_TILE_MIN_ROWS batch rows), or else into ``g`` (UPDATE_TILES * 8 rows of
     # panels(m) * PANEL) and then along those rows of P and V. Either way rows an earlier
     # tile updated are left alone. In-tile, ``g`` holds only the edge tile (8 x PANEL) and
-    # the step's four coefficients (lr, momentum, decay, scale). Each tile's 8 columns of A are first copied k by k into
-    # ``at`` (8 K floats per tile): read in place, every k of the tile's loop would load a
-    # new row of A, thousands of floats on, which cost the loop about a tenth of its speed
-    # (docs/performance.md).
+    # the step's four coefficients (lr, momentum, decay, scale). Each tile's 8 columns of A
+    # are first copied k by k into ``at`` (8 K floats per tile): read in place, every k of
+    # the tile's loop would load a new row of A, thousands of floats on, which cost the loop
+    # about a tenth of its speed (docs/performance.md).
     K, n = A.shape
     m = P.shape[1]
     lda = A.strides[0] // A.itemsize
