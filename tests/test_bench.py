@@ -137,6 +137,25 @@ def test_the_bound_is_the_slower_of_memory_and_arithmetic():
     assert bench.bounds.bandwidth(1 << 20, threads=1, repeats=1) > 1e8  # > 0.1 GB/s
 
 
+def test_a_peak_outlasts_a_slow_start():
+    """A GEMM peak or a bandwidth is the best of repetitions that go on for a least time, so
+    a slow patch at the start (another library's threads still spinning) cannot set it."""
+    import time
+
+    from medalpy.bench.machine import best_seconds
+
+    calls = []
+
+    def call():  # slow for its first 0.2 s of calls, then fast
+        calls.append(None)
+        time.sleep(0.05 if len(calls) <= 4 else 0.001)
+
+    best = best_seconds(call, repeats=3, min_seconds=0.3)
+    assert best < 0.02 and len(calls) > 4
+    calls.clear()
+    assert best_seconds(call, repeats=3, min_seconds=0.0) >= 0.05  # the slow start alone
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs two Numba threads")
 def test_contention_runs_every_load_and_mode_and_leaves_no_process_behind(monkeypatch):
     from medalpy.kernels import lanes

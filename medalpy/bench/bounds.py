@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from medalpy.bench.machine import PEAK_MIN_SECONDS, best_seconds
 from medalpy.bench.steps import PHASES, step_flops
 
 
@@ -66,9 +67,11 @@ def _stream_kernel():
     return stream
 
 
-def bandwidth(nbytes, threads, repeats=7, min_seconds=0.02):
+def bandwidth(nbytes, threads, repeats=7, min_seconds=0.02, total_seconds=PEAK_MIN_SECONDS):
     """Best bytes/s of the update's pattern (two float32 arrays of ``nbytes / 2`` each,
-    read and written) on ``threads`` Numba threads."""
+    read and written) on ``threads`` Numba threads: blocks of passes lasting about
+    ``min_seconds``, at least ``repeats`` of them over at least ``total_seconds``
+    (:func:`medalpy.bench.machine.best_seconds`)."""
     import numba
 
     n = max(1024, int(nbytes) // 8)
@@ -82,12 +85,12 @@ def bandwidth(nbytes, threads, repeats=7, min_seconds=0.02):
         t0 = time.perf_counter()
         stream(P, V, np.float32(0.5), np.float32(1e-7), int(threads))
         passes = max(1, int(min_seconds / max(time.perf_counter() - t0, 1e-9)))
-        best = float("inf")
-        for _ in range(repeats):
-            t0 = time.perf_counter()
+
+        def block():
             for _ in range(passes):
                 stream(P, V, np.float32(0.5), np.float32(1e-7), int(threads))
-            best = min(best, (time.perf_counter() - t0) / passes)
+
+        best = best_seconds(block, repeats, total_seconds) / passes
     finally:
         numba.set_num_threads(before)
     return 4 * P.nbytes / best
