@@ -37,7 +37,8 @@ for tile row r), which lets one tile serve three products:
 Round-off: every output element is one chain of fused multiply-adds over k in order, from
 zero, in whichever tile computes it. Row tiles start every 8 rows, the last one moved up to
 end at the last row (it recomputes a few rows of the tile before it, to the same bits, and
-the update applies only its new rows), so results depend on the shapes alone, never on the
+the update applies only its new rows; the forward's, read in place, has :data:`HALF_ROWS`
+rows when the rows left fit in them), so results depend on the shapes alone, never on the
 lanes or how the tiles are shared out. They differ from OpenBLAS's (another order of sums)
 within the usual ``k eps |A||B|`` bound.
 
@@ -59,6 +60,10 @@ from medalpy.kernels.simd import (WIDE, add, broadcast16, load, load16, mul, mul
 
 #: Rows of a tile.
 TILE_ROWS = 8
+#: Rows of the forward's last row tile, read in place, when the batch's last rows fit in
+#: it (batch 10 or 20: a tile of 8 moved up to end at the last row would compute 6 or 4 rows
+#: twice; the tile of 4 does half the multiply-adds of one of 8 at about 0.55 of its time).
+HALF_ROWS = 4
 #: Columns of a panel (and of a tile): three f32x16 vectors.
 PANEL = 3 * WIDE
 #: How many panel rows ahead of the one it reads the tile's loop prefetches into L1: a
@@ -124,30 +129,32 @@ def _zero_tile():
 
 
 @numba.njit(inline="always", error_model="numpy")
-def _tile_step(a, q, a_rs, b0, b1, b2, t, vectors):
-    # One step k of a tile's loop: accumulator row r += a[q + r a_rs] * (b0, b1, b2).
+def _tile_step(a, q, a_rs, b0, b1, b2, t, vectors, rows=TILE_ROWS):
+    # One step k of a tile's loop: accumulator row r += a[q + r a_rs] * (b0, b1, b2), for the
+    # first ``rows`` rows (8 or HALF_ROWS, a constant where this is inlined).
     (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42, c50, c51, c52,
      c60, c61, c62, c70, c71, c72) = t
     c00, c01, c02 = _row(broadcast16(a, q), b0, b1, b2, c00, c01, c02, vectors)
     c10, c11, c12 = _row(broadcast16(a, q + a_rs), b0, b1, b2, c10, c11, c12, vectors)
     c20, c21, c22 = _row(broadcast16(a, q + 2 * a_rs), b0, b1, b2, c20, c21, c22, vectors)
     c30, c31, c32 = _row(broadcast16(a, q + 3 * a_rs), b0, b1, b2, c30, c31, c32, vectors)
-    c40, c41, c42 = _row(broadcast16(a, q + 4 * a_rs), b0, b1, b2, c40, c41, c42, vectors)
-    c50, c51, c52 = _row(broadcast16(a, q + 5 * a_rs), b0, b1, b2, c50, c51, c52, vectors)
-    c60, c61, c62 = _row(broadcast16(a, q + 6 * a_rs), b0, b1, b2, c60, c61, c62, vectors)
-    c70, c71, c72 = _row(broadcast16(a, q + 7 * a_rs), b0, b1, b2, c70, c71, c72, vectors)
+    if rows > HALF_ROWS:
+        c40, c41, c42 = _row(broadcast16(a, q + 4 * a_rs), b0, b1, b2, c40, c41, c42, vectors)
+        c50, c51, c52 = _row(broadcast16(a, q + 5 * a_rs), b0, b1, b2, c50, c51, c52, vectors)
+        c60, c61, c62 = _row(broadcast16(a, q + 6 * a_rs), b0, b1, b2, c60, c61, c62, vectors)
+        c70, c71, c72 = _row(broadcast16(a, q + 7 * a_rs), b0, b1, b2, c70, c71, c72, vectors)
     return (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42, c50, c51,
             c52, c60, c61, c62, c70, c71, c72)
 
 
 @numba.njit(inline="always", error_model="numpy")
 def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vectors,
-             pack=None):
+             pack=None, rows=TILE_ROWS):
     # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * b[b_off + k ldb + q]
-    # for r < 8, q < 16 vectors (the other columns of the tile are stored as 0): up to 24
-    # accumulators, written once at the end. ``vectors`` is a constant where this is
-    # inlined (_tile, the packing tile of _matmul_panels), so the unused accumulators and
-    # their multiply-adds compile away.
+    # for r < ``rows``, q < 16 vectors (the other columns of the tile are stored as 0): up
+    # to 24 accumulators, written once at the end. ``vectors`` and ``rows`` are constants
+    # where this is inlined (_tile, the packing tile of _matmul_panels), so the unused
+    # accumulators and their multiply-adds compile away.
     # Each step prefetches the four cache lines that may hold b's row ``ahead`` elements on
     # (past b's end near the last k: harmless). With ``pack``, each row of b read is also
     # stored into that panel.
@@ -161,25 +168,26 @@ def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vecto
         if pack is not None:
             d = k * PANEL
             store(pack, d, b0), store(pack, d + WIDE, b1), store(pack, d + 2 * WIDE, b2)
-        t = _tile_step(a, a_off + k * a_ks, a_rs, b0, b1, b2, t, vectors)
+        t = _tile_step(a, a_off + k * a_ks, a_rs, b0, b1, b2, t, vectors, rows)
     (c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40, c41, c42, c50, c51, c52,
      c60, c61, c62, c70, c71, c72) = t
     _store_tile(c, c_off, ldc, c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32,
-                c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72)
+                c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72, rows)
 
 
 @numba.njit(inline="always", error_model="numpy")
 def _store_tile(c, o, ldc, c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32, c40,
-                c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72):
-    # The tile's eight rows to c[o + r ldc:][:48].
+                c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72, rows=TILE_ROWS):
+    # The tile's first ``rows`` rows to c[o + r ldc:][:48].
     _store_row(c, o, c00, c01, c02)
     _store_row(c, o + ldc, c10, c11, c12)
     _store_row(c, o + 2 * ldc, c20, c21, c22)
     _store_row(c, o + 3 * ldc, c30, c31, c32)
-    _store_row(c, o + 4 * ldc, c40, c41, c42)
-    _store_row(c, o + 5 * ldc, c50, c51, c52)
-    _store_row(c, o + 6 * ldc, c60, c61, c62)
-    _store_row(c, o + 7 * ldc, c70, c71, c72)
+    if rows > HALF_ROWS:
+        _store_row(c, o + 4 * ldc, c40, c41, c42)
+        _store_row(c, o + 5 * ldc, c50, c51, c52)
+        _store_row(c, o + 6 * ldc, c60, c61, c62)
+        _store_row(c, o + 7 * ldc, c70, c71, c72)
 
 
 @numba.njit(inline="always", error_model="numpy")
@@ -326,7 +334,8 @@ def row_tiles(n):
 @_jit
 def _matmul_panels(A, B, C, panel, edge, first, stop):
     # Tiles ``first`` to ``stop - 1`` of C = A B, numbered panel by panel (tile t of panel p
-    # is p * row_tiles(M) + t), so that lanes share out tiles evenly, not panels.
+    # is p * row_tiles(M) + t), so that lanes share out tiles evenly, not panels. The last
+    # row tile ends at the last row; in place, with HALF_ROWS rows when the rows left fit.
     M, K = A.shape
     N = C.shape[1]
     size = A.itemsize
@@ -339,8 +348,13 @@ def _matmul_panels(A, B, C, panel, edge, first, stop):
         width = min(PANEL, N - j)
         i = min(t * TILE_ROWS, M - TILE_ROWS)
         if width == PANEL and M <= IN_PLACE_MAX_ROWS:  # same sums, read from B itself
-            _tile(A, i * lda, lda, 1, B, K, C, i * ldc + j, ldc, PANEL, j, ldb,
-                  IN_PLACE_PREFETCH_ROWS * ldb)
+            if M - t * TILE_ROWS <= HALF_ROWS:
+                i = M - HALF_ROWS
+                _tile_of(A, i * lda, lda, 1, B, j, ldb, IN_PLACE_PREFETCH_ROWS * ldb, K, C,
+                         i * ldc + j, ldc, 3, None, HALF_ROWS)
+            else:
+                _tile(A, i * lda, lda, 1, B, K, C, i * ldc + j, ldc, PANEL, j, ldb,
+                      IN_PLACE_PREFETCH_ROWS * ldb)
             continue
         if p != packed and width == PANEL:  # the first tile packs the panel as it goes
             _tile_of(A, i * lda, lda, 1, B, j, ldb, PACKING_PREFETCH_ROWS * ldb, K, C,

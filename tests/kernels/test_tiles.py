@@ -4,9 +4,9 @@ them.
 The kernels are plain LLVM vector code: on a CPU without AVX-512 a 16-lane vector is two
 8-lane ones, so these tests check the arithmetic on any x86-64 machine; only the dispatch
 test needs AVX-512. Shapes end in every kind of remainder: rows not a multiple of the tile's
-8 (the last tile moves up and overlaps the one before), columns not a multiple of the 48 of
-a panel (the last panel is padded with zeros, and its tile has fewer vectors), a batch of
-more than one panel of 48.
+8 (the last tile moves up and overlaps the one before, or has 4 rows), columns not a
+multiple of the 48 of a panel (the last panel is padded with zeros, and its tile has fewer
+vectors), a batch of more than one panel of 48.
 """
 
 import numba
@@ -17,9 +17,10 @@ from medalpy import config
 from medalpy.kernels import blas, cpu, lanes, tiles
 
 # (rows, inner, columns): last panels of 1, 2 and 3 vectors for rows (matmul_nt's panels
-# are over the batch) and for columns.
+# are over the batch) and for columns; up to 32 rows (the forward reads B in place), a last
+# row tile of 4 rows over 2, 4 or 4 rows left (10, 20, 28) or of 8 moved up over 5 (13).
 SHAPES = [(8, 1, 1), (13, 20, 50), (64, 100, 48), (100, 37, 97), (130, 33, 161),
-          (9, 16, 47), (75, 20, 60), (24, 40, 100)]
+          (9, 16, 47), (75, 20, 60), (24, 40, 100), (10, 30, 100), (20, 17, 97), (28, 5, 144)]
 LANES = [1, 2, 3]  # 3 shares tiles out unevenly over the two cores
 
 
