@@ -153,8 +153,8 @@ def _tile_of(a, a_off, a_rs, a_ks, b, b_off, ldb, ahead, K, c, c_off, ldc, vecto
     # c[c_off + r ldc + q] = sum over k < K of a[a_off + r a_rs + k a_ks] * b[b_off + k ldb + q]
     # for r < ``rows``, q < 16 vectors (the other columns of the tile are stored as 0): up
     # to 24 accumulators, written once at the end. ``vectors`` and ``rows`` are constants
-    # where this is inlined (_tile, the packing tile of _matmul_panels), so the unused
-    # accumulators and their multiply-adds compile away.
+    # where this is inlined (_tile; the packing tile and the half tile of _matmul_panels), so
+    # the unused accumulators and their multiply-adds compile away.
     # Each step prefetches the four cache lines that may hold b's row ``ahead`` elements on
     # (past b's end near the last k: harmless). With ``pack``, each row of b read is also
     # stored into that panel.
