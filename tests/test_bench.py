@@ -138,7 +138,7 @@ def test_the_bound_is_the_slower_of_memory_and_arithmetic():
 
 
 def test_a_peak_outlasts_a_slow_start():
-    """A GEMM peak or a bandwidth is the best of repetitions that go on for a least time, so
+    """A GEMM peak or a bandwidth is the best of repetitions that go on for at least a set time, so
     a slow patch at the start (another library's threads still spinning) cannot set it."""
     import time
 

@@ -62,7 +62,8 @@ from medalpy.kernels.simd import (WIDE, add, broadcast16, load, load16, mul, mul
 TILE_ROWS = 8
 #: Rows of the forward's last row tile, read in place, when the batch's last rows fit in
 #: it (batch 10 or 20: a tile of 8 moved up to end at the last row would compute 6 or 4 rows
-#: twice; the tile of 4 does half the multiply-adds of one of 8 at about 0.55 of its time).
+#: twice; the tile of 4 does half the multiply-adds of one of 8 in 0.53-0.56 of its time:
+#: docs/performance.md).
 HALF_ROWS = 4
 #: Columns of a panel (and of a tile): three f32x16 vectors.
 PANEL = 3 * WIDE

@@ -18,7 +18,8 @@ from medalpy.kernels import blas, cpu, lanes, tiles
 
 # (rows, inner, columns): last panels of 1, 2 and 3 vectors for rows (matmul_nt's panels
 # are over the batch) and for columns; up to 32 rows (the forward reads B in place), a last
-# row tile of 4 rows over 2, 4 or 4 rows left (10, 20, 28) or of 8 moved up over 5 (13).
+# row tile of 4 rows where 2 or 4 rows are left (10; 20 and 28) or of 8 moved up where 5 are
+# (13).
 SHAPES = [(8, 1, 1), (13, 20, 50), (64, 100, 48), (100, 37, 97), (130, 33, 161),
           (9, 16, 47), (75, 20, 60), (24, 40, 100), (10, 30, 100), (20, 17, 97), (28, 5, 144)]
 LANES = [1, 2, 3]  # 3 shares tiles out unevenly over the two cores
